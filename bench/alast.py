@@ -66,7 +66,7 @@ TARGETS = {"time": 2.0, "flops": 2.5, "rss": 2.5, "accuracy_pt": 0.5}
 # LoRA of every row: rank 16 on every linear layer ("dense" matches the attention output, both
 # FFN layers and the pooler) at lr 5e-4. At 800 steps, 3 seeds, median test accuracy with ALaST:
 # 82.4 %, vs 80.5 % for rank 8 on q, v at lr 2e-3 (README, "what moved accuracy").
-LORA_SET = {"r": 16, "target_modules": ("query", "key", "value", "dense")}
+LORA_SET = {"r": 16, "target_modules": ["query", "key", "value", "dense"]}  # as the manifest records it
 
 # The training process: the CLI itself, plus an exit hook that writes its VmHWM to a file.
 TRAIN_MAIN = """\
@@ -149,15 +149,14 @@ def bundle_for(s: Settings, method: str, tokenizer: Path | None) -> Path:
     manifest = path / "manifest.json"
     if manifest.is_file():
         m = json.loads(manifest.read_text())
-        same_lora = method != "lora" or all(
-            m["method"]["config"].get(k) == (list(v) if isinstance(v, tuple) else v) for k, v in LORA_SET.items())
+        same_lora = method != "lora" or all(m["method"]["config"].get(k) == v for k, v in LORA_SET.items())
         if same_lora and (m["model"]["name"], m["method"]["name"], int(m["tokens"])) == (s.model, method, s.max_tokens):
             return path
     cmd = [sys.executable, "-m", "edgetune.cli", "export", s.model, "--method", method,
            "--num-classes", "2", "--max-tokens", str(s.max_tokens), "--out", str(path), "--overwrite"]
     if method == "lora":
         for k, v in LORA_SET.items():
-            cmd += ["--set", f"{k}={','.join(v) if isinstance(v, tuple) else v}"]
+            cmd += ["--set", f"{k}={','.join(v) if isinstance(v, list) else v}"]
     if tokenizer is not None:
         cmd += ["--tokenizer", str(tokenizer)]
     say(f"$ edgetune {' '.join(cmd[3:])}")
@@ -560,7 +559,8 @@ def main() -> None:
                  warmup=args.warmup if args.warmup is not None else (2 if q else 20),
                  lr_full=args.lr_full or (1e-3 if q else 1e-4),
                  lr_lora=args.lr_lora or (3e-3 if q else 5e-4),
-                 threads=args.threads, eval_batch=32, seeds=args.seeds if args.seeds else (1 if q else 3), baseline_mode=args.baseline_mode,
+                 threads=args.threads, eval_batch=32, seeds=args.seeds or (1 if q else 3),
+                 baseline_mode=args.baseline_mode,
                  alast_set=tuple(args.alast_set),
                  out=args.out or Path("runs/bench-alast" + ("-quick" if q else "")))
     s.out.mkdir(parents=True, exist_ok=True)
