@@ -90,6 +90,7 @@ main()
 class Settings:
     model: str
     max_tokens: int
+    pooling: str | None
     batch_size: int
     steps: int
     warmup: int
@@ -150,7 +151,9 @@ def bundle_for(s: Settings, method: str, tokenizer: Path | None) -> Path:
     if manifest.is_file():
         m = json.loads(manifest.read_text())
         same_lora = method != "lora" or all(m["method"]["config"].get(k) == v for k, v in LORA_SET.items())
-        if same_lora and (m["model"]["name"], m["method"]["name"], int(m["tokens"])) == (s.model, method, s.max_tokens):
+        pooling = m["model"]["config"].get("pooling")  # absent: a bundle from before --pooling
+        same_pooling = pooling is not None and s.pooling in (None, pooling)
+        if same_lora and same_pooling and (m["model"]["name"], m["method"]["name"], int(m["tokens"])) == (s.model, method, s.max_tokens):
             return path
     cmd = [sys.executable, "-m", "edgetune.cli", "export", s.model, "--method", method,
            "--num-classes", "2", "--max-tokens", str(s.max_tokens), "--out", str(path), "--overwrite"]
@@ -159,6 +162,8 @@ def bundle_for(s: Settings, method: str, tokenizer: Path | None) -> Path:
             cmd += ["--set", f"{k}={','.join(v) if isinstance(v, list) else v}"]
     if tokenizer is not None:
         cmd += ["--tokenizer", str(tokenizer)]
+    if s.pooling is not None:
+        cmd += ["--pooling", s.pooling]
     say(f"$ edgetune {' '.join(cmd[3:])}")
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -529,6 +534,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="steps of every run (default 800, 1.2 epochs; quick 20)")
     ap.add_argument("--batch-size", type=int, help="default 16")
     ap.add_argument("--max-tokens", type=int, help="default 64; quick 32")
+    ap.add_argument("--pooling", choices=["cls", "mean"], default=None,
+                    help="BERT head pooling (default: the checkpoint's own; mean for minilm-l6)")
     ap.add_argument("--warmup", type=int, help="linear warm-up steps (default 20; quick 2)")
     ap.add_argument("--lr-full", type=float, help="learning rate of full fine-tuning runs (default 1e-4; quick 1e-3)")
     ap.add_argument("--lr-lora", type=float, help="learning rate of LoRA runs (default 5e-4; quick 3e-3)")
@@ -553,7 +560,7 @@ def main() -> None:
     args = ap.parse_args()
     q = args.quick
     s = Settings(model="bert-micro" if q else "minilm-l6",
-                 max_tokens=args.max_tokens or (32 if q else 64),
+                 max_tokens=args.max_tokens or (32 if q else 64), pooling=args.pooling,
                  batch_size=args.batch_size or 16,
                  steps=args.steps or (20 if q else 800),
                  warmup=args.warmup if args.warmup is not None else (2 if q else 20),
@@ -602,7 +609,8 @@ def main() -> None:
                 caps.append(r)
 
     plots = write_plots(s.out, results, caps)
-    setup = (f"{s.model} on Rotten Tomatoes, {s.steps} steps of {s.batch_size} x <= {s.max_tokens} tokens, "
+    pooling = json.loads((bundles["full"] / "manifest.json").read_text())["model"]["config"].get("pooling", "cls")
+    setup = (f"{s.model} ({pooling} pooling) on Rotten Tomatoes, {s.steps} steps of {s.batch_size} x <= {s.max_tokens} tokens, "
              f"lr full {s.lr_full:g} / LoRA {s.lr_lora:g} (r {LORA_SET['r']}, "
              f"{'/'.join(LORA_SET['target_modules'])}), warm-up {s.warmup}, seeds 0-{s.seeds - 1} for "
              f"{', '.join(args.seed_configs) or 'none'} (medians), 0 for the rest, "

@@ -79,17 +79,20 @@ def methods() -> None:
               help="static: ORT's artifacts; adaptive: per-layer graphs for ALaST.")
 @click.option("--max-tokens", type=int, default=None, help="Longest text the device feeds (text models; default 128).")
 @click.option("--tokenizer", type=click.Path(), default=None, help="tokenizer.json for a text model without one.")
+@click.option("--pooling", type=click.Choice(["cls", "mean"]), default=None,
+              help="BERT: classify from the class token or the mean of the tokens (default: what the checkpoint declares, else cls).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for newly initialised weights.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @user_errors
-def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, tokenizer, seed, overwrite):
+def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, tokenizer, pooling, seed,
+               overwrite):
     """Write an ONNX Runtime training bundle for MODEL (a name from `edgetune models` or a
     checkpoint folder) with a PEFT method injected."""
     from edgetune.export import export_bundle
 
     export_bundle(model, method, out, method_config=list(settings), num_classes=num_classes, mode=mode,
-                  max_tokens=max_tokens, tokenizer=tokenizer, seed=seed, overwrite=overwrite,
-                  log=lambda msg: click.echo(msg, err=True))
+                  max_tokens=max_tokens, tokenizer=tokenizer, pooling=pooling, seed=seed,
+                  overwrite=overwrite, log=lambda msg: click.echo(msg, err=True))
     click.echo(out)
 
 

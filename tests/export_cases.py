@@ -11,6 +11,10 @@ from edgetune.export.peft import trainable_names
 
 MODELS = ("vit-micro", "bert-micro")
 METHODS = ("full", "bitfit", "lora", "adapter", "prefix", "prompt", "propulsion", "ia3")
+# BERT with mean pooling (the head reads the key bias): the methods that touch the head's input
+# differently — every weight, an adapter, extra prompt tokens in the mean.
+MEAN = "bert-micro+mean"
+COMBOS = [(m, k) for m in MODELS for k in METHODS] + [(MEAN, k) for k in ("full", "lora", "prompt")]
 CLASSES = 3
 # (batch, sequence length): both unlike the trace's (2, 16); ViT's token count is fixed.
 SHAPES = ((1, 20), (3, 11))
@@ -18,7 +22,9 @@ RTOL, ATOL = 1e-4, 1e-6
 
 
 def build(name: str, method: str):
-    model = prepare_model(name, method, num_classes=CLASSES, seed=0)
+    """``name`` a registered model, ``+mean`` for BERT with mean pooling."""
+    name, _, pooling = name.partition("+")
+    model = prepare_model(name, method, num_classes=CLASSES, seed=0, pooling=pooling or None)
     with torch.no_grad():  # move the identity-at-init parameters so their gradients are generic
         for n, p in model.named_parameters():
             if p.requires_grad:

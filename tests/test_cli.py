@@ -30,3 +30,11 @@ def test_methods_lists_every_method_with_its_options():
 def test_unknown_command_is_a_usage_error():
     out = run("fnord")
     assert out.exit_code == 2
+
+
+def test_export_pooling_on_a_vision_model_is_a_one_line_error(tmp_path):
+    out = run("export", "vit-micro", "--method", "lora", "--num-classes", "2",
+              "--out", str(tmp_path / "b"), "--pooling", "mean")
+    assert out.exit_code == 2
+    assert "pooling='mean': only BERT models choose their pooling" in out.output
+    assert "Traceback" not in out.output and not (tmp_path / "b").exists()

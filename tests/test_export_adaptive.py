@@ -23,9 +23,8 @@ from edgetune.errors import UsageError
 from edgetune.export.onnx import MAX_IR_VERSION, export_mode
 from edgetune.export.peft import trainable_names
 from edgetune.runtime import AdaptiveRunner
-from export_cases import METHODS, MODELS, assert_close, build, cases, numpy_inputs, reference
+from export_cases import COMBOS, assert_close, build, cases, numpy_inputs, reference
 
-COMBOS = [(m, k) for m in MODELS for k in METHODS]
 
 
 @pytest.fixture(scope="module", params=COMBOS, ids=[f"{m}-{k}" for m, k in COMBOS])

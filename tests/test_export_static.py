@@ -19,9 +19,8 @@ from onnxruntime.training.api import CheckpointState, Module
 from edgetune.export.onnx import MAX_IR_VERSION, export_mode
 from edgetune.export.peft import trainable_names
 from export_cases import (
-    CLASSES, METHODS, MODELS, assert_close, build, cases, numpy_inputs, reference)
+    CLASSES, COMBOS, assert_close, build, cases, numpy_inputs, reference)
 
-COMBOS = [(m, k) for m in MODELS for k in METHODS]
 
 
 @pytest.fixture(scope="module", params=COMBOS, ids=[f"{m}-{k}" for m, k in COMBOS])

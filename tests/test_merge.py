@@ -63,8 +63,8 @@ def texts(work):
 
 
 class Run:
-    def __init__(self, model, method, mode, folder, trainer, data):
-        self.model, self.method, self.mode = model, method, mode
+    def __init__(self, model, method, mode, folder, trainer, data, pooling=None):
+        self.model, self.method, self.mode, self.pooling = model, method, mode, pooling
         self.folder, self.trainer, self.data = folder, trainer, data
 
     def batch(self):
@@ -76,15 +76,16 @@ class Run:
         return self.trainer.engine.predict(batch, keep)
 
 
-def train(work, data, model, method, mode, tokenizer=None, validate=True, name=None) -> Run:
-    folder = work / (name or f"{model}-{method}-{mode}")
+def train(work, data, model, method, mode, tokenizer=None, validate=True, name=None,
+          pooling=None) -> Run:
+    folder = work / (name or f"{model}-{method}-{mode}-{pooling}")
     export_bundle(model, method, folder / "bundle", num_classes=CLASSES, mode=mode,
-                  tokenizer=tokenizer, max_tokens=12 if tokenizer else None)
+                  tokenizer=tokenizer, max_tokens=12 if tokenizer else None, pooling=pooling)
     trainer = Trainer(folder / "bundle", data, data if validate else None,
                       TrainConfig(steps=3, batch_size=8, lr=2e-2, mode=mode),
                       out=folder / "run")
     trainer.fit()
-    return Run(model, method, mode, folder / "run", trainer, data)
+    return Run(model, method, mode, folder / "run", trainer, data, pooling)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def feeds(run: Run, session) -> dict:
 
 
 def torch_logits(run: Run, adapter: Path, batch: dict) -> np.ndarray:
-    model = prepare_model(run.model, run.method, num_classes=CLASSES, seed=0)
+    model = prepare_model(run.model, run.method, num_classes=CLASSES, seed=0, pooling=run.pooling)
     load_adapter(model, adapter)
     inputs = [torch.from_numpy(batch[n]) for n in model.input_names]
     with torch.no_grad():
@@ -119,7 +120,7 @@ def torch_logits(run: Run, adapter: Path, batch: dict) -> np.ndarray:
 
 
 def untrained_logits(run: Run, batch: dict) -> np.ndarray:
-    model = prepare_model(run.model, run.method, num_classes=CLASSES, seed=0)
+    model = prepare_model(run.model, run.method, num_classes=CLASSES, seed=0, pooling=run.pooling)
     with torch.no_grad():
         return model(*[torch.from_numpy(batch[n]) for n in model.input_names]).numpy()
 
@@ -172,6 +173,16 @@ def test_text_model_and_tokenizer(text_run):
     assert info["tokenizer"] == "tokenizer.json" and (out / "tokenizer.json").is_file()
     last = json.loads((text_run.folder / "checkpoints" / "last.json").read_text())
     assert info["checkpoint"] == last["checkpoint"] and info["step"] == 3
+
+
+@pytest.mark.parametrize("mode", ["static", "adaptive"])
+def test_mean_pooled_text_model_merges(work, texts, mode):
+    """Mean pooling (the head reads the padding mask) through training, merge and inference."""
+    tok, data = texts
+    run = train(work, data, "bert-micro", "lora", mode, tokenizer=tok, pooling="mean")
+    assert run.trainer.bundle.manifest["model"]["config"]["pooling"] == "mean"
+    out = merge_run(run.folder, checkpoint="last", out=run.folder.parent / "m")
+    check_merged(run, out)
 
 
 def test_lora_adapter_loads_in_hugging_face_peft(text_run):

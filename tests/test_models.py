@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.export import create_model, list_models
-from edgetune.export.models import BertClassifier, VisionTransformer
+from edgetune.export.models import BertClassifier, BertConfig, VisionTransformer
 
 from conftest import has
 
@@ -178,3 +178,73 @@ def test_checkpoint_errors_are_clear(tmp_path):
     (tmp_path / "vit" / "config.json").write_text("{not json")
     with pytest.raises(EdgetuneError, match="config.json: not valid JSON"):
         create_model(str(tmp_path / "vit"), 3)
+
+
+def test_mean_pooling_is_the_sentence_transformers_mean_over_non_padding_tokens():
+    model = create_model("bert-micro", 3, pooling="mean").eval()
+    assert model.bert.pooler is None and model.config.pooling == "mean"
+    ids, mask = model.example_inputs(batch=4, tokens=12)
+    mask[0, 5:] = 0
+    with torch.no_grad():
+        x, bias = model.embed(ids, mask)
+        for block in model.blocks:
+            x, bias, _ = block(x, bias, None)
+        m = mask[..., None].float()
+        expected = model.classifier((x * m).sum(1) / m.sum(1))  # sentence-transformers' Pooling
+        torch.testing.assert_close(model(ids, mask), expected, atol=1e-6, rtol=1e-6)
+        # padding never enters the mean
+        trimmed = model(ids[:1, :5], mask[:1, :5])
+        torch.testing.assert_close(model(ids[:1], mask[:1]), trimmed, atol=1e-5, rtol=1e-5)
+
+
+def test_mean_pooling_over_kept_tokens_only():
+    model = create_model("bert-micro", 3, pooling="mean").eval()
+    ids, mask = model.example_inputs(batch=2, tokens=10)
+    mask[:] = 1
+    keep = torch.tensor([6, 3])
+    with torch.no_grad():
+        x, bias = model.embed(ids, mask)
+        for i, block in enumerate(model.blocks):
+            x, bias, _ = block(x, bias, keep[i])
+        assert x.shape[1] == 3
+        torch.testing.assert_close(model(ids, mask, keep=keep), model.classifier(x.mean(1)))
+
+
+def _sentence_transformers_folder(tmp_path, pooling_cfg):
+    model = create_model("bert-micro", 2).eval()
+    folder = tmp_path / "st"
+    (folder / "1_Pooling").mkdir(parents=True)
+    c = model.config
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "bert", "vocab_size": c.vocab_size, "hidden_size": c.hidden_size,
+        "num_hidden_layers": c.num_hidden_layers, "num_attention_heads": c.num_attention_heads,
+        "intermediate_size": c.intermediate_size, "max_position_embeddings": c.max_position_embeddings}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg))
+    return model, folder
+
+
+def test_sentence_transformers_folder_keeps_its_pooling(tmp_path):
+    model, folder = _sentence_transformers_folder(
+        tmp_path, {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True})
+    assert create_model(str(folder), 2).config.pooling == "mean"
+    as_cls = create_model(str(folder), 2, pooling="cls")  # the override loads the folder's pooler
+    assert as_cls.config.pooling == "cls"
+    torch.testing.assert_close(as_cls.bert.pooler.dense.weight, model.bert.pooler.dense.weight)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))
+    with pytest.raises(EdgetuneError, match=r"pooling \['pooling_mode_max_tokens'\] is not supported"):
+        create_model(str(folder), 2)
+    (folder / "modules.json").unlink()  # a plain Hugging Face folder: BertForSequenceClassification
+    assert create_model(str(folder), 2).config.pooling == "cls"
+
+
+def test_pooling_errors_name_the_value():
+    with pytest.raises(UsageError, match=r"pooling='max': must be one of cls, mean"):
+        create_model("bert-micro", 2, pooling="max")
+    with pytest.raises(UsageError, match=r"pooling='mean': only BERT models choose their pooling"):
+        create_model("vit-micro", 2, pooling="mean")
+    with pytest.raises(UsageError, match=r"BertConfig.pooling='first': must be one of cls, mean"):
+        BertConfig(pooling="first")

@@ -75,7 +75,7 @@ class AdaptiveRunner:
             deltas.append(_delta(prev, cur))
             prev = cur
         (logits,) = self.sessions.run_ort(self._graph("head", "forward"), ["logits"],
-                                          {**params, "tokens": x})
+                                          {**params, **self._head_feeds(x, bias)})
         return logits.numpy(), np.array(deltas, dtype=np.float32)
 
     # Activations travel between graphs as OrtValues (no numpy copies); parameters are fed as
@@ -135,7 +135,7 @@ class AdaptiveRunner:
             bias = bias_out
         head = self.parts["head"]
         outs = run(self._graph("head", "train"), head["outputs"],
-                   {**params, "tokens": x, "labels": np.asarray(labels, np.int64)})
+                   {**params, **self._head_feeds(x, bias), "labels": np.asarray(labels, np.int64)})
         res = dict(zip(head["outputs"], outs))
         grads = {p: res[p + "_grad"].numpy() for p in head["trainable"]}
         dy, backward = res["tokens_grad"], {}
@@ -159,6 +159,11 @@ class AdaptiveRunner:
         return StepResult(float(res["loss"].numpy()), res["logits"].numpy(), grads,
                           np.array(deltas, dtype=np.float32), attns, backward,
                           np.array(norms, dtype=np.float32))
+
+    def _head_feeds(self, x, bias) -> dict:
+        """The head reads the tokens, and the key bias when it pools over non-padding tokens."""
+        wants_bias = "key_bias" in self.parts["head"]["inputs"]
+        return {"tokens": x, **({"key_bias": bias} if wants_bias else {})}
 
     def _trained_params(self, block: str, i: int, trained: set[int]) -> list[str]:
         return self.parts[block]["trainable"] if i in trained else []

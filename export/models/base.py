@@ -1,7 +1,8 @@
 """What every model offers the rest of edgetune: stem → blocks → head, with ALaST's signals.
 
 A model is an ``EncoderClassifier``: ``embed`` turns raw inputs into tokens (class token first)
-and a key bias, ``blocks`` are the transformer layers, ``classify`` reads the class token. PEFT
+and a key bias, ``blocks`` are the transformer layers, ``classify`` pools the last tokens (the
+class token, or the mean of the tokens the key bias leaves visible) into logits. PEFT
 methods, the ONNX splitter and ALaST only use these three pieces.
 """
 
@@ -31,13 +32,14 @@ class EncoderClassifier(nn.Module):
     blocks: nn.ModuleList  # the transformer layers, in order (an attribute or a property)
     head_names: tuple[str, ...] = ()  # the task head's modules, trained by every method
     hidden_size: int
+    pools_with_mask: bool = False  # whether classify reads the key bias (mean pooling)
 
     def embed(self, *inputs: Tensor) -> tuple[Tensor, Tensor | None]:
         """Raw inputs → tokens (B, N, D) with the class token at 0, and a key bias (B, N) or None."""
         raise NotImplementedError
 
-    def classify(self, x: Tensor) -> Tensor:
-        """Tokens after the last block → logits."""
+    def classify(self, x: Tensor, key_bias: Tensor | None = None) -> Tensor:
+        """Tokens after the last block (and their key bias, padding < 0) → logits."""
         raise NotImplementedError
 
     def example_inputs(self, batch: int, tokens: int | None = None) -> tuple[Tensor, ...]:
@@ -55,7 +57,7 @@ class EncoderClassifier(nn.Module):
             x, bias, attn = block(x, bias, None if keep is None else keep[i])
             cls_tokens.append(x[:, 0])
             cls_attn.append(attn)
-        return EncoderOutput(self.classify(x), cls_tokens, cls_attn)
+        return EncoderOutput(self.classify(x, bias), cls_tokens, cls_attn)
 
     @property
     def num_layers(self) -> int:

@@ -1,14 +1,16 @@
 """BERT-style text encoder with Hugging Face's parameter names (Devlin et al. 2019).
 
-Post-norm layers: h = LN(x + Attn(x)), out = LN(h + FFN(h)). Classification follows
-``BertForSequenceClassification``: pooler (dense + tanh on the class token), then ``classifier``.
+Post-norm layers: h = LN(x + Attn(x)), out = LN(h + FFN(h)). Classification, by ``pooling``:
+``"cls"`` as ``BertForSequenceClassification`` (pooler: dense + tanh on the class token, then
+``classifier``), or ``"mean"`` as sentence-transformers (``classifier`` on the mean of the
+non-padding tokens, no pooler) — the pooling a sentence-embedding checkpoint was trained with.
 Loads a checkpoint folder (``config.json`` + ``model.safetensors``, keys with or without the
 ``bert.`` prefix). Single-segment inputs: token type 0 everywhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +19,9 @@ from edgetune.config import check_float, check_int
 from edgetune.errors import UsageError
 from edgetune.export.models.base import EncoderClassifier
 from edgetune.export.models.layers import keep_top_tokens, multi_head_attention, prepend_prefix
+
+
+POOLINGS = ("cls", "mean")
 
 
 @dataclass
@@ -30,12 +35,15 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     num_classes: int = 2
+    pooling: str = "cls"
 
     def __post_init__(self) -> None:
         for f in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                   "intermediate_size", "max_position_embeddings", "type_vocab_size", "num_classes"):
             check_int(self, f, lo=1)
         check_float(self, "layer_norm_eps", lo=0.0, lo_open=True)
+        if self.pooling not in POOLINGS:
+            raise UsageError(f"BertConfig.pooling={self.pooling!r}: must be one of {', '.join(POOLINGS)}")
         if self.hidden_size % self.num_attention_heads:
             raise UsageError(
                 f"BertConfig.num_attention_heads={self.num_attention_heads}: "
@@ -147,7 +155,7 @@ class BertModel(nn.Module):
         super().__init__()
         self.embeddings = BertEmbeddings(cfg)
         self.encoder = BertEncoder(cfg)
-        self.pooler = BertPooler(cfg)
+        self.pooler = BertPooler(cfg) if cfg.pooling == "cls" else None
 
 
 class BertClassifier(EncoderClassifier):
@@ -180,8 +188,25 @@ class BertClassifier(EncoderClassifier):
             x, key_bias = self.prompt(x, key_bias)
         return x, key_bias
 
-    def classify(self, x: Tensor) -> Tensor:
-        return self.classifier(self.bert.pooler(x[:, 0]))
+    def set_pooling(self, pooling: str) -> None:
+        """Switch to ``"cls"`` (adds a freshly initialised pooler) or ``"mean"`` (drops it)."""
+        if pooling not in POOLINGS:
+            raise UsageError(f"pooling={pooling!r}: must be one of {', '.join(POOLINGS)}")
+        if pooling == self.config.pooling:
+            return
+        self.config = replace(self.config, pooling=pooling)
+        self.bert.pooler = BertPooler(self.config) if pooling == "cls" else None
+        if self.bert.pooler is not None:
+            _init_weights(self.bert.pooler)
+
+    @property
+    def pools_with_mask(self) -> bool:
+        return self.config.pooling == "mean"
+
+    def classify(self, x: Tensor, key_bias: Tensor | None = None) -> Tensor:
+        if self.config.pooling == "cls":
+            return self.classifier(self.bert.pooler(x[:, 0]))
+        return self.classifier(mean_pool(x, key_bias))
 
     def example_inputs(self, batch: int, tokens: int | None = None) -> tuple[Tensor, ...]:
         n = tokens or min(16, self.config.max_position_embeddings)
@@ -191,6 +216,14 @@ class BertClassifier(EncoderClassifier):
         mask[torch.arange(n)[None, :] >= lengths[:, None]] = 0
         ids = ids * mask
         return ids, mask
+
+
+def mean_pool(x: Tensor, key_bias: Tensor | None) -> Tensor:
+    """Mean of the tokens (B, N, D) whose key bias is 0 (padding carries a large negative bias)."""
+    if key_bias is None:
+        return x.mean(1)
+    w = (key_bias == 0).to(x.dtype)
+    return (x * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)
 
 
 def _init_weights(model: nn.Module) -> None:

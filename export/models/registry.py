@@ -3,6 +3,8 @@
 A preset is a function ``(num_classes) -> EncoderClassifier``. A folder holding a
 ``config.json`` loads as BERT (``model_type: bert``), ViT (``model_type: vit`` with our
 ``ViTConfig`` fields, or timm's ``architecture`` name) with the folder's ``model.safetensors``.
+A sentence-transformers BERT folder (``modules.json`` naming a Pooling module) keeps the pooling
+it was trained with (mean or class token); ``pooling=`` overrides it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Callable
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.registry import Registry
 from edgetune.export.models.base import EncoderClassifier
-from edgetune.export.models.bert import BertClassifier, BertConfig
+from edgetune.export.models.bert import POOLINGS, BertClassifier, BertConfig
 from edgetune.export.models.checkpoint import load_weights
 from edgetune.jsonfile import read_json
 from edgetune.export.models.vit import ViTConfig, VisionTransformer
@@ -47,30 +49,47 @@ def list_models() -> list[ModelSpec]:
     return [spec for _, spec in MODELS.items()]
 
 
-def create_model(name_or_path: str | Path, num_classes: int = 2) -> EncoderClassifier:
-    """A registered preset by name, or a checkpoint folder (``config.json`` + ``model.safetensors``)."""
+def create_model(name_or_path: str | Path, num_classes: int = 2,
+                 pooling: str | None = None) -> EncoderClassifier:
+    """A registered preset by name, or a checkpoint folder (``config.json`` + ``model.safetensors``).
+
+    ``pooling`` (BERT only): ``"cls"`` or ``"mean"``; None keeps the preset's or folder's own."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise UsageError(f"num_classes={num_classes!r}: must be an integer >= 2")
+    if pooling is not None and pooling not in POOLINGS:
+        raise UsageError(f"pooling={pooling!r}: must be one of {', '.join(POOLINGS)}")
     text = str(name_or_path)
-    if text in MODELS:
-        return MODELS.get(text).build(num_classes)
     path = Path(text)
-    if path.is_dir():
-        return load_folder(path, num_classes)
-    if "/" in text or path.suffix:
-        raise EdgetuneError(f"{text}: no such checkpoint folder")
-    MODELS.get(text)  # raises "unknown model ... did you mean"
-    raise AssertionError("unreachable")
+    if text in MODELS:
+        model = MODELS.get(text).build(num_classes)
+    elif path.is_dir():
+        model = load_folder(path, num_classes, pooling)
+    else:
+        if "/" in text or path.suffix:
+            raise EdgetuneError(f"{text}: no such checkpoint folder")
+        MODELS.get(text)  # raises "unknown model ... did you mean"
+        raise AssertionError("unreachable")
+    if pooling is not None:
+        if model.family != "bert":
+            raise UsageError(f"pooling={pooling!r}: only BERT models choose their pooling "
+                             f"({text} is a {model.family})")
+        folder = getattr(model, "source_dir", None)
+        if folder is not None and model.config.pooling != pooling:  # a preset from a folder:
+            return load_folder(folder, num_classes, pooling)        # load its pooler, if any
+        model.set_pooling(pooling)
+    return model
 
 
-def load_folder(folder: Path, num_classes: int) -> EncoderClassifier:
+
+
+def load_folder(folder: Path, num_classes: int, pooling: str | None = None) -> EncoderClassifier:
     cfg = read_json(folder / "config.json")
     kind = cfg.get("model_type")
     if kind is None and cfg.get("architecture") in TIMM_ARCHITECTURES:  # a timm hub folder
         kind, cfg = "vit", {**cfg, **TIMM_ARCHITECTURES[cfg["architecture"]]}
     weights = folder / "model.safetensors"
     if kind == "bert":
-        model = BertClassifier(bert_config_from_hf(cfg, num_classes))
+        model = BertClassifier(bert_config_from_hf(cfg, num_classes, pooling or folder_pooling(folder)))
         load_weights(model, weights, key_prefix="bert.")
     elif kind == "vit":
         fields = {k: cfg[k] for k in ViTConfig.__dataclass_fields__ if k in cfg}
@@ -91,13 +110,32 @@ TIMM_ARCHITECTURES = {
 }
 
 
-def bert_config_from_hf(cfg: dict, num_classes: int) -> BertConfig:
+def folder_pooling(folder: Path) -> str:
+    """The pooling a sentence-transformers folder declares (``modules.json`` → its Pooling
+    module's ``config.json``): "mean" or "cls"; "cls" for a plain Hugging Face folder."""
+    if not (folder / "modules.json").is_file():
+        return "cls"
+    modules = read_json(folder / "modules.json")
+    pooling = [m for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith(".Pooling")]
+    if not pooling:
+        return "cls"
+    cfg = read_json(folder / pooling[0].get("path", "") / "config.json")
+    if cfg.get("pooling_mode_mean_tokens"):
+        return "mean"
+    if cfg.get("pooling_mode_cls_token"):
+        return "cls"
+    modes = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v]
+    raise EdgetuneError(f"{folder}: sentence-transformers pooling {modes} is not supported "
+                        f"(mean or cls token)")
+
+
+def bert_config_from_hf(cfg: dict, num_classes: int, pooling: str = "cls") -> BertConfig:
     act = cfg.get("hidden_act", "gelu")
     if act != "gelu" or cfg.get("position_embedding_type", "absolute") != "absolute":
         raise EdgetuneError(f"unsupported BERT variant: hidden_act={act!r}, "
                             f"position_embedding_type={cfg.get('position_embedding_type')!r}")
     fields = {k: cfg[k] for k in BertConfig.__dataclass_fields__ if k in cfg}
-    return BertConfig(**{**fields, "num_classes": num_classes})
+    return BertConfig(**{**fields, "num_classes": num_classes, "pooling": pooling})
 
 
 def package_folder(package: str, sub: str, install_hint: str) -> Path:

@@ -130,7 +130,7 @@ class VisionTransformer(EncoderClassifier):
             x, _ = self.prompt(x, None)
         return x, None
 
-    def classify(self, x: Tensor) -> Tensor:
+    def classify(self, x: Tensor, key_bias: Tensor | None = None) -> Tensor:
         return self.head(self.norm(x[:, 0]))
 
     def example_inputs(self, batch: int, tokens: int | None = None) -> tuple[Tensor, ...]:

@@ -33,11 +33,13 @@ MODES = ("static", "adaptive")
 
 
 def prepare_model(model: str | EncoderClassifier, method: str | None, method_config: Any = None,
-                  num_classes: int = 2, seed: int = 0) -> EncoderClassifier:
+                  num_classes: int = 2, seed: int = 0, pooling: str | None = None) -> EncoderClassifier:
     """A model with its method applied (a registered name is built with ``seed``)."""
     if isinstance(model, (str, Path)):
         torch.manual_seed(seed)
-        model = create_model(model, num_classes)
+        model = create_model(model, num_classes, pooling)
+    elif pooling is not None:
+        raise UsageError("pooling= applies to a model built by name; set it on the model object")
     current = getattr(model, "peft_method", None)
     if method is None and current is None:
         raise UsageError("no PEFT method: pass method= (e.g. 'lora', or 'full')")

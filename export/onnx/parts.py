@@ -103,18 +103,27 @@ def trace_block(model: EncoderClassifier, index: int, batch: int, tokens: int, k
 
 
 class _Head(nn.Module):
-    def __init__(self, model: EncoderClassifier):
+    def __init__(self, model: EncoderClassifier, bias: bool):
         super().__init__()
-        self.model = model
+        self.model, self.bias = model, bias
 
-    def forward(self, tokens: Tensor, labels: Tensor):
-        logits = self.model.classify(tokens)
+    def forward(self, tokens: Tensor, *rest: Tensor):
+        key_bias, labels = rest if self.bias else (None, *rest)
+        logits = self.model.classify(tokens, key_bias)
         return F.cross_entropy(logits, labels), logits
 
 
 def trace_head(model: EncoderClassifier, batch: int, tokens: int) -> Traced:
+    """tokens (+ key_bias when the model pools with the padding mask) + labels → loss, logits."""
+    bias = has_key_bias(model) and model.pools_with_mask
     x = torch.randn(batch, tokens, model.hidden_size)
+    key_bias = torch.zeros(batch, tokens)
+    key_bias[0, -1] = torch.finfo(x.dtype).min  # a padded position, so the mask stays in the graph
     labels = torch.zeros(batch, dtype=torch.int64)
+    args = (x,) + ((key_bias,) if bias else ()) + (labels,)
+    inputs = ["tokens"] + (["key_bias"] if bias else []) + ["labels"]
     axes = {"tokens": {0: B, 1: N}, "labels": {0: B}, "logits": {0: B}}
-    return _finish(_Head(model), model, (x, labels), ["tokens", "labels"], ["loss", "logits"],
+    if bias:
+        axes["key_bias"] = {0: B, 1: N}
+    return _finish(_Head(model, bias), model, args, inputs, ["loss", "logits"],
                    axes, grad_input="tokens", seed=None, loss="loss")
