@@ -534,8 +534,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="steps of every run (default 800, 1.2 epochs; quick 20)")
     ap.add_argument("--batch-size", type=int, help="default 16")
     ap.add_argument("--max-tokens", type=int, help="default 64; quick 32")
-    ap.add_argument("--pooling", choices=["cls", "mean"], default=None,
-                    help="BERT head pooling (default: the checkpoint's own; mean for minilm-l6)")
+    ap.add_argument("--pooling", choices=["cls", "mean"], default="cls",
+                    help="BERT head: class token (default, as the README's tables) or mean "
+                         "(minilm-l6's own pooling and edgetune export's default for it)")
     ap.add_argument("--warmup", type=int, help="linear warm-up steps (default 20; quick 2)")
     ap.add_argument("--lr-full", type=float, help="learning rate of full fine-tuning runs (default 1e-4; quick 1e-3)")
     ap.add_argument("--lr-lora", type=float, help="learning rate of LoRA runs (default 5e-4; quick 3e-3)")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.registry import Registry
 from edgetune.export.models.base import EncoderClassifier
@@ -60,6 +62,7 @@ def create_model(name_or_path: str | Path, num_classes: int = 2,
         raise UsageError(f"pooling={pooling!r}: must be one of {', '.join(POOLINGS)}")
     text = str(name_or_path)
     path = Path(text)
+    rng = torch.get_rng_state()  # a reload below initialises the new head as one build would
     if text in MODELS:
         model = MODELS.get(text).build(num_classes)
     elif path.is_dir():
@@ -75,7 +78,8 @@ def create_model(name_or_path: str | Path, num_classes: int = 2,
                              f"({text} is a {model.family})")
         folder = getattr(model, "source_dir", None)
         if folder is not None and model.config.pooling != pooling:  # a preset from a folder:
-            return load_folder(folder, num_classes, pooling)        # load its pooler, if any
+            torch.set_rng_state(rng)                                # load its pooler, if any
+            return load_folder(folder, num_classes, pooling)
         model.set_pooling(pooling)
     return model
 
