@@ -84,8 +84,6 @@ def create_model(name_or_path: str | Path, num_classes: int = 2,
     return model
 
 
-
-
 def load_folder(folder: Path, num_classes: int, pooling: str | None = None) -> EncoderClassifier:
     cfg = read_json(folder / "config.json")
     kind = cfg.get("model_type")
