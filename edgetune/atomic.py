@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from edgetune.errors import UsageError
 
@@ -62,3 +62,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def remove_temporaries(folder: str | Path, names: Iterable[str] | None = None) -> list[Path]:
+    """Remove what a killed writer left in ``folder``: the temporary files and folders above
+    (``.NAME.tmp-*``, ``.NAME.old-*``), for every NAME or only those in ``names``. Call it only
+    while no other process writes there (a run folder: while holding its lock). Returns what
+    was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    prefixes = None if names is None else tuple(f".{n}." for n in names)
+    removed = []
+    for p in folder.iterdir():
+        if not (p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name)):
+            continue
+        if prefixes is not None and not p.name.startswith(prefixes):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(p)
+    return removed

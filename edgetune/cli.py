@@ -1,4 +1,5 @@
-"""The ``edgetune`` command line. User errors print one line and exit with code 2.
+"""The ``edgetune`` command line. A failure prints one line (``edgetune.cli_errors``): user
+errors exit with code 2, bugs with 1, Ctrl-C with 130; ``--debug`` shows the traceback.
 
 Workstation commands (``models``, ``methods``, ``export``) import ``edgetune.export`` lazily:
 the device commands must work where torch is not installed.
@@ -6,44 +7,22 @@ the device commands must work where torch is not installed.
 
 from __future__ import annotations
 
-import sys
-from functools import wraps
-
 import click
 
 from edgetune import __version__
-from edgetune.errors import EdgetuneError, UsageError
-
-EXPORT_HINT = "this command needs the workstation extra: pip install 'edgetune[export]'"
-
-
-def user_errors(fn):
-    """Turn EdgetuneError (and a missing torch) into a one-line message and exit code 2."""
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except EdgetuneError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-        except ImportError as e:
-            if e.name in ("torch", "onnx"):
-                click.echo(f"error: {EXPORT_HINT}", err=True)
-                sys.exit(2)
-            raise
-
-    return wrapper
+from edgetune.cli_errors import ReportingGroup
+from edgetune.errors import UsageError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgetune")
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar="EDGETUNE_DEBUG",
+              help="Show the traceback of an error (also EDGETUNE_DEBUG=1).")
+def main(debug: bool) -> None:
     """Fine-tune transformers on the device that uses them."""
 
 
 @main.command()
-@user_errors
 def models() -> None:
     """List the registered models."""
     from edgetune.export.models import list_models
@@ -53,7 +32,6 @@ def models() -> None:
 
 
 @main.command()
-@user_errors
 def methods() -> None:
     """List the PEFT methods and their options."""
     import dataclasses
@@ -83,7 +61,6 @@ def methods() -> None:
               help="BERT: classify from the class token or the mean of the tokens (default: what the checkpoint declares, else cls).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for newly initialised weights.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-@user_errors
 def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, tokenizer, pooling, seed,
                overwrite):
     """Write an ONNX Runtime training bundle for MODEL (a name from `edgetune models` or a
@@ -122,7 +99,6 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
 @click.option("--power-cap", default=None, help="Mean power limit, e.g. 7W (met by pausing).")
 @click.option("--device", "device_name", default=None, help="Device profile (edgetune devices); default: detected.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@user_errors
 def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mode, out, resume, seed,
           threads, checkpoint_every, eval_every, text_column, label_column, alast_settings,
           ram_cap, energy_cap, power_cap, device_name, quiet):
@@ -136,6 +112,9 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
 
     from edgetune.devices import detect_device, get_device
     from edgetune.schedule.caps import Caps
+    from edgetune.schedule.units import format_joules
+    from edgetune.train.runinfo import require_run
+    from edgetune.train.runlock import check_free
 
     caps = Caps.parse(ram=ram_cap, energy=energy_cap, power=power_cap)
     device = get_device(device_name) if device_name else detect_device()
@@ -150,6 +129,9 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     run = Path(out) if out else Path("runs") / b.path.resolve().name
     if not resume and (run / "checkpoints").exists():
         raise UsageError(f"{run} already holds a run: pass --resume to continue it, or another --out")
+    if resume:
+        require_run(run)  # these two again in Trainer; here before the data loads
+    check_free(run)
     train_set = load_data(b, data, None, text_column, label_column)
     labels = getattr(train_set, "label_names", None)
     val_set = load_data(b, val, labels, text_column, label_column) if val else None
@@ -157,13 +139,18 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
                       caps=caps, device=device)
     if resume and trainer.step:
         click.echo(f"resuming {run} at step {trainer.step}/{trainer.total_steps}", err=True)
+    elif resume:
+        click.echo(f"resuming {run}: no checkpoint yet (the run stopped before its first one); "
+                   "starting at step 0", err=True)
     result = trainer.fit()
     per_step = result.seconds / max(1, result.steps - 0)
     line = (f"{run}: {result.steps} steps, loss {result.final_loss:.4f}, "
-            f"{per_step:.3f} s/step, peak RSS {result.peak_rss_mb:.0f} MB")
+            f"{per_step:.3f} s/step, peak RSS {result.peak_rss_mb:.0f} MB, {format_joules(result.energy_j)}")
     if result.best_accuracy is not None:
         line += f", best val accuracy {result.best_accuracy:.4f}"
     click.echo(line)
+    if result.stopped:
+        click.echo(f"stopped early: {result.stopped}", err=True)
 
 
 @main.command("eval")
@@ -176,7 +163,6 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@user_errors
 def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, label_column, as_json):
     """Loss and accuracy of a run's checkpoint (or a bundle's initial weights) on --data."""
     import json
@@ -198,7 +184,6 @@ def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, 
 @click.option("--out", type=click.Path(), default=None, help="Output folder (default RUN/merged).")
 @click.option("--bundle", type=click.Path(), default=None, help="The bundle, if it moved since training.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-@user_errors
 def merge(run, checkpoint, out, bundle, overwrite):
     """Write RUN's inference.onnx (plain onnxruntime) and its adapter in Hugging Face PEFT format;
     LoRA, IA3 and Propulsion are folded into the weights."""
@@ -219,7 +204,6 @@ def merge(run, checkpoint, out, bundle, overwrite):
 @click.option("--steps", type=int, default=1, show_default=True, help="Run length (spreads --energy-cap).")
 @click.option("--schedule", type=click.Choice(["static", "alast"]), default="alast", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-@user_errors
 def plan(bundle, device_name, ram_cap, energy_cap, power_cap, batch_size, steps, schedule, as_json):
     """Dry run: the plan the scheduler would start with under the caps, with predicted memory,
     FLOPs and energy per step. Nothing is trained."""
@@ -242,7 +226,6 @@ def plan(bundle, device_name, ram_cap, energy_cap, power_cap, batch_size, steps,
 
 
 @main.command()
-@user_errors
 def devices() -> None:
     """List the device profiles and detect this machine (and its sensors)."""
     from edgetune.devices import detect, list_devices
@@ -252,10 +235,13 @@ def devices() -> None:
     rows = []
     for d in list_devices():
         mark = "*" if d.name == found.profile.name else ""
-        rows.append((mark + d.name, f"{d.ram_bytes / 2**30:.0f} GiB", str(d.cores), f"{d.peak_gflops:.0f}",
+        d = found.profile if mark else d  # this machine's row: its own RAM and cores
+        rows.append((mark + d.name, f"{round(d.ram_bytes / 2**30, 1):g} GiB", str(d.cores), f"{d.peak_gflops:.0f}",
                      f"{d.idle_watts:g}-{d.active_watts:g} W", ",".join(d.sensors)))
     _table(("device", "RAM", "cores", "GFLOP/s", "power", "sensors"), rows)
     click.echo(f"\nthis machine: {found.profile.name} ({found.reason})")
+    if found.machine:
+        click.echo(f"  {found.machine}; plans and caps use them")
     for s in probe_sensors(found.profile):
         click.echo(f"  energy sensor {s.name}: {'yes' if s.available else 'no'} - {s.detail}")
 

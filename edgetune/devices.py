@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from edgetune.config import check_choice, check_float, check_int, from_mapping
 from edgetune.errors import EdgetuneError, UsageError
+from edgetune.machine import Machine, read_machine
 from edgetune.registry import Registry, unknown_name_message
 
 try:  # Python 3.11+
@@ -232,6 +233,22 @@ def get_device(name: str, dirs: Optional[Sequence[str | Path]] = None) -> Device
 class Detection:
     profile: DeviceProfile
     reason: str
+    machine: str = ""  # what was read from the machine instead of the profile's file
+
+
+def fit_to_machine(profile: DeviceProfile, machine: Machine) -> DeviceProfile:
+    """``profile`` with this machine's RAM and cores; the CPU's peak FLOP/s scales with the
+    cores (per-core peak as the file says), energy per GFLOP stays the file's."""
+    changes: dict[str, Any] = {}
+    if machine.ram_bytes:
+        changes["ram_bytes"] = int(machine.ram_bytes)
+    if machine.cores and machine.cores != profile.cores:
+        scale = machine.cores / profile.cores
+        changes["cores"] = int(machine.cores)
+        changes["cpu_peak_gflops"] = float(profile.cpu_peak_gflops) * scale  # type: ignore[arg-type]
+        if profile.accelerator == "cpu":
+            changes["peak_gflops"] = profile.peak_gflops * scale
+    return dataclasses.replace(profile, **changes) if changes else profile
 
 
 def _read(path: Path) -> Optional[str]:
@@ -248,15 +265,23 @@ def _tegra_major(text: str) -> Optional[int]:
 
 def detect(
     root: str | Path = "/", *, which: Optional[Callable[[str], Optional[str]]] = None,
-    profiles: Optional[Iterable[DeviceProfile]] = None,
+    profiles: Optional[Iterable[DeviceProfile]] = None, machine: Optional[Machine] = None,
 ) -> Detection:
     """Guess this machine's profile, in order: device-tree model (Jetson, Raspberry Pi), L4T
-    release file (Jetson), an NVIDIA GPU (driver in /proc or nvidia-smi), the fallback profile.
+    release file (Jetson), an NVIDIA GPU (driver in /proc or nvidia-smi), the fallback profile;
+    then give it this machine's RAM and cores (:func:`fit_to_machine`).
 
     ``root`` is the filesystem root (tests pass a fake tree); ``which`` finds executables
-    (default :func:`shutil.which` when ``root`` is ``/``, else finds nothing).
+    (default :func:`shutil.which` when ``root`` is ``/``, else finds nothing); ``machine``
+    what the machine has (default :func:`edgetune.machine.read_machine` under ``root``).
     """
-    root = Path(root)
+    found = _match(Path(root), which, profiles)
+    machine = read_machine(root) if machine is None else machine
+    return Detection(fit_to_machine(found.profile, machine), found.reason, machine.describe())
+
+
+def _match(root: Path, which: Optional[Callable[[str], Optional[str]]],
+           profiles: Optional[Iterable[DeviceProfile]]) -> Detection:
     if which is None:
         which = shutil.which if root.resolve() == Path("/") else (lambda _name: None)
     profs = list_devices() if profiles is None else list(profiles)
@@ -300,7 +325,7 @@ def detect(
 
 def detect_device(
     root: str | Path = "/", *, which: Optional[Callable[[str], Optional[str]]] = None,
-    profiles: Optional[Iterable[DeviceProfile]] = None,
+    profiles: Optional[Iterable[DeviceProfile]] = None, machine: Optional[Machine] = None,
 ) -> DeviceProfile:
-    """The profile :func:`detect` picks for this machine."""
-    return detect(root, which=which, profiles=profiles).profile
+    """The profile :func:`detect` picks for this machine, with its RAM and cores."""
+    return detect(root, which=which, profiles=profiles, machine=machine).profile

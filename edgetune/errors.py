@@ -7,3 +7,13 @@ class EdgetuneError(Exception):
 
 class UsageError(EdgetuneError, ValueError):
     """A bad name or value: the message names the field, the value and what is allowed."""
+
+
+class DiskFullError(EdgetuneError):
+    """The disk filled up (ENOSPC, or a quota) while edgetune wrote a file."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    import errno
+
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)

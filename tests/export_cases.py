@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from edgetune.export.onnx import prepare_model
 from edgetune.export.peft import trainable_names
 
+import numerics
+
 MODELS = ("vit-micro", "bert-micro")
 METHODS = ("full", "bitfit", "lora", "adapter", "prefix", "prompt", "propulsion", "ia3")
 # BERT with mean pooling (the head reads the key bias): the methods that touch the head's input
@@ -18,7 +20,6 @@ COMBOS = [(m, k) for m in MODELS for k in METHODS] + [(MEAN, k) for k in ("full"
 CLASSES = 3
 # (batch, sequence length): both unlike the trace's (2, 16); ViT's token count is fixed.
 SHAPES = ((1, 20), (3, 11))
-RTOL, ATOL = 1e-4, 1e-6
 
 
 def build(name: str, method: str):
@@ -69,8 +70,24 @@ def reference(model, inputs, labels, keep):
     return loss.item(), out.logits.detach().numpy(), delta, grads
 
 
-def assert_close(actual, expected, what: str) -> None:
-    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL, err_msg=what)
+def rtol_for(source) -> float:
+    """The norm-wise bound for one model's parity checks (tests/numerics.py): ``numerics.RTOL``,
+    more for Propulsion's z^k. ``source`` a model, or a bundle's ``graphs.json`` index."""
+    if isinstance(source, dict):
+        method, config = source["method"]["name"], source["method"]["config"]
+    else:
+        method, config = getattr(source, "peft_method", None), vars(getattr(source, "peft_config", None) or {})
+    return numerics.method_rtol(method, config.get("degree", numerics.PROPULSION_DEGREE))
+
+
+def assert_close(actual, expected, what: str, rtol: float, atol: float = 0.0) -> None:
+    """Norm-wise (tests/numerics.py); ``atol`` a floor for gradients, see ``gradient_atol``."""
+    numerics.assert_close_normwise(actual, expected, what, rtol=rtol, atol=atol)
+
+
+def gradient_atol(grads: dict) -> float:
+    """The floor for one parameter's gradient: STAGE × the RMS of the whole gradient vector."""
+    return numerics.gradient_floor(grads.values())
 
 
 def numpy_inputs(inputs) -> list[np.ndarray]:

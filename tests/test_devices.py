@@ -142,3 +142,53 @@ def test_detect_the_real_machine_returns_a_known_profile():
 def test_profiles_validate_when_built_in_code():
     with pytest.raises(UsageError, match="DeviceProfile.accelerator='tpu': must be one of cpu, cuda"):
         DeviceProfile("x", "", 1, 1, 1.0, 0.0, 1.0, accelerator="tpu")
+
+
+# ---- this machine's RAM and cores -----------------------------------------------------------
+
+MEMINFO_24G = b"MemTotal:       24683584 kB\nMemFree:        24000000 kB\n"
+CPUINFO_2 = b"processor\t: 0\nmodel name\t: x\n\nprocessor\t: 1\nmodel name\t: x\n"
+
+
+def test_a_detected_generic_profile_takes_the_machines_ram_and_cores(tmp_path):
+    root = fake_root(tmp_path, {"proc/meminfo": MEMINFO_24G, "proc/cpuinfo": CPUINFO_2})
+    d = detect(root, which=no_which)
+    generic = get_device("generic-x86")
+    assert d.profile.name == "generic-x86"
+    assert (d.profile.ram_bytes, d.profile.cores) == (24683584 * 1024, 2)
+    assert d.profile.peak_gflops == pytest.approx(generic.peak_gflops * 2 / generic.cores)
+    assert d.profile.joules_per_gflop == generic.joules_per_gflop     # energy per FLOP: the file's
+    assert "RAM 23.5 GiB and 2 cores read from this machine" == d.machine
+
+
+def test_cgroup_limits_cap_what_the_machine_reports(tmp_path):
+    root = fake_root(tmp_path, {"proc/meminfo": MEMINFO_24G, "proc/cpuinfo": CPUINFO_2 * 4,
+                                "sys/fs/cgroup/memory.max": b"2147483648\n",
+                                "sys/fs/cgroup/cpu.max": b"150000 100000\n"})
+    p = detect_device(root, which=no_which)
+    assert (p.ram_bytes, p.cores) == (2 * GIB, 2)
+    root2 = fake_root(tmp_path / "b", {"proc/meminfo": MEMINFO_24G, "sys/fs/cgroup/memory.max": b"max\n"})
+    assert detect_device(root2, which=no_which).ram_bytes == 24683584 * 1024
+
+
+def test_a_gpu_profile_scales_only_its_cpu_peak(tmp_path):
+    root = fake_root(tmp_path, {"proc/driver/nvidia/gpus/0/information": b"Model: X\n",
+                                "proc/cpuinfo": CPUINFO_2})
+    gpu, file = detect_device(root, which=no_which), get_device("cuda-gpu")
+    assert gpu.peak_gflops == file.peak_gflops                        # the GPU's, untouched
+    assert gpu.cpu_peak_gflops == pytest.approx(file.cpu_peak_gflops * 2 / file.cores)
+    assert gpu.ram_bytes == file.ram_bytes                            # no meminfo: the file's
+
+
+def test_the_real_machine_is_planned_with_its_own_ram_and_cores():
+    import math
+    import os
+    from pathlib import Path
+
+    import psutil
+
+    from edgetune.machine import cgroup_cpu_limit, cgroup_memory_limit
+
+    p = detect_device()
+    assert p.ram_bytes == min(psutil.virtual_memory().total, cgroup_memory_limit(Path("/")) or math.inf)
+    assert p.cores == min(len(os.sched_getaffinity(0)), cgroup_cpu_limit(Path("/")) or math.inf)

@@ -14,6 +14,7 @@ from edgetune.export import apply_method, create_model
 from edgetune.export.peft import save_adapter
 
 from conftest import has, hf_twin
+from numerics import assert_close_normwise
 
 transformers = pytest.importorskip("transformers")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,17 +58,17 @@ def test_minilm_hidden_states_match_transformers():
         assert mean.config.pooling == "mean"
         m = mask[..., None].float()
         st_embedding = (expected.last_hidden_state * m).sum(1) / m.sum(1)
-        torch.testing.assert_close(mean(ids, mask), mean.classifier(st_embedding), atol=1e-5, rtol=1e-4)
-    assert (x - expected.last_hidden_state).abs().max() <= 1e-4
-    assert (pooled - expected.pooler_output).abs().max() <= 1e-4
+        assert_close_normwise(mean(ids, mask), mean.classifier(st_embedding), "mean-pooled logits")
+    assert_close_normwise(x, expected.last_hidden_state, "last hidden state")
+    assert_close_normwise(pooled, expected.pooler_output, "pooler output")
 
 
 def test_bert_logits_match_transformers():
     ours = create_model("bert-micro", 3).eval()
     ids, mask = inputs_with_padding(ours.config.vocab_size)
     with torch.no_grad():
-        torch.testing.assert_close(ours(ids, mask), hf_twin(ours)(input_ids=ids, attention_mask=mask).logits,
-                                   atol=1e-5, rtol=1e-5)
+        assert_close_normwise(ours(ids, mask), hf_twin(ours)(input_ids=ids, attention_mask=mask).logits,
+                              "logits")
 
 
 peft = pytest.importorskip("peft")
@@ -89,7 +90,7 @@ def test_lora_adapter_loads_in_peft_on_real_weights(tmp_path):
     ids, mask = inputs_with_padding(base.config.vocab_size)
     with torch.no_grad():
         theirs = load_with_peft(twin, tmp_path / "lora")(input_ids=ids, attention_mask=mask).logits
-        torch.testing.assert_close(theirs, tuned(ids, mask), atol=1e-5, rtol=1e-5)
+        assert_close_normwise(tuned(ids, mask), theirs, "lora logits")
 
 
 @pytest.mark.parametrize("method", ["lora", "ia3"])
@@ -100,7 +101,7 @@ def test_adapter_loads_in_peft(method, tmp_path):
     ids, mask = inputs_with_padding(base.config.vocab_size)
     with torch.no_grad():
         theirs = load_with_peft(hf_twin(base), tmp_path / method)(input_ids=ids, attention_mask=mask).logits
-        torch.testing.assert_close(theirs, tuned(ids, mask), atol=1e-5, rtol=1e-5)
+        assert_close_normwise(tuned(ids, mask), theirs, f"{method} logits")
 
 
 def test_prefix_adapter_loads_in_peft(tmp_path):
@@ -116,7 +117,7 @@ def test_prefix_adapter_loads_in_peft(tmp_path):
     ids, mask = inputs_with_padding(base.config.vocab_size)
     with torch.no_grad():
         theirs = load_with_peft(twin, tmp_path / "prefix")(input_ids=ids, attention_mask=mask).logits
-        torch.testing.assert_close(theirs, tuned(ids, mask), atol=1e-5, rtol=1e-5)
+        assert_close_normwise(tuned(ids, mask), theirs, "prefix logits")
 
 
 def test_prompt_adapter_loads_in_peft(tmp_path):

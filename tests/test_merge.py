@@ -32,6 +32,7 @@ from edgetune.merge import apply_recipe, merge_run  # noqa: E402
 from edgetune.train.config import TrainConfig  # noqa: E402
 
 from conftest import hf_twin  # noqa: E402
+from numerics import assert_close_normwise, method_rtol, normwise_error  # noqa: E402
 from edgetune.train.trainer import Trainer, token_count  # noqa: E402
 
 CLASSES = 3
@@ -132,10 +133,11 @@ def check_merged(run: Run, out: Path) -> np.ndarray:
     got = session.run(["logits"], feeds(run, session))[0]
     batch = run.batch()
     expected = torch_logits(run, out / "adapter", batch)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got, run.engine_logits(), rtol=1e-4, atol=1e-5)
+    rtol = method_rtol(run.method)
+    assert_close_normwise(got, expected, f"{run.method} inference.onnx vs torch", rtol=rtol)
+    assert_close_normwise(got, run.engine_logits(), f"{run.method} inference.onnx vs engine", rtol=rtol)
     # training moved the values: the comparison is not the initial model against itself
-    assert not np.allclose(got, untrained_logits(run, batch), rtol=1e-3, atol=1e-4)
+    assert normwise_error(got, untrained_logits(run, batch)) > 100 * rtol
     return got
 
 
@@ -196,8 +198,7 @@ def test_lora_adapter_loads_in_hugging_face_peft(text_run):
         theirs = loaded(input_ids=torch.from_numpy(batch["input_ids"]),
                         attention_mask=torch.from_numpy(batch["attention_mask"])).logits.numpy()
     session = ort.InferenceSession(str(out / "inference.onnx"), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(session.run(["logits"], feeds(text_run, session))[0], theirs,
-                               rtol=1e-4, atol=1e-5)
+    assert_close_normwise(session.run(["logits"], feeds(text_run, session))[0], theirs, "peft logits")
 
 
 @pytest.mark.parametrize("name", ["vit-micro", "bert-micro"])
@@ -219,7 +220,7 @@ def test_recipe_folds_like_torch_merge(name, method):
         base = plain_params[target].detach().numpy()
         np.testing.assert_array_equal(base, params[entry["base"]])  # traced with base weights
         got = apply_recipe(entry, base, params)
-        np.testing.assert_allclose(got, expected[target].numpy(), rtol=1e-5, atol=1e-6)
+        assert_close_normwise(got, expected[target], target, rtol=method_rtol(method))
     assert set(trainable) == set(trainable_names(model)) - {
         n for e in merge["tensors"].values() for k in ("A", "B", "by") if (n := e.get(k))}
 

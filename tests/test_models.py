@@ -11,6 +11,7 @@ from edgetune.export import create_model, list_models
 from edgetune.export.models import BertClassifier, BertConfig, VisionTransformer
 
 from conftest import has
+from numerics import assert_close_normwise
 
 ALL_MODELS = [m.name for m in list_models()]
 
@@ -57,7 +58,7 @@ def test_padding_does_not_change_the_result():
     padded_ids = torch.cat([ids, torch.zeros(1, 5, dtype=ids.dtype)], 1)
     padded_mask = torch.cat([mask, torch.zeros(1, 5, dtype=mask.dtype)], 1)
     with torch.no_grad():
-        torch.testing.assert_close(model(padded_ids, padded_mask), model(ids, mask), atol=1e-5, rtol=1e-5)
+        assert_close_normwise(model(padded_ids, padded_mask), model(ids, mask), "padded")
 
 
 @pytest.mark.parametrize("name", ["vit-micro", "bert-micro"])
@@ -66,8 +67,8 @@ def test_keeping_every_token_changes_nothing(name):
     inputs = model.example_inputs(batch=2)
     n = model.num_tokens(*inputs)
     with torch.no_grad():
-        torch.testing.assert_close(model(*inputs, keep=torch.full((model.num_layers,), n)),
-                                   model(*inputs), atol=1e-6, rtol=1e-6)
+        assert_close_normwise(model(*inputs, keep=torch.full((model.num_layers,), n)), model(*inputs),
+                              f"keep={n}")
 
 
 def test_vit_block_keeps_the_class_token_and_the_most_attended_tokens():
@@ -86,8 +87,8 @@ def test_vit_block_keeps_the_class_token_and_the_most_attended_tokens():
             hb = h[b, torch.cat([torch.tensor([0]), order])]
             ref.append(hb + block.mlp(block.norm2(hb)))
     assert out.shape == (2, k, model.hidden_size)
-    torch.testing.assert_close(out, torch.stack(ref), atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(cls_attn, attn)
+    assert_close_normwise(out, torch.stack(ref), "block output")
+    assert_close_normwise(cls_attn, attn, "class token attention")
 
 
 def test_bert_keeps_the_mask_of_the_kept_tokens():
@@ -191,10 +192,10 @@ def test_mean_pooling_is_the_sentence_transformers_mean_over_non_padding_tokens(
             x, bias, _ = block(x, bias, None)
         m = mask[..., None].float()
         expected = model.classifier((x * m).sum(1) / m.sum(1))  # sentence-transformers' Pooling
-        torch.testing.assert_close(model(ids, mask), expected, atol=1e-6, rtol=1e-6)
+        assert_close_normwise(model(ids, mask), expected, "mean pooling")
         # padding never enters the mean
         trimmed = model(ids[:1, :5], mask[:1, :5])
-        torch.testing.assert_close(model(ids[:1], mask[:1]), trimmed, atol=1e-5, rtol=1e-5)
+        assert_close_normwise(model(ids[:1], mask[:1]), trimmed, "padding left out of the mean")
 
 
 def test_mean_pooling_over_kept_tokens_only():
@@ -207,7 +208,7 @@ def test_mean_pooling_over_kept_tokens_only():
         for i, block in enumerate(model.blocks):
             x, bias, _ = block(x, bias, keep[i])
         assert x.shape[1] == 3
-        torch.testing.assert_close(model(ids, mask, keep=keep), model.classifier(x.mean(1)))
+        assert_close_normwise(model(ids, mask, keep=keep), model.classifier(x.mean(1)), "mean of kept")
 
 
 def _sentence_transformers_folder(tmp_path, pooling_cfg):

@@ -2,6 +2,7 @@
 clean errors, and the whole export → train → eval path with torch blocked."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from edgetune.bundle import Bundle
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.train import TrainConfig, Trainer, load_data
+from numerics import RTOL, assert_close_normwise
 
 
 def synthetic_images(path, n=96, seed=0):
@@ -67,8 +69,13 @@ def test_static_and_adaptive_engines_follow_the_same_trajectory(bundle, data):
         Trainer(b, train, None, TrainConfig(steps=8, batch_size=16, lr=1e-3, mode=mode, threads=1,
                                             ), callbacks=[seen.append]).fit()
         losses[mode] = [r["loss"] for r in seen]
-    # ORT's AdamW vs ours in numpy: the same update, float rounding apart.
-    np.testing.assert_allclose(losses["adaptive"], losses["static"], rtol=2e-4)
+    # ORT's AdamW vs ours in numpy: the same update, float rounding apart. Each loss is a forward
+    # pass (within RTOL, tests/numerics.py) at parameters the two runs moved apart. Adam's step is
+    # blind to the gradient's scale: entry i moves ≲ lr·t·|δg_i|/|g_i| apart, so the loss moves
+    # ≲ Σ|g_i|·lr·t·|δg_i|/|g_i| = lr·t·‖δg‖₁, incoherently lr·t·‖δg‖₂ ≤ lr·t·RTOL·‖g‖₂; with
+    # lr·t ≤ 8e-3 and ‖g‖₂/L ≈ 14 here: 0.1·RTOL of L. 2·RTOL: the forward's, the drift's 10 times.
+    for t, (adaptive, static) in enumerate(zip(losses["adaptive"], losses["static"]), start=1):
+        assert_close_normwise(adaptive, static, f"loss at step {t}", rtol=2 * RTOL)
 
 
 @pytest.mark.parametrize("rule", [{"rule": "relative", "alpha": 0.5, "token_budget": 0.4},
@@ -103,13 +110,15 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_weights(bundle, dat
     rng = np.random.default_rng(3)
     kills = 0
     for delay in rng.uniform(0.8, 2.5, size=3):
-        proc = subprocess.Popen(_train_cmd(bundle, data[0], run, steps, "--mode", mode, "--resume"))
+        resume = ("--resume",) if (run / "run.json").exists() else ()  # --resume needs a run
+        proc = subprocess.Popen(_train_cmd(bundle, data[0], run, steps, "--mode", mode, *resume))
         time.sleep(delay)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-    subprocess.run(_train_cmd(bundle, data[0], run, steps, "--mode", mode, "--resume"), check=True)
+    resume = ("--resume",) if (run / "run.json").exists() else ()
+    subprocess.run(_train_cmd(bundle, data[0], run, steps, "--mode", mode, *resume), check=True)
     assert kills >= 1
     from edgetune.train.evaluate import open_run
 
@@ -175,22 +184,51 @@ def test_export_train_eval_from_the_cli_without_torch(bundle, data, tmp_path):
 
 
 def test_ram_cap_is_never_exceeded(bundle, data, tmp_path):
-    """Under a cap just below the uncapped peak, the planner shrinks the plan so the measured
-    peak RSS stays under the cap, or stops (before or during the run) naming a cap that works;
-    either way no step ever ran above the cap."""
-    free = tmp_path / "free"
-    subprocess.run(_train_cmd(bundle, data[0], free, 6, "--schedule", "alast"), check=True)
-    peak = max(json.loads(line)["peak_rss_mb"] for line in (free / "metrics.jsonl").read_text().splitlines())
-    cap = int(peak) - 1
-    capped = tmp_path / "capped"
-    out = subprocess.run(_train_cmd(bundle, data[0], capped, 6, "--schedule", "alast", "--ram-cap", f"{cap}MiB"),
+    """Caps at 115 %, 90 % and 60 % of the uncapped peak, each run in its own process and
+    measured from outside (the child's VmHWM from wait4): a run that trains finishes every step
+    under its cap; one that cannot refuses before training, naming a larger cap, and writes no
+    checkpoint (refusing costs the libraries' import, so its own peak may pass a cap below
+    them). The 115 % run must finish: a guard that always refused would fail here."""
+    from edgetune.sensors.child import run_measured
+    from edgetune.schedule.units import parse_bytes
+
+    free = run_measured(_train_cmd(bundle, data[0], tmp_path / "free", 6, "--schedule", "alast"))
+    assert free.returncode == 0, free.stderr
+    for frac in (1.15, 0.9, 0.6):
+        cap = int(frac * free.peak_rss_bytes)
+        run = tmp_path / f"cap{frac}"
+        got = run_measured(_train_cmd(bundle, data[0], run, 6, "--schedule", "alast",
+                                      "--ram-cap", f"{cap}B"))
+        if got.returncode != 0:
+            assert frac < 1, got.stderr[-400:]
+            need = re.search(r"--ram-cap (\d+MB)$", got.stderr.strip().splitlines()[-1])
+            assert need and parse_bytes(need.group(1)) > cap, got.stderr[-300:]
+            assert not (run / "checkpoints").exists()
+        else:
+            assert got.peak_rss_bytes <= cap, (frac, cap, got.peak_rss_bytes, got.stdout)
+            rows = (run / "metrics.jsonl").read_text().splitlines()
+            assert len(rows) == 6
+
+def test_energy_cap_holds_for_the_whole_run(bundle, data, tmp_path):
+    """The modelled meter counts everything the run does (loading, warm-up, logging, the final
+    checkpoint); under a cap at about half of an uncapped run's energy, the run stops before
+    the step it cannot pay for, checkpointed, and its total stays under the cap."""
+    def joules(text):
+        m = re.search(r", ([0-9.]+)(k?)J$", text.strip())
+        return float(m.group(1)) * (1000 if m.group(2) else 1)
+
+    one, twelve = (joules(subprocess.run(_train_cmd(bundle, data[0], tmp_path / f"free{n}", n),
+                                         capture_output=True, text=True, check=True).stdout)
+                   for n in (1, 12))
+    cap = one + 0.5 * (twelve - one)          # loading and one step, then half of the other 11
+    tiny = subprocess.run(_train_cmd(bundle, data[0], tmp_path / "tiny", 12, "--energy-cap", "1mJ"),
+                          capture_output=True, text=True)
+    assert tiny.returncode == 2 and "--energy-cap 0.001J" in tiny.stderr, tiny.stderr
+    out = subprocess.run(_train_cmd(bundle, data[0], tmp_path / "capped", 12, "--energy-cap", f"{cap}J"),
                          capture_output=True, text=True)
-    metrics = capped / "metrics.jsonl"
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-    assert all(r["peak_rss_mb"] <= cap for r in rows), (cap, [(r["step"], r["peak_rss_mb"], r["tokens_kept"], r["micro_batch"]) for r in rows], out.stderr[-300:])
-    if out.returncode == 0:
-        assert len(rows) == 6
-        assert any(min(r["tokens_kept"]) < r["tokens"] or r["micro_batch"] < 8 for r in rows)
-    else:
-        assert out.returncode == 2
-        assert "the smallest cap that would work is --ram-cap" in out.stderr
+    assert out.returncode == 0, out.stderr
+    steps, used = int(re.search(r"(\d+) steps, ", out.stdout).group(1)), joules(out.stdout)
+    assert used <= cap, (used, cap, out.stdout)
+    assert 0 < steps < 12 and "stopped early: --energy-cap" in out.stderr
+    state = json.loads((tmp_path / "capped" / "checkpoints" / "last.json").read_text())
+    assert state["step"] == steps

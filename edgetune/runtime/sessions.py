@@ -8,15 +8,10 @@ import numpy as np
 
 from edgetune.errors import EdgetuneError
 from edgetune.jsonfile import read_json
+from edgetune.runtime.ort_env import ArenaFull, is_out_of_memory, session_options
 
 INDEX_FILE = "graphs.json"
 FORMAT = "edgetune-graphs/1"
-
-
-def quiet() -> None:
-    import onnxruntime
-
-    onnxruntime.set_default_logger_severity(3)
 
 
 def read_index(bundle: str | Path) -> dict:
@@ -25,28 +20,10 @@ def read_index(bundle: str | Path) -> dict:
 
 def load_params(path: str | Path) -> dict[str, np.ndarray]:
     """Parameters from a safetensors file, as writable float32 arrays."""
-    from safetensors.numpy import load_file
+    from safetensors import safe_open
 
-    return {k: np.array(v, dtype=np.float32) for k, v in load_file(str(path)).items()}
-
-
-_SHARED_ARENA: bool | None = None
-
-
-def _shared_cpu_arena() -> bool:
-    """Register one CPU arena in ORT's environment (once per process); False if refused."""
-    global _SHARED_ARENA
-    if _SHARED_ARENA is None:
-        import onnxruntime
-
-        try:
-            info = onnxruntime.OrtMemoryInfo("Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR,
-                                             0, onnxruntime.OrtMemType.DEFAULT)
-            onnxruntime.create_and_register_allocator(info, onnxruntime.OrtArenaCfg({}))
-            _SHARED_ARENA = True
-        except Exception:  # noqa: BLE001 - per-session arenas still work, only bigger
-            _SHARED_ARENA = False
-    return _SHARED_ARENA
+    with safe_open(str(path), "numpy") as f:  # a tensor at a time: no second copy of the file
+        return {k: np.require(f.get_tensor(k), np.float32, ["C", "W"]) for k in f.keys()}
 
 
 class SessionCache:
@@ -58,22 +35,8 @@ class SessionCache:
     """
 
     def __init__(self, folder: str | Path, threads: int = 0):
-        import onnxruntime
-
-        quiet()
         self.folder = Path(folder)
-        self.options = onnxruntime.SessionOptions()
-        self.options.log_severity_level = 3
-        if threads:
-            self.options.intra_op_num_threads = threads
-        # Every graph has its own session and so its own intra-op thread pool. A pool's workers
-        # spin after their work by default: with one session per block, a finished session's
-        # spinning workers steal the cores from the next session's.
-        self.options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # ... and its own memory arena, which keeps its high-water mark: the process would hold
-        # the sum of every graph's peak. One arena shared by all sessions holds the step's peak.
-        if _shared_cpu_arena():
-            self.options.add_session_config_entry("session.use_env_allocators", "1")
+        self.options = session_options(threads)
         self._sessions: dict[str, object] = {}
         self._inputs: dict[str, list[str]] = {}
 
@@ -116,7 +79,12 @@ class SessionCache:
             except KeyError:
                 raise EdgetuneError(f"{file}: no value for graph input {n!r}") from None
             feeds[n] = v if isinstance(v, OrtValue) else OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v))
-        result = sess.run_with_ort_values(outputs, feeds)
+        try:
+            result = sess.run_with_ort_values(outputs, feeds)
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+            if is_out_of_memory(e):
+                raise ArenaFull(f"{file}: {str(e).splitlines()[-1][-160:]}") from None
+            raise
         for name, value in zip(outputs, result):
             if not value.has_value():
                 raise EdgetuneError(f"{file}: onnxruntime returned no value for {name!r}")

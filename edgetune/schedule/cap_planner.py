@@ -59,6 +59,10 @@ STATE_VERSION = 1
 _BISECT = 24
 
 
+class CapReached(EdgetuneError):
+    """The run's energy budget cannot pay for another step: the run ends here, checkpointed."""
+
+
 @dataclass
 class CapSettings:
     """How far plans may shrink and how much room to leave under the RAM cap.
@@ -135,6 +139,12 @@ class CapPlanner:
         self._measured_joules: Optional[float] = None
         self.last: Optional[StepEstimate] = None
         self._checkpointed = False
+        self.input_bytes_per_sample = 0.0      # the batch's inputs per sample (the trainer's)
+        self.arena_bytes: Optional[float] = None  # the shared arena's limit, when one is set
+        self.arena_factor = 1.0                # × A + W; grows each time the arena refuses
+        self.energy_reserve = 0.0              # joules kept for the final checkpoint
+        self._inner_plan: Optional[StepPlan] = None
+        self._shape: tuple[int, int] = (0, 0)
 
     # ---- limits ------------------------------------------------------------------------------
     @property
@@ -147,7 +157,7 @@ class CapPlanner:
         if self.caps.energy_joules is None:
             return math.inf
         left = max(1, self.total_steps - self.steps_done)
-        return (self.caps.energy_joules - self.spent_joules) / left
+        return (self.caps.energy_joules - self.spent_joules - self.energy_reserve) / left
 
     def floor_tokens(self, n_tokens: int) -> int:
         s = self.settings
@@ -160,15 +170,18 @@ class CapPlanner:
         keep = np.asarray(keep, np.int64)
         trained = np.asarray(trained, bool)
         mem = step_memory(self.costs, keep, trained, n_tokens, micro_batch, self.memory.base,
-                          engine=self.settings.engine)
+                          engine=self.settings.engine, batch_size=batch_size,
+                          input_bytes_per_sample=self.input_bytes_per_sample)
+        fits_arena = self.arena_bytes is None or self.arena_factor * mem.arena <= self.arena_bytes
         flops = step_flops(self.costs, keep, trained, n_tokens, batch_size)
         model_j = self.profile.flops_joules(flops.total)
         model_s = flops.total / (float(self.profile.cpu_peak_gflops) * 1e9)  # ORT runs on the CPU
         joules, seconds = model_j * self.energy.ratio, model_s * self.time.ratio
         plan = StepPlan(keep, trained, int(micro_batch))
         return StepEstimate(plan, n_tokens, batch_size, mem, flops, model_j, model_s, joules,
-                            seconds, self._pause(joules, seconds), mem.total <= self.ram_limit,
-                            joules <= allowance, tuple(changes))
+                            seconds, self._pause(joules, seconds),
+                            mem.total <= self.ram_limit and fits_arena, joules <= allowance,
+                            tuple(changes))
 
     def _pause(self, joules: float, seconds: float) -> float:
         cap = self.caps.power_watts
@@ -254,7 +267,8 @@ class CapPlanner:
                 # energy, so run the cheapest plan that fits RAM, over the energy budget
                 return ram_only
         least = self.smallest(n_tokens, batch_size)
-        if least.memory.total <= self.ram_limit / (1.0 - self.settings.safety):
+        arena_ok = self.arena_bytes is None or self.arena_factor * least.memory.arena <= self.arena_bytes
+        if arena_ok and least.memory.total <= self.ram_limit / (1.0 - self.settings.safety):
             # inside the cap, not inside the margin: run it rather than stop a run that fits
             return replace(least, changes=self._describe(base, least.plan.keep, least.plan.trained,
                                                          1, 0.0) + ("inside the safety margin",))
@@ -315,13 +329,54 @@ class CapPlanner:
 
     # ---- Planner protocol --------------------------------------------------------------------
     def plan(self, n_tokens: int, batch_size: int) -> StepPlan:
-        est = self.fit_plan(self.inner.plan(n_tokens, batch_size), n_tokens, batch_size)
+        self._inner_plan, self._shape = self.inner.plan(n_tokens, batch_size), (n_tokens, batch_size)
+        return self._fit_inner()
+
+    def _fit_inner(self) -> StepPlan:
+        n_tokens, batch_size = self._shape
+        assert self._inner_plan is not None
+        self._check_energy_left(n_tokens, batch_size)
+        est = self.fit_plan(self._inner_plan, n_tokens, batch_size)
         self.last = est
         self.steps_done += 1
         self.spent_joules += est.joules
         self._pending_joules = est.joules
         self._measured_joules = None
         return est.plan
+
+    def _check_energy_left(self, n_tokens: int, batch_size: int) -> None:
+        """Stop before a step the energy cap cannot pay for (with the final checkpoint's)."""
+        cap = self.caps.energy_joules
+        if cap is None:
+            return
+        need = self.smallest(n_tokens, batch_size).joules
+        if self.spent_joules + need + self.energy_reserve > cap:
+            raise CapReached(
+                f"--energy-cap {format_joules(cap)}: {format_joules(self.spent_joules)} spent, "
+                f"the next step needs {format_joules(need, True)} at least and the final checkpoint "
+                f"{format_joules(self.energy_reserve, True)}; stopped before step {self.steps_done + 1}")
+
+    def replan_smaller(self) -> StepPlan:
+        """The arena refused the last plan: nothing was updated. Count its memory as larger
+        (×1.5 on A + W) and fit the same inner plan again; :class:`EdgetuneError` when even the
+        smallest plan cannot fit the arena."""
+        if self.last is None:
+            raise UsageError("replan_smaller: no step planned yet")
+        self.steps_done -= 1
+        self.spent_joules -= self._pending_joules
+        self._pending_joules = 0.0
+        self.arena_factor *= 1.5
+        return self._fit_inner()
+
+    def observe_overhead(self, joules: float) -> None:
+        """Energy measured outside the steps (loading, warm-up, checkpoints, validation)."""
+        if joules < 0:
+            raise UsageError(f"joules={joules!r}: must be >= 0")
+        self.spent_joules += float(joules)
+
+    def observe_checkpoint_energy(self, joules: float) -> None:
+        """A checkpoint write took ``joules``: keep as much for the final one."""
+        self.energy_reserve = max(self.energy_reserve, float(joules))
 
     def observe(self, cls_delta: np.ndarray, cls_norm: Optional[np.ndarray] = None) -> None:
         self.inner.observe(cls_delta, cls_norm)
@@ -374,6 +429,7 @@ class CapPlanner:
     def state_dict(self) -> dict:
         return {"version": STATE_VERSION, "inner": self.inner.state_dict(),
                 "steps_done": self.steps_done, "spent_joules": self.spent_joules,
+                "energy_reserve": self.energy_reserve,
                 "memory": self.memory.state_dict(), "energy": self.energy.state_dict(),
                 "time": self.time.state_dict()}
 
@@ -391,4 +447,5 @@ class CapPlanner:
         self.energy.load_state_dict(state["energy"])
         self.time.load_state_dict(state["time"])
         self.steps_done, self.spent_joules = steps, float(spent)
+        self.energy_reserve = float(state.get("energy_reserve", 0.0))
         self._pending_joules, self._measured_joules, self.last = 0.0, None, None

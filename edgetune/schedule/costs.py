@@ -13,17 +13,25 @@ on a batch of B samples of N tokens:
                      with layer 0, when it has trainable parameters)
 
     activations      A = m · Σ_{l≥λ} [ saved_l(t_l) + 4·D·t_l ]        (saved_train / _frozen / _first)
+    working set      W = 2 · m · max_l saved_train_l(t_l)               (the largest graph's own
+                                                                         temporaries: scores, MLP hidden)
     parameters       P = 4 · params.total                               (fp32, all of them)
     optimizer        O = 8 · params.trainable                           (AdamW m and v, fp32, all
                                                                          trainable, allocated up front)
-    gradients        G = 2 · 4 · (Σ_{trained l} trainable_l + outside trainable)
-    model bytes      M = P + O + G + A            peak RSS ≈ base + M   (base: memory.py)
+    gradients        G = c · 4 · (Σ_{trained l} trainable_l + outside trainable)
+    host             H = inputs of the whole batch + 3 · 4 · largest trainable tensor (AdamW's
+                         temporaries, one parameter at a time)
+    model bytes      M = P + O + G + A + W + H    peak RSS ≈ base + M   (base: calibration.py)
+
+A and W live in ONNX Runtime's shared arena (runtime/ort_env.py), whose limit backs the RAM
+cap: :attr:`MemoryBreakdown.arena` is what a plan asks of it. W was measured on vit-tiny at
+197 tokens, batch 32: a layer's forward at every token holds ~1.5× its saved bytes.
 
 - ``4·D·t_l`` is the block input x the runtime keeps for the backward walk. The export's hook
   may already count it inside ``saved_l`` (when the block's first op saves its input), so it can
   be counted twice: on the safe side, which a hard cap wants.
-- G counts 2 copies: the engine's running sum over micro-batches and the current micro-batch's
-  gradients are alive together. Only layers trained this step (and the trainable parameters
+- G counts c copies: adaptive, 3 (ORT's output copied to numpy, the running sum over
+  micro-batches, the new sum); static, 1 (ORT's own gradient buffers). Only layers trained this step (and the trainable parameters
   outside the layers: the head, the stem) get gradients.
 - Not modelled: the stem's and the head's FLOPs and activations (the manifest has no fit for
   them; small next to the blocks), transient AdamW temporaries (one parameter at a time).
@@ -40,7 +48,9 @@ from edgetune.errors import EdgetuneError, UsageError
 
 FP32 = 4
 ADAMW_STATES = 2      # m and v
-GRAD_COPIES = 2       # accumulated sum + the micro-batch's own
+GRAD_COPIES = {"adaptive": 3, "static": 1}
+WORKING_SET = 2.0     # × the largest saved_train_l(t_l) of the step, per micro-batch sample
+ADAMW_TEMPORARIES = 3  # numpy temporaries of one parameter during its update
 _FITS = ("forward_flops", "backward_flops_train", "backward_flops_frozen",
          "saved_bytes_train", "saved_bytes_frozen")
 
@@ -71,6 +81,7 @@ class ModelCosts:
     backward_first: np.ndarray | None = None  # (L, 2) the lowest trained layer's, unless the
     saved_first: np.ndarray | None = None     # stem trains below it (manifest ``*_first``)
     stem_trainable: bool = False
+    largest_trainable: int = 0                # elements of the largest trainable tensor
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "ModelCosts":
@@ -95,11 +106,14 @@ class ModelCosts:
         if "stem_trainable" in manifest and all("backward_flops_first" in x for x in layers):
             for key in ("backward_flops_first", "saved_bytes_first"):
                 arrays[key] = _fits(layers, key)
+        sizes = [int(v) for layer in layers for v in layer.get("trainable_params", {}).values()]
+        sizes += [int(v) for v in outside.values()]
         return cls(L, D, tokens, arrays["forward_flops"], arrays["backward_flops_train"],
                    arrays["backward_flops_frozen"], arrays["saved_bytes_train"],
                    arrays["saved_bytes_frozen"], layer_trainable, total, trainable,
                    sum(int(v) for v in outside.values()), arrays.get("backward_flops_first"),
-                   arrays.get("saved_bytes_first"), bool(manifest.get("stem_trainable", False)))
+                   arrays.get("saved_bytes_first"), bool(manifest.get("stem_trainable", False)),
+                   max(sizes, default=0))
 
 
 def _fits(layers: list, key: str) -> np.ndarray:
@@ -135,11 +149,18 @@ class MemoryBreakdown:
     gradients: float
     activations: float
     checkpoint: float = 0.0   # what a checkpoint write adds on top of the steps' high-water mark
+    working: float = 0.0      # the largest graph's temporaries (W)
+    host: float = 0.0         # numpy-side: the batch's inputs, AdamW's temporaries (H)
 
     @property
     def model(self) -> float:
-        """What a step's plan and the model decide: params + optimizer + gradients + activations."""
-        return self.params + self.optimizer + self.gradients + self.activations
+        """What a step's plan and the model decide: P + O + G + A + W + H."""
+        return self.params + self.optimizer + self.gradients + self.activations + self.working + self.host
+
+    @property
+    def arena(self) -> float:
+        """What the step asks of ONNX Runtime's shared arena: A + W."""
+        return self.activations + self.working
 
     @property
     def total(self) -> float:
@@ -150,7 +171,8 @@ class MemoryBreakdown:
     def to_dict(self) -> dict[str, float]:
         return {"base": self.base, "params": self.params, "optimizer": self.optimizer,
                 "gradients": self.gradients, "activations": self.activations,
-                "checkpoint": self.checkpoint, "total": self.total}
+                "working": self.working, "host": self.host, "checkpoint": self.checkpoint,
+                "total": self.total}
 
 
 def _check_plan(costs: ModelCosts, keep: np.ndarray, trained: np.ndarray, n_tokens: int) -> None:
@@ -216,11 +238,17 @@ def static_bytes(costs: ModelCosts) -> tuple[float, float]:
     return float(FP32 * costs.total_params), float(FP32 * ADAMW_STATES * costs.trainable_params)
 
 
-def gradient_bytes(costs: ModelCosts, trained) -> float:
-    """G = 2·4·(Σ_{trained l} trainable_l + trainable outside the layers)."""
+def gradient_bytes(costs: ModelCosts, trained, engine: str = "adaptive") -> float:
+    """G = c·4·(Σ_{trained l} trainable_l + trainable outside the layers), c by engine."""
+    _check_engine(engine)
     trained = np.asarray(trained, bool)
     n = int(costs.layer_trainable[trained].sum()) + costs.outside_trainable
-    return float(GRAD_COPIES * FP32 * n)
+    return float(GRAD_COPIES[engine] * FP32 * n)
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise UsageError(f"engine={engine!r}: must be one of {', '.join(ENGINES)}")
 
 
 def checkpoint_bytes(costs: ModelCosts, engine: str) -> float:
@@ -229,22 +257,36 @@ def checkpoint_bytes(costs: ModelCosts, engine: str) -> float:
     - ``"static"``: ORT's ``save_checkpoint`` serialises every parameter and the optimizer
       state in one buffer: C = 2·(P + O) (measured: minilm-l6 full fine-tuning rose 463 MB
       above its steps while writing, P + O = 273 MB);
-    - ``"adaptive"``: safetensors of the trainable arrays (a copy and its bytes, 2·T) then of
-      the two moments (4·T): C = 2·O, O = 2·T.
+    - ``"adaptive"``: streamed from the live arrays a tensor at a time (edgetune.tensorfile):
+      C = 0.
     """
-    if engine not in ENGINES:
-        raise UsageError(f"engine={engine!r}: must be one of {', '.join(ENGINES)}")
+    _check_engine(engine)
     params, optimizer = static_bytes(costs)
-    return 2.0 * (params + optimizer) if engine == "static" else 2.0 * optimizer
+    return 2.0 * (params + optimizer) if engine == "static" else 0.0
+
+
+def working_bytes(costs: ModelCosts, keep, trained, n_tokens: int, micro_batch: int) -> float:
+    """W = 2·m·max_l saved_train_l(t_l): every layer runs its forward, the widest holds most."""
+    t = tokens_in(np.asarray(keep, np.int64), n_tokens)
+    return float(WORKING_SET * micro_batch * fit_cost(costs.saved_train, t).max())
+
+
+def host_bytes(costs: ModelCosts, batch_size: int, input_bytes_per_sample: float) -> float:
+    """H = the whole batch's inputs + AdamW's temporaries of the largest trainable tensor."""
+    return float(batch_size * input_bytes_per_sample
+                 + ADAMW_TEMPORARIES * FP32 * costs.largest_trainable)
 
 
 def step_memory(costs: ModelCosts, keep, trained, n_tokens: int, micro_batch: int,
-                base: float, engine: str = "adaptive") -> MemoryBreakdown:
+                base: float, engine: str = "adaptive", batch_size: int | None = None,
+                input_bytes_per_sample: float = 0.0) -> MemoryBreakdown:
     """The peak-RSS breakdown of one step with ``micro_batch`` samples per forward/backward,
     with the checkpoint write of ``engine`` on top (:func:`checkpoint_bytes`)."""
     if micro_batch < 1:
         raise UsageError(f"micro_batch={micro_batch}: must be >= 1")
     params, optimizer = static_bytes(costs)
     acts = float(activation_bytes_per_sample(costs, keep, trained, n_tokens).sum()) * micro_batch
-    return MemoryBreakdown(float(base), params, optimizer, gradient_bytes(costs, trained), acts,
-                           checkpoint_bytes(costs, engine))
+    return MemoryBreakdown(float(base), params, optimizer, gradient_bytes(costs, trained, engine), acts,
+                           checkpoint_bytes(costs, engine),
+                           working_bytes(costs, keep, trained, n_tokens, micro_batch),
+                           host_bytes(costs, batch_size or micro_batch, input_bytes_per_sample))

@@ -1,8 +1,10 @@
-"""Run checkpoints that survive a kill at any instant.
+"""Run checkpoints that survive a kill, or a full disk, at any instant.
 
 Each checkpoint is a folder ``checkpoints/step-<N>/`` made atomically (built under a temporary
 name, then renamed); ``checkpoints/last.json`` and ``best.json`` point at one and are replaced
-atomically too. A kill leaves either the old pointer or the new one, never a torn checkpoint.
+atomically too. A kill leaves either the old pointer or the new one, never a torn checkpoint;
+a write that fails (a full disk) removes what it had written and raises :class:`DiskFullError`
+naming the checkpoint still intact.
 """
 
 from __future__ import annotations
@@ -12,46 +14,88 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from edgetune.atomic import atomic_dir, atomic_write_text
-from edgetune.errors import EdgetuneError
+from edgetune.atomic import atomic_dir, atomic_write_text, remove_temporaries
+from edgetune.errors import DiskFullError, EdgetuneError, is_disk_full
+from edgetune.jsonfile import read_json
 
 STATE = "state.json"
 
 
 class CheckpointStore:
     def __init__(self, run_dir: Path):
+        self.run = run_dir
         self.dir = run_dir / "checkpoints"
 
     def save(self, step: int, write: Callable[[Path], None], state: dict[str, Any],
              tags: tuple[str, ...] = ("last",)) -> Path:
         name = f"step-{step:08d}"
         target = self.dir / name
-        if not target.exists():
-            with atomic_dir(target) as tmp:
-                write(tmp)
-                (tmp / STATE).write_text(json.dumps(state))
-        for tag in tags:
-            atomic_write_text(self.dir / f"{tag}.json", json.dumps({"checkpoint": name, "step": step}))
+        previous = self._pointed("last")
+        created = False
+        try:
+            if not target.exists():
+                with atomic_dir(target) as tmp:
+                    write(tmp)
+                    atomic_write_text(tmp / STATE, json.dumps(state))
+                created = True
+            for tag in tags:
+                atomic_write_text(self.pointer(tag), json.dumps({"checkpoint": name, "step": step}))
+        except OSError as e:
+            if created and name not in self._named():
+                shutil.rmtree(target, ignore_errors=True)
+            if not is_disk_full(e):
+                raise
+            kept = (f"the previous checkpoint ({previous}) is intact" if previous
+                    else "there is no earlier checkpoint (a resumed run starts at step 0)")
+            raise DiskFullError(f"no space left on device while writing checkpoint {name} in {self.run}; "
+                                f"{kept}: free space and rerun with --resume") from None
         self._prune()
         return target
 
+    def pointer(self, tag: str) -> Path:
+        return self.dir / f"{tag}.json"
+
     def path(self, tag: str) -> Path | None:
-        pointer = self.dir / f"{tag}.json"
-        if not pointer.exists():
+        """The checkpoint folder ``tag`` (``last``, ``best``) points at; None if no pointer."""
+        name = self._pointed(tag)
+        if name is None:
             return None
-        name = json.loads(pointer.read_text())["checkpoint"]
         folder = self.dir / name
         if not folder.is_dir():
-            raise EdgetuneError(f"{pointer}: points at {name}, which is missing")
+            raise EdgetuneError(f"{self.pointer(tag)}: points at {name}, which is missing")
         return folder
 
     def state(self, tag: str) -> dict[str, Any] | None:
         folder = self.path(tag)
-        return None if folder is None else json.loads((folder / STATE).read_text())
+        return None if folder is None else read_state(folder)
+
+    def _pointed(self, tag: str) -> str | None:
+        pointer = self.pointer(tag)
+        if not pointer.is_file():
+            return None
+        data = read_json(pointer)
+        name = data.get("checkpoint") if isinstance(data, dict) else None
+        if not isinstance(name, str) or not name.startswith("step-") or "/" in name:
+            raise EdgetuneError(f"{pointer}: names no checkpoint folder (got {name!r})")
+        return name
+
+    def _named(self) -> set[str]:
+        return {n for n in (self._pointed(p.stem) for p in self.dir.glob("*.json")) if n}
 
     def _prune(self) -> None:
         """Keep the checkpoints a pointer names; drop the others and stale temporaries."""
-        keep = {json.loads(p.read_text())["checkpoint"] for p in self.dir.glob("*.json")}
+        remove_temporaries(self.dir)
+        keep = self._named()
         for p in self.dir.iterdir():
             if p.is_dir() and p.name not in keep:
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    """A checkpoint's ``state.json``, checked enough to resume from: a one-line error otherwise."""
+    path = folder / STATE
+    state = read_json(path, "no such file (a checkpoint folder holds one)")
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) \
+            or state.get("mode") not in ("static", "adaptive"):
+        raise EdgetuneError(f"{path}: not a checkpoint state (needs an integer step and a mode)")
+    return state

@@ -16,6 +16,8 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from edgetune.errors import EdgetuneError
+from edgetune.tensorfile import load_tensors, save_tensors
+from edgetune.runtime.ort_env import ArenaFull, is_out_of_memory, session_options
 from edgetune.runtime.ort_training import training_api
 from edgetune.train.optim import AdamW, AdamWConfig
 
@@ -52,20 +54,6 @@ class Engine(Protocol):
     def load(self, folder: Path) -> None: ...
 
 
-def _session_options(threads: int):
-    import onnxruntime
-
-    onnxruntime.set_default_logger_severity(3)
-    opts = onnxruntime.SessionOptions()
-    opts.log_severity_level = 3
-    # Idle worker threads sleep instead of spinning: on a small shared CPU spinning steals
-    # the cores (the adaptive runtime's sessions do the same).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        opts.intra_op_num_threads = threads
-    return opts
-
-
 def _hits(logits: np.ndarray, labels: np.ndarray) -> int:
     return int((np.asarray(logits).argmax(-1) == labels).sum())
 
@@ -79,7 +67,7 @@ class StaticEngine:
         self.api = training_api()
         self.folder = Path(folder)
         self._files = index["static"]["files"]
-        self._opts = _session_options(threads)
+        self._opts = session_options(threads)
         self.trainable = list(index["static"]["trainable"])
         self.num_layers = int(index["model"]["num_layers"])
         self._build(self.api.CheckpointState.load_checkpoint(str(self.folder / self._files["checkpoint"])))
@@ -106,7 +94,13 @@ class StaticEngine:
         names = self.module.output_names()
         loss, correct, count, deltas = 0.0, 0, 0, []
         for mb in micro_batches:
-            outs = dict(zip(names, self.module(*self._feeds(self._train_inputs, mb, keep))))
+            try:
+                outs = dict(zip(names, self.module(*self._feeds(self._train_inputs, mb, keep))))
+            except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+                if not is_out_of_memory(e):
+                    raise
+                self.module.lazy_reset_grad()  # drop what the step accumulated; nothing updated
+                raise ArenaFull(f"training graph: {str(e).splitlines()[-1][-160:]}") from None
             n = len(mb["labels"])
             loss += float(outs[names[0]]) * n
             correct += _hits(outs["logits"], mb["labels"])
@@ -190,18 +184,15 @@ class AdaptiveEngine:
         return {n: self.runner.params[n].copy() for n in self.trainable}
 
     def save(self, folder: Path) -> None:
-        from safetensors.numpy import save_file
-
-        save_file(self.trainable_arrays(), str(folder / "params.safetensors"))
-        save_file(self.optimizer.state_arrays(), str(folder / "optimizer.safetensors"))
+        """Streamed from the live arrays, a tensor at a time: the write costs no copy."""
+        save_tensors(folder / "params.safetensors", {n: self.runner.params[n] for n in self.trainable})
+        save_tensors(folder / "optimizer.safetensors", self.optimizer.state_arrays())
 
     def load(self, folder: Path) -> None:
-        from safetensors.numpy import load_file
-
-        params = load_file(str(folder / "params.safetensors"))
+        live = {n: self.runner.params[n] for n in self.trainable}
+        params = load_tensors(folder / "params.safetensors", into=live)
         missing = set(self.trainable) - set(params)
         if missing:
             raise EdgetuneError(f"{folder}: checkpoint lacks {sorted(missing)[:3]}: from another bundle?")
-        for n in self.trainable:
-            self.runner.params[n][...] = params[n]
-        self.optimizer.load_state_arrays(load_file(str(folder / "optimizer.safetensors")))
+        self.optimizer.load_state_arrays(load_tensors(folder / "optimizer.safetensors",
+                                                      into=self.optimizer.state_arrays()))

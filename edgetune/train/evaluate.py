@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,10 @@ from edgetune.bundle import MANIFEST, Bundle
 from edgetune.data.base import Dataset
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.jsonfile import read_json
-from edgetune.train.checkpoint import CheckpointStore
+from edgetune.train.checkpoint import CheckpointStore, read_state
 from edgetune.train.engines import Engine
 from edgetune.train.inputs import load_data
-
-RUN_INFO = "run.json"
+from edgetune.train.runinfo import RUN_INFO
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -56,7 +54,7 @@ def open_run(run: Path, checkpoint: str = "best", threads: int = 0) -> tuple[Bun
     folder = store.path(checkpoint) or store.path("last")
     if folder is None:
         raise EdgetuneError(f"{run}: no checkpoint yet (the run stopped before its first one)")
-    state = json.loads((folder / "state.json").read_text())
+    state = read_state(folder)
     engine = open_engine(bundle, state["mode"], threads)
     engine.load(folder)
     return bundle, engine, info, folder

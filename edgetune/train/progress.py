@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 from typing import IO, Any
+
+from edgetune.atomic import atomic_write_text
+from edgetune.errors import DiskFullError, is_disk_full
+
+METRICS = "metrics.jsonl"
 
 
 class ProgressBar:
@@ -37,21 +43,42 @@ class ProgressBar:
 
 
 class MetricsLog:
-    """Append-only ``metrics.jsonl``; on resume, rows past the checkpoint are dropped."""
+    """Append-only ``metrics.jsonl``; on resume, rows past the checkpoint are dropped, and so
+    are lines a kill or a full disk left torn (or otherwise unreadable)."""
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
         if resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [json.dumps(row) for row in read_rows(path) if row["step"] <= resume_step]
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
         elif resume_step is None and path.exists():
             path.unlink()
         self._f = open(path, "a")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._f.write(json.dumps(row) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps(row) + "\n")
+            self._f.flush()
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                self._f.close()  # drops the unwritten rest; close() then has nothing to flush
+            if is_disk_full(e):
+                raise DiskFullError(f"no space left on device while writing {self.path}: "
+                                    "free space and rerun with --resume") from None
+            raise
 
     def close(self) -> None:
         self._f.close()
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The readable rows of a ``metrics.jsonl``: JSON objects with an integer ``step``."""
+    rows = []
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # torn by a kill or a full disk mid-write
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgetune.atomic import atomic_write_text
+from edgetune.atomic import atomic_write_text, remove_temporaries
 from edgetune.bundle import Bundle
 from edgetune.data.base import Dataset
 from edgetune.data.sampler import BatchSampler
@@ -34,9 +34,17 @@ from edgetune.train.engines import AdaptiveEngine, Engine, StaticEngine
 from edgetune.train.evaluate import RUN_INFO, evaluate_engine, token_count
 from edgetune.train.optim import AdamWConfig, learning_rate
 from edgetune.schedule.planners import AlastPlanner, Planner, StaticPlanner
-from edgetune.train.progress import MetricsLog, ProgressBar
+from edgetune.train.progress import METRICS, MetricsLog, ProgressBar
+from edgetune.train.ram_guard import limit_arena
+from edgetune.runtime.ort_env import ArenaFull
+from edgetune.schedule.cap_planner import CapReached
+from edgetune.schedule.units import format_bytes, format_joules
+from edgetune.train.runinfo import check_resume, recorded_info, require_run, run_info
+from edgetune.train.runlock import RunLock, check_free
 
 Callback = Callable[[dict[str, Any]], None]
+MB = 1e6             # every size the tool prints or parses: decimal megabytes (schedule/units.py)
+ARENA_RETRIES = 8
 
 
 @dataclass
@@ -45,7 +53,9 @@ class TrainResult:
     final_loss: float
     best_accuracy: float | None
     seconds: float
-    peak_rss_mb: float
+    peak_rss_mb: float           # decimal megabytes (10⁶ B), as --ram-cap reads them
+    energy_j: float = 0.0        # this process's, from the meter: loading to the last checkpoint
+    stopped: str | None = None   # why the run ended before total_steps (the energy cap)
 
 
 def open_engine(bundle: Bundle, mode: str, threads: int = 0, optim: AdamWConfig | None = None) -> Engine:
@@ -61,32 +71,52 @@ class Trainer:
                  config: TrainConfig | None = None, out: str | Path | None = None,
                  callbacks: Sequence[Callback] = (), progress: bool = False, resume: bool = False,
                  caps: "Caps | None" = None, device: "DeviceProfile | None" = None):
+        if out is not None:  # refusals before any work: a typo in out= must not start a new run
+            if resume:
+                require_run(Path(out))
+            check_free(Path(out))
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         self.config = config or TrainConfig(epochs=1.0)
         self.train_data, self.val_data = train_data, val_data
         if len(train_data) == 0:
             raise UsageError("training data is empty")
         c = self.config
+        self.device = device or detect_device()
+        self.meter = make_energy_meter(self.device)
+        self.meter.start()  # the run's energy includes loading and the warm-up
+        self.caps = caps
+        self.capped = caps is not None and caps.any
+        bs = min(c.batch_size, len(train_data))
+        sample = train_data.batch(np.arange(1))
+        input_bytes = float(sum(v.nbytes for k, v in sample.items() if k != "labels"))
+        arena = None
+        if caps is not None and caps.ram_bytes is not None:  # before any session exists
+            arena = limit_arena(self.bundle, c.engine_mode, caps.ram_bytes, CapSettings().safety,
+                                bs, input_bytes)
         self.engine = open_engine(self.bundle, c.engine_mode, c.threads, AdamWConfig(lr=c.lr, weight_decay=c.weight_decay))
         L = self.engine.num_layers
         self.planner: Planner = (AlastPlanner(L, int(self.bundle.manifest["tokens"]), c.alast)
                                  if c.schedule == "alast" else StaticPlanner(L))
-        bs = min(c.batch_size, len(train_data))
         self.sampler = BatchSampler(len(train_data), bs, seed=c.seed, drop_last=True)
         self.total_steps = c.total_steps(len(self.sampler))
-        self.device = device or detect_device()
-        self.meter = make_energy_meter(self.device)
-        self.capped = caps is not None and caps.any
         if self.capped:
             self.planner = CapPlanner(self.planner, self.bundle.manifest, self.device, caps,
                                       self.total_steps, bs,
                                       settings=CapSettings(engine=self.engine.mode))
+            self.planner.input_bytes_per_sample = input_bytes
+            self.planner.arena_bytes = arena
             first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
-            self.engine.warmup(first, np.full(L, token_count(first, self.bundle), np.int64))
+            try:
+                self.engine.warmup(first, np.full(L, token_count(first, self.bundle), np.int64))
+            except ArenaFull:
+                raise EdgetuneError(f"--ram-cap {format_bytes(caps.ram_bytes or 0)}: one sample "
+                                    "at every token does not fit; raise the cap") from None
             self.planner.observe_memory(max(process_rss_bytes(), peak_rss_bytes()))
             self.planner.check_feasible()
         self.out = Path(out) if out is not None else None
         self.store = CheckpointStore(self.out) if self.out else None
+        self.info = (run_info(self.bundle, c, train_data, val_data, self.total_steps, caps)
+                     if self.out else None)  # what run.json records
         self.callbacks = list(callbacks)
         self.progress = progress
         self.step = 0
@@ -96,6 +126,14 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        """Train to ``total_steps``; the run folder is locked (``RUN/.lock``) meanwhile."""
+        if not self.out:
+            return self._fit()
+        with RunLock(self.out):
+            remove_temporaries(self.out, (RUN_INFO, METRICS))  # what a killed run left half-written
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         c, start = self.config, time.monotonic()
         if self.out:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -103,8 +141,12 @@ class Trainer:
         if self.out:
             self._write_run_info()
         bar = ProgressBar(self.total_steps) if self.progress else None
-        peak_rss, loss, joules = 0.0, float("nan"), 0.0
-        self.meter.start()
+        peak_rss, loss = 0.0, float("nan")
+        joules = self.meter.read_joules()  # loading and the warm-up, since __init__
+        if self.capped:
+            self.planner.observe_overhead(joules)
+        self._joules = joules
+        self.stopped: str | None = None
         per_epoch = len(self.sampler)
         eval_every = c.eval_every or per_epoch
         try:
@@ -112,21 +154,28 @@ class Trainer:
                 epoch, index = divmod(self.step, per_epoch)
                 batch = self.train_data.batch(self.sampler.batch_indices(epoch, index))
                 n_tokens = token_count(batch, self.bundle)
-                plan = self.planner.plan(n_tokens, len(batch["labels"]))
+                try:
+                    plan = self.planner.plan(n_tokens, len(batch["labels"]))
+                except CapReached as e:
+                    if self.step == 0:  # nothing trained: a refusal, not a run
+                        raise EdgetuneError(f"{e}; loading and the warm-up alone took "
+                                            f"{format_joules(self.planner.spent_joules, True)}") from None
+                    self.stopped = str(e)
+                    break
                 budgets = getattr(self.planner, "budgets", None)  # ALaST's, in force for this step
                 lr = learning_rate(self.step, self.total_steps, c.lr, c.warmup)
-                t0 = time.perf_counter()
-                stats = self.engine.train_step(_split(batch, plan.micro_batch), plan.keep, plan.trained, lr)
-                seconds = time.perf_counter() - t0
+                stats, seconds, plan = self._run_step(batch, plan, lr)
                 if not np.isfinite(stats.loss):
                     raise EdgetuneError(f"step {self.step}: loss is {stats.loss}; lower --lr (now {c.lr})")
                 self.planner.observe(stats.cls_delta, stats.cls_norm)
                 self.step += 1
                 loss = stats.loss
-                rss = process_rss_bytes() / 2**20
-                peak_rss = max(peak_rss, rss, peak_rss_bytes() / 2**20)
-                step_joules = self.meter.read_joules() - joules
-                joules += step_joules
+                rss = process_rss_bytes() / MB
+                peak_rss = max(peak_rss, rss, peak_rss_bytes() / MB)
+                # everything since the last reading: this step, and the logging, validation and
+                # checkpoint after the one before: a cap is on the whole run
+                joules = self.meter.read_joules()
+                step_joules, self._joules = joules - self._joules, joules
                 pause = 0.0
                 if self.capped:
                     self.planner.observe_memory(peak_rss_bytes())
@@ -165,8 +214,24 @@ class Trainer:
             if log:
                 log.close()
         # the final checkpoint's write counts too (ORT serialises the whole state at once)
-        peak_rss = max(peak_rss, peak_rss_bytes() / 2**20)
-        return TrainResult(self.step, loss, self.best_accuracy, time.monotonic() - start, peak_rss)
+        peak_rss = max(peak_rss, peak_rss_bytes() / MB)
+        return TrainResult(self.step, loss, self.best_accuracy, time.monotonic() - start, peak_rss,
+                           self.meter.read_joules(), self.stopped)
+
+    def _run_step(self, batch, plan, lr):
+        """One optimizer step; where the arena refuses a plan, nothing was updated, and the
+        step runs again with a smaller one (the RAM cap's backstop, ram_guard.py)."""
+        for _ in range(ARENA_RETRIES):
+            t0 = time.perf_counter()
+            try:
+                stats = self.engine.train_step(_split(batch, plan.micro_batch), plan.keep, plan.trained, lr)
+                return stats, time.perf_counter() - t0, plan
+            except ArenaFull as e:
+                if not self.capped:
+                    raise EdgetuneError(f"out of memory at step {self.step + 1}: {e}") from None
+                plan = self.planner.replan_smaller()
+        raise EdgetuneError(f"step {self.step + 1}: the arena refused {ARENA_RETRIES} plans in a "
+                            "row; raise --ram-cap")
 
     def evaluate(self, data: Dataset, batch_size: int | None = None) -> dict[str, float]:
         """Loss and accuracy over ``data``, every token kept."""
@@ -185,16 +250,19 @@ class Trainer:
 
     def _checkpoint(self, tags: tuple[str, ...]) -> None:
         if self.store:
+            before = self.meter.read_joules()
             self.store.save(self.step, self.engine.save, self._state(), tags)
             if self.capped:
                 self.planner.observe_checkpoint()
+                self.planner.observe_checkpoint_energy(self.meter.read_joules() - before)
 
     def _resume(self) -> None:
         if self.store is None:
             raise UsageError("resume needs an output folder (out=...)")
+        check_resume(recorded_info(self.out), self.info, self.out / RUN_INFO)
         state = self.store.state("last")
         if state is None:
-            return  # nothing to resume: start from step 0
+            return  # run.json but no checkpoint: the run stopped before its first; start at step 0
         if state["mode"] != self.engine.mode:
             raise UsageError(f"{self.out}: the run used mode {state['mode']!r}, this one {self.engine.mode!r}")
         self.engine.load(self.store.path("last"))
@@ -203,11 +271,7 @@ class Trainer:
         self.best_accuracy = state.get("best_accuracy")
 
     def _write_run_info(self) -> None:
-        info = {"bundle": str(self.bundle.path.resolve()), "config": _jsonable(self.config),
-                "model": self.bundle.manifest["model"]["name"], "method": self.bundle.manifest["method"]["name"],
-                "train_size": len(self.train_data), "total_steps": self.total_steps,
-                "labels": list(getattr(self.train_data, "label_names", None) or []) or None}
-        atomic_write_text(self.out / RUN_INFO, json.dumps(info, indent=1))
+        atomic_write_text(self.out / RUN_INFO, json.dumps(self.info, indent=1))
 
 
 def _split(batch: dict[str, np.ndarray], micro: int) -> list[dict[str, np.ndarray]]:
@@ -215,13 +279,3 @@ def _split(batch: dict[str, np.ndarray], micro: int) -> list[dict[str, np.ndarra
     if micro >= n:
         return [batch]
     return [{k: v[i:i + micro] for k, v in batch.items()} for i in range(0, n, micro)]
-
-
-def _jsonable(obj: Any) -> Any:
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple):
-        return list(obj)
-    return obj

@@ -1,0 +1,81 @@
+"""The process's ONNX Runtime environment: one CPU arena shared by every session, with an
+optional byte limit, and the session options every engine uses (set here, nowhere else).
+
+One arena for all sessions: a per-session arena keeps its own high-water mark, so a process
+with one session per block would hold the sum of every graph's peak; a shared one holds the
+step's peak. Its limit (``max_mem``) is the RAM cap's backstop: an allocation past it fails
+inside ``run`` (:func:`is_out_of_memory`), the step is dropped and retried with a smaller plan,
+and the process never grows past the limit. ORT registers one shared arena per process, so
+the first call fixes the limit; later calls get what is there (:func:`arena_limit`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from edgetune.errors import EdgetuneError
+
+_ARENA: Optional[dict[str, Any]] = None   # {"ok": bool, "limit": int | None} once registered
+
+
+class ArenaFull(EdgetuneError):
+    """A graph asked the shared arena for more than its limit allows; nothing was updated."""
+
+
+def quiet() -> None:
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)
+
+
+def use_shared_arena(max_bytes: Optional[int] = None) -> bool:
+    """Register the shared CPU arena (once per process) with ``max_bytes`` as its limit (None:
+    unlimited). True if sessions can share it; a second call changes nothing."""
+    global _ARENA
+    if _ARENA is None:
+        import onnxruntime
+
+        cfg: dict[str, int] = {"arena_extend_strategy": 1}  # kSameAsRequested: no doubling
+        if max_bytes is not None:
+            cfg["max_mem"] = max(1, int(max_bytes))
+        try:
+            info = onnxruntime.OrtMemoryInfo("Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR,
+                                             0, onnxruntime.OrtMemType.DEFAULT)
+            onnxruntime.create_and_register_allocator(info, onnxruntime.OrtArenaCfg(cfg))
+            _ARENA = {"ok": True, "limit": None if max_bytes is None else int(max_bytes)}
+        except Exception:  # noqa: BLE001 - per-session arenas still work, only bigger
+            _ARENA = {"ok": False, "limit": None}
+    return bool(_ARENA["ok"])
+
+
+def arena_limit() -> Optional[int]:
+    """The shared arena's byte limit, None if unlimited or not registered."""
+    return None if _ARENA is None else _ARENA["limit"]
+
+
+def arena_registered() -> bool:
+    return _ARENA is not None
+
+
+def session_options(threads: int = 0):
+    """Options for every session: ``threads`` intra-op threads (0: ORT's default), idle workers
+    sleep instead of spinning (with one session per block, a finished session's spinning
+    workers would steal the cores from the next one), the shared arena."""
+    import onnxruntime
+
+    quiet()
+    opts = onnxruntime.SessionOptions()
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        opts.intra_op_num_threads = threads
+    if use_shared_arena():
+        opts.add_session_config_entry("session.use_env_allocators", "1")
+    return opts
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is ORT refusing an allocation (the arena's limit, or the system's)."""
+    text = str(exc)
+    return ("Available memory of" in text and "smaller than requested" in text) or "bad_alloc" in text \
+        or "Failed to allocate memory" in text
