@@ -111,7 +111,7 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
     lines.append(f"micro-batch {step['micro_batch']} x {step['accumulation_steps']} accumulated")
     lines.append("predicted peak RSS " + format_bytes(mem["total"]) + " = " + " + ".join(
         f"{k} {format_bytes(mem[k])}" for k in ("base", "params", "optimizer", "gradients",
-                                                 "activations", "checkpoint"))
+                                                 "activations", "working", "host", "checkpoint"))
         + f"  (limit {format_bytes(report['ram_limit_bytes'])} after a "
           f"{report['safety']:.0%} margin)")
     lines.append(f"FLOPs per step {_gflop(step['flops']['total'])} GFLOP (forward "

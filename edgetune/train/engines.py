@@ -113,8 +113,14 @@ class StaticEngine:
 
     def warmup(self, batch, keep) -> None:
         self.module.train()
-        self.module(*self._feeds(self._train_inputs, batch, keep))
-        self.module.lazy_reset_grad()  # the gradients are discarded: nothing is updated
+        try:
+            self.module(*self._feeds(self._train_inputs, batch, keep))
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+            if not is_out_of_memory(e):
+                raise
+            raise ArenaFull(f"training graph: {str(e).splitlines()[-1][-160:]}") from None
+        finally:
+            self.module.lazy_reset_grad()  # the gradients are discarded: nothing is updated
 
     def predict(self, batch, keep) -> np.ndarray:
         self.module.eval()

@@ -4,7 +4,8 @@ opens, so that no step can grow the process past ``--ram-cap`` whatever the cost
     limit = (1 − safety)·cap − RSS now − S − N − H − C
 
 RSS now: this process before the engine opens (libraries, the data); S: what opening the
-engine adds outside the arena (parameters, AdamW moments, static mode's gradient buffers; and
+engine adds outside the arena (parameters, AdamW moments, static mode's gradient buffers and
+prepacked weights, P again: vit-tiny LoRA overshot a limit without it by ~30 MB; and
 the sessions, ~0.5 MiB per graph file + their bytes twice, measured 0.45 MiB per graph on
 vit-tiny's 123 adaptive graphs); N: numpy's gradient copies (costs.gradient_bytes, every
 layer trained); H: the batch and AdamW's temporaries (costs.host_bytes); C: a checkpoint
@@ -47,7 +48,9 @@ def outside_arena(bundle: Bundle, mode: str, batch_size: int, input_bytes_per_sa
     params, optimizer = static_bytes(costs)
     every = np.ones(costs.num_layers, bool)
     n_files, n_bytes = graph_bytes(bundle, mode)
-    state = params + optimizer + (gradient_bytes(costs, every, "static") if mode == "static" else 0.0)
+    # static mode: ORT's gradient buffers, and its kernels' prepacked copies of the frozen
+    # weights (initializers there; adaptive graphs take every weight as an input)
+    state = params + optimizer + (gradient_bytes(costs, every, "static") + params if mode == "static" else 0.0)
     sessions = SESSION_BYTES * n_files + 2 * n_bytes
     grads = gradient_bytes(costs, every, mode) if mode == "adaptive" else 0.0
     return (state + sessions + grads + host_bytes(costs, batch_size, input_bytes_per_sample)
