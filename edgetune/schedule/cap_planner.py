@@ -142,7 +142,14 @@ class CapPlanner:
         self.input_bytes_per_sample = 0.0      # the batch's inputs per sample (the trainer's)
         self.arena_bytes: Optional[float] = None  # the shared arena's limit, when one is set
         self.arena_factor = 1.0                # × A + W; grows each time the arena refuses
-        self.energy_reserve = 0.0              # joules kept for the final checkpoint
+        # Before anything is measured: a checkpoint write and the time between two steps at
+        # the device's active power, for 50 ms + the checkpoint's bytes at 100 MB/s, and 20 ms
+        p, o = static_bytes(self.costs)
+        self.energy_reserve = profile.active_watts * (0.05 + (p + o) / 1e8)
+        self.overhead_joules = profile.active_watts * 0.02
+        self._reserve_measured = self._overhead_measured = False
+        self.max_step_joules = 0.0             # the most a step has measured (a noisy meter's
+                                               # worst case beats the calibrated mean)
         self._inner_plan: Optional[StepPlan] = None
         self._shape: tuple[int, int] = (0, 0)
 
@@ -157,7 +164,9 @@ class CapPlanner:
         if self.caps.energy_joules is None:
             return math.inf
         left = max(1, self.total_steps - self.steps_done)
-        return (self.caps.energy_joules - self.spent_joules - self.energy_reserve) / left
+        free = self.caps.energy_joules - self.spent_joules - self.energy_reserve
+        # each step also costs the time around it, and a measured step may exceed its estimate
+        return (1.0 - self.settings.safety) * free / left - self.overhead_joules
 
     def floor_tokens(self, n_tokens: int) -> int:
         s = self.settings
@@ -337,6 +346,8 @@ class CapPlanner:
         assert self._inner_plan is not None
         self._check_energy_left(n_tokens, batch_size)
         est = self.fit_plan(self._inner_plan, n_tokens, batch_size)
+        if not self._energy_covers(est):  # the budget's even spread ran ahead of measurements
+            est = self.smallest(n_tokens, batch_size)
         self.last = est
         self.steps_done += 1
         self.spent_joules += est.joules
@@ -344,13 +355,24 @@ class CapPlanner:
         self._measured_joules = None
         return est.plan
 
+    def _energy_covers(self, est: StepEstimate) -> bool:
+        """Whether the budget left pays for ``est`` (with the margin), the time around it and
+        the final checkpoint."""
+        cap = self.caps.energy_joules
+        if cap is None:
+            return True
+        step = max((1.0 + self.settings.safety) * est.joules, self.max_step_joules)
+        return self.spent_joules + step + 2.0 * self.overhead_joules + self.energy_reserve <= cap
+
     def _check_energy_left(self, n_tokens: int, batch_size: int) -> None:
         """Stop before a step the energy cap cannot pay for (with the final checkpoint's)."""
         cap = self.caps.energy_joules
         if cap is None:
             return
-        need = self.smallest(n_tokens, batch_size).joules
-        if self.spent_joules + need + self.energy_reserve > cap:
+        least = self.smallest(n_tokens, batch_size)
+        need = max((1.0 + self.settings.safety) * least.joules, self.max_step_joules) \
+            + 2.0 * self.overhead_joules
+        if not self._energy_covers(least):
             raise CapReached(
                 f"--energy-cap {format_joules(cap)}: {format_joules(self.spent_joules)} spent, "
                 f"the next step needs {format_joules(need, True)} at least and the final checkpoint "
@@ -373,10 +395,14 @@ class CapPlanner:
         if joules < 0:
             raise UsageError(f"joules={joules!r}: must be >= 0")
         self.spent_joules += float(joules)
+        if self.steps_done:  # between steps, not loading: the run's end costs as much again
+            prior = self.overhead_joules if self._overhead_measured else 0.0
+            self.overhead_joules, self._overhead_measured = max(prior, float(joules)), True
 
     def observe_checkpoint_energy(self, joules: float) -> None:
         """A checkpoint write took ``joules``: keep as much for the final one."""
-        self.energy_reserve = max(self.energy_reserve, float(joules))
+        prior = self.energy_reserve if self._reserve_measured else 0.0
+        self.energy_reserve, self._reserve_measured = max(prior, float(joules)), True
 
     def observe(self, cls_delta: np.ndarray, cls_norm: Optional[np.ndarray] = None) -> None:
         self.inner.observe(cls_delta, cls_norm)
@@ -411,6 +437,7 @@ class CapPlanner:
         if not isinstance(joules, (int, float)) or isinstance(joules, bool) or joules < 0:
             raise UsageError(f"joules={joules!r}: must be a number >= 0")
         self.energy.observe(joules, self.last.model_joules)
+        self.max_step_joules = max(self.max_step_joules, float(joules))
         self.spent_joules += float(joules) - self._pending_joules
         self._pending_joules = 0.0
         self._measured_joules = float(joules)
@@ -447,5 +474,6 @@ class CapPlanner:
         self.energy.load_state_dict(state["energy"])
         self.time.load_state_dict(state["time"])
         self.steps_done, self.spent_joules = steps, float(spent)
-        self.energy_reserve = float(state.get("energy_reserve", 0.0))
+        if "energy_reserve" in state:
+            self.energy_reserve, self._reserve_measured = float(state["energy_reserve"]), True
         self._pending_joules, self._measured_joules, self.last = 0.0, None, None

@@ -154,6 +154,10 @@ class Trainer:
                 epoch, index = divmod(self.step, per_epoch)
                 batch = self.train_data.batch(self.sampler.batch_indices(epoch, index))
                 n_tokens = token_count(batch, self.bundle)
+                if self.capped:  # what ran since the last step (logging, checkpoints, the batch)
+                    now = self.meter.read_joules()
+                    self.planner.observe_overhead(now - self._joules)
+                    self._joules = now
                 try:
                     plan = self.planner.plan(n_tokens, len(batch["labels"]))
                 except CapReached as e:
