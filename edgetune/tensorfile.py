@@ -11,6 +11,7 @@ time. Files are the standard format: ``safetensors`` reads them, and they read i
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Mapping
@@ -25,7 +26,6 @@ DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.
 def save_tensors(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` (C-contiguous numpy arrays) to ``path`` in the safetensors format,
     flushed and fsynced; the caller makes it atomic (a temporary folder or name)."""
-    import os
 
     header: dict[str, object] = {}
     offset = 0
@@ -41,23 +41,42 @@ def save_tensors(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for arr in arrays.values():
-            f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+            f.write(memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)))
         f.flush()
         os.fsync(f.fileno())
 
 
 def load_tensors(path: str | Path, into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Every tensor of a safetensors file, read one at a time. With ``into``, tensors whose
-    name is there are copied into that array in place (no second copy of the file)."""
-    from safetensors import safe_open
+    """Every tensor of a safetensors file, read one at a time with plain reads (no mmap: a
+    mapped file's pages would count in this process's RSS, a second copy at load). With
+    ``into``, a tensor whose name is there is read straight into that array."""
+    from edgetune.errors import EdgetuneError
 
+    names = {v: k for k, v in DTYPES.items()}
     out: dict[str, np.ndarray] = {}
-    with safe_open(str(path), "numpy") as f:
-        for name in f.keys():
-            t = f.get_tensor(name)
-            if into is not None and name in into:
-                into[name][...] = t
-                out[name] = into[name]
-            else:
-                out[name] = np.require(t, requirements=["C", "W"])
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > os.fstat(f.fileno()).st_size - 8:
+                raise ValueError(f"header of {size} bytes in a shorter file")
+            header = json.loads(f.read(size))
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                dtype, shape = names[info["dtype"]], tuple(info["shape"])
+                start, end = info["data_offsets"]
+                arr = into.get(name) if into is not None else None
+                if arr is None or arr.shape != shape or arr.dtype != dtype or not arr.flags.c_contiguous:
+                    arr = np.empty(shape, dtype)
+                if end - start != arr.nbytes:
+                    raise ValueError(f"{name}: {end - start} bytes for shape {shape} {dtype}")
+                f.seek(8 + size + start)
+                if arr.nbytes and f.readinto(memoryview(arr.reshape(-1).view(np.uint8))) != arr.nbytes:
+                    raise ValueError(f"{name}: the file ends early")
+                if into is not None and name in into and into[name] is not arr:
+                    into[name][...] = arr
+                    arr = into[name]
+                out[name] = arr
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
+        raise EdgetuneError(f"{path}: not a readable safetensors file ({e})") from None
     return out

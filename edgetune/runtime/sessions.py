@@ -9,6 +9,7 @@ import numpy as np
 from edgetune.errors import EdgetuneError
 from edgetune.jsonfile import read_json
 from edgetune.runtime.ort_env import ArenaFull, is_out_of_memory, session_options
+from edgetune.tensorfile import load_tensors
 
 INDEX_FILE = "graphs.json"
 FORMAT = "edgetune-graphs/1"
@@ -20,10 +21,8 @@ def read_index(bundle: str | Path) -> dict:
 
 def load_params(path: str | Path) -> dict[str, np.ndarray]:
     """Parameters from a safetensors file, as writable float32 arrays."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "numpy") as f:  # a tensor at a time: no second copy of the file
-        return {k: np.require(f.get_tensor(k), np.float32, ["C", "W"]) for k in f.keys()}
+    params = load_tensors(path)  # a tensor at a time: no second copy of the file
+    return {k: np.require(v, np.float32, ["C", "W"]) for k, v in params.items()}
 
 
 class SessionCache:
@@ -36,9 +35,16 @@ class SessionCache:
 
     def __init__(self, folder: str | Path, threads: int = 0):
         self.folder = Path(folder)
-        self.options = session_options(threads)
+        self.threads = threads
+        self._options = None  # made with the first session: the shared arena is set up by then
         self._sessions: dict[str, object] = {}
         self._inputs: dict[str, list[str]] = {}
+
+    @property
+    def options(self):
+        if self._options is None:
+            self._options = session_options(self.threads)
+        return self._options
 
     def get(self, file: str):
         if file not in self._sessions:

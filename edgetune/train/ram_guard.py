@@ -1,17 +1,22 @@
-"""The RAM cap's backstop: a byte limit on ONNX Runtime's shared arena, set before the engine
-opens, so that no step can grow the process past ``--ram-cap`` whatever the cost model said.
+"""The RAM cap's backstop: a byte limit on ONNX Runtime's shared arena, set before the first
+session exists, so that no step can grow the process past ``--ram-cap`` whatever the cost
+model said.
 
-    limit = (1 − safety)·cap − RSS now − S − N − H − C
+    limit = (1 − safety)·cap − RSS now − S − X − N − H − C − slack
 
-RSS now: this process before the engine opens (libraries, the data); S: what opening the
-engine adds outside the arena (parameters, AdamW moments, static mode's gradient buffers and
-prepacked weights, P again: vit-tiny LoRA overshot a limit without it by ~30 MB; and
-the sessions, ~0.5 MiB per graph file + their bytes twice, measured 0.45 MiB per graph on
-vit-tiny's 123 adaptive graphs); N: numpy's gradient copies (costs.gradient_bytes, every
-layer trained); H: the batch and AdamW's temporaries (costs.host_bytes); C: a checkpoint
-write (costs.checkpoint_bytes). The arena then holds activations and working sets only, and
-an allocation past its limit fails inside the step (``ArenaFull``): the trainer drops that
-step's work and retries it with a smaller plan (cap_planner.replan_smaller).
+RSS now: this process with ORT imported and (adaptive) the engine open: parameters and AdamW
+moments loaded, no session yet. S: what comes outside the arena still — in static mode, where
+ORT's training API must have the arena before it opens, its state (parameters, their
+prepacked copies in the kernels, AdamW moments, gradients: measured 182 MB for minilm-l6 LoRA,
+P = 91 MB). X: the sessions and their first runs outside the arena (kernels, thread pools,
+scratch), 4 MiB + 0.3 MiB per graph file + 30 × the graph files' bytes, an upper fit of what
+was measured under a 1 MiB arena: vit-micro adaptive 23 MB (26 files, 0.42 MB), vit-tiny
+static 28 (3, 0.93), vit-tiny adaptive 83 (123, 2.4), minilm-l6 adaptive 48 (63, 1.3). N: numpy's gradient copies
+(costs.gradient_bytes, every layer trained); H: the batch and AdamW's temporaries
+(costs.host_bytes); C: a checkpoint write (costs.checkpoint_bytes). The arena then holds
+activations and working sets only, and an allocation past its limit fails inside the step
+(``ArenaFull``): the trainer drops that step's work and retries it with a smaller plan
+(cap_planner.replan_smaller).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 
 MIB = 1 << 20
-SESSION_BYTES = MIB // 2      # per graph file (measured 0.45 MiB)
+SESSIONS_FIXED = 4 * MIB      # X = 4 MiB + 0.3 MiB per graph file + 30 × graph bytes
+SESSION_PER_FILE = 0.3 * MIB
+SESSION_PER_BYTE = 30.0
 SLACK = 8 * MIB               # Python's own allocations during a run (metrics, the sampler)
 MIN_ARENA = 4 * MIB
 
@@ -42,23 +49,26 @@ def graph_bytes(bundle: Bundle, mode: str) -> tuple[int, int]:
     return len(files), sum(f.stat().st_size for f in files)
 
 
-def outside_arena(bundle: Bundle, mode: str, batch_size: int, input_bytes_per_sample: float) -> float:
-    """S + N + H + C + slack: everything the run holds outside the arena (module docstring)."""
+def outside_arena(bundle: Bundle, mode: str, batch_size: int, input_bytes_per_sample: float,
+                  engine_open: bool) -> float:
+    """S + X + N + H + C + slack: what the run holds outside the arena beyond RSS now (module
+    docstring); ``engine_open``: the parameters and moments are in RSS now already."""
     costs = ModelCosts.from_manifest(bundle.manifest)
     params, optimizer = static_bytes(costs)
     every = np.ones(costs.num_layers, bool)
     n_files, n_bytes = graph_bytes(bundle, mode)
-    # static mode: ORT's gradient buffers, and its kernels' prepacked copies of the frozen
-    # weights (initializers there; adaptive graphs take every weight as an input)
-    state = params + optimizer + (gradient_bytes(costs, every, "static") + params if mode == "static" else 0.0)
-    sessions = SESSION_BYTES * n_files + 2 * n_bytes
+    if mode == "static":  # ORT's state: parameters, prepacked copies, moments, gradients
+        state = 2 * params + optimizer + gradient_bytes(costs, every, "static")
+    else:
+        state = 0.0 if engine_open else params + optimizer
+    sessions = SESSIONS_FIXED + SESSION_PER_FILE * n_files + SESSION_PER_BYTE * n_bytes
     grads = gradient_bytes(costs, every, mode) if mode == "adaptive" else 0.0
     return (state + sessions + grads + host_bytes(costs, batch_size, input_bytes_per_sample)
             + checkpoint_bytes(costs, mode) + SLACK)
 
 
-def limit_arena(bundle: Bundle, mode: str, cap_bytes: int, safety: float,
-                batch_size: int, input_bytes_per_sample: float) -> int:
+def limit_arena(bundle: Bundle, mode: str, cap_bytes: int, safety: float, batch_size: int,
+                input_bytes_per_sample: float, engine_open: bool = False) -> int:
     """Register the shared arena with the limit above and return that limit, bytes, for the
     planner. Where this process registered its arena earlier (the Python API, a second
     Trainer), that arena's limit stays, and the planner alone keeps plans under this one."""
@@ -69,11 +79,10 @@ def limit_arena(bundle: Bundle, mode: str, cap_bytes: int, safety: float,
 
         training_api()
     rss_now = float(max(process_rss_bytes(), peak_rss_bytes()))
-    budget = (1.0 - safety) * cap_bytes - rss_now - outside_arena(bundle, mode, batch_size,
-                                                                  input_bytes_per_sample)
+    outside = outside_arena(bundle, mode, batch_size, input_bytes_per_sample, engine_open)
+    budget = (1.0 - safety) * cap_bytes - rss_now - outside
     if budget < MIN_ARENA:
-        need = (rss_now + outside_arena(bundle, mode, batch_size, input_bytes_per_sample)
-                + MIN_ARENA) / (1.0 - safety)
+        need = (rss_now + outside + MIN_ARENA) / (1.0 - safety)
         raise EdgetuneError(
             f"--ram-cap {format_bytes(cap_bytes)}: this process holds {format_bytes(rss_now)} and "
             f"the {mode} engine needs about {format_bytes(need - rss_now, True)} more before any "

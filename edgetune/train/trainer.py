@@ -89,11 +89,16 @@ class Trainer:
         bs = min(c.batch_size, len(train_data))
         sample = train_data.batch(np.arange(1))
         input_bytes = float(sum(v.nbytes for k, v in sample.items() if k != "labels"))
-        arena = None
-        if caps is not None and caps.ram_bytes is not None:  # before any session exists
-            arena = limit_arena(self.bundle, c.engine_mode, caps.ram_bytes, CapSettings().safety,
-                                bs, input_bytes)
+        # The arena's limit must be in place before the first session exists: ORT's training
+        # API opens its sessions with the engine, the adaptive engine on first use (so its
+        # limit is set after the parameters are loaded, and measured rather than predicted)
+        arena, ram = None, caps.ram_bytes if caps is not None else None
+        if ram is not None and c.engine_mode == "static":
+            arena = limit_arena(self.bundle, "static", ram, CapSettings().safety, bs, input_bytes)
         self.engine = open_engine(self.bundle, c.engine_mode, c.threads, AdamWConfig(lr=c.lr, weight_decay=c.weight_decay))
+        if ram is not None and c.engine_mode == "adaptive":
+            arena = limit_arena(self.bundle, "adaptive", ram, CapSettings().safety, bs, input_bytes,
+                                engine_open=True)
         L = self.engine.num_layers
         self.planner: Planner = (AlastPlanner(L, int(self.bundle.manifest["tokens"]), c.alast)
                                  if c.schedule == "alast" else StaticPlanner(L))
