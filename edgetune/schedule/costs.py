@@ -271,10 +271,12 @@ def working_bytes(costs: ModelCosts, keep, trained, n_tokens: int, micro_batch: 
     return float(WORKING_SET * micro_batch * fit_cost(costs.saved_train, t).max())
 
 
-def host_bytes(costs: ModelCosts, batch_size: int, input_bytes_per_sample: float) -> float:
-    """H = the whole batch's inputs + AdamW's temporaries of the largest trainable tensor."""
-    return float(batch_size * input_bytes_per_sample
-                 + ADAMW_TEMPORARIES * FP32 * costs.largest_trainable)
+def host_bytes(costs: ModelCosts, batch_size: int, input_bytes_per_sample: float,
+               engine: str = "adaptive") -> float:
+    """H = the whole batch's inputs + (adaptive: numpy's AdamW) the temporaries of the largest
+    trainable tensor; static mode's AdamW runs in place inside ORT."""
+    adamw = ADAMW_TEMPORARIES * FP32 * costs.largest_trainable if engine == "adaptive" else 0.0
+    return float(batch_size * input_bytes_per_sample + adamw)
 
 
 def step_memory(costs: ModelCosts, keep, trained, n_tokens: int, micro_batch: int,
@@ -289,4 +291,4 @@ def step_memory(costs: ModelCosts, keep, trained, n_tokens: int, micro_batch: in
     return MemoryBreakdown(float(base), params, optimizer, gradient_bytes(costs, trained, engine), acts,
                            checkpoint_bytes(costs, engine),
                            working_bytes(costs, keep, trained, n_tokens, micro_batch),
-                           host_bytes(costs, batch_size or micro_batch, input_bytes_per_sample))
+                           host_bytes(costs, batch_size or micro_batch, input_bytes_per_sample, engine))

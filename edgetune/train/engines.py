@@ -45,9 +45,10 @@ class Engine(Protocol):
 
     def trainable_arrays(self) -> dict[str, np.ndarray]: ...
 
-    def warmup(self, batch: Batch, keep: np.ndarray) -> None:
-        """Create every session and run one gradient pass on ``batch`` (no update), so memory
-        measured before step 1 includes what the runtime allocates on first use."""
+    def warmup(self, batch: Batch, keep: np.ndarray, trained: np.ndarray | None = None) -> None:
+        """Create every session and run one gradient pass on ``batch`` (no update; ``trained``
+        layers, default all), so memory measured before step 1 includes what the runtime
+        allocates on first use."""
 
     def save(self, folder: Path) -> None: ...
 
@@ -111,8 +112,8 @@ class StaticEngine:
         self.module.lazy_reset_grad()
         return StepStats(loss / count, correct, count, np.mean(deltas, axis=0))
 
-    def warmup(self, batch, keep) -> None:
-        self.module.train()
+    def warmup(self, batch, keep, trained=None) -> None:
+        self.module.train()  # ORT's training graph trains every layer: ``trained`` is moot
         try:
             self.module(*self._feeds(self._train_inputs, batch, keep))
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
@@ -175,12 +176,15 @@ class AdaptiveEngine:
         self.optimizer.step(grads, lr)
         return StepStats(loss / count, correct, count, np.mean(deltas, axis=0), np.mean(norms, axis=0))
 
-    def warmup(self, batch, keep) -> None:
+    def warmup(self, batch, keep, trained=None) -> None:
         for part in self.runner.parts.values():
             for file in set(part["graphs"].values()):
                 self.runner.sessions.get(file)
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        self.runner.step(inputs, batch["labels"], [int(k) for k in keep])  # gradients discarded
+        train = None if trained is None else [int(i) for i in np.flatnonzero(trained)
+                                               if i in self._trainable_blocks]
+        self.runner.step(inputs, batch["labels"], [int(k) for k in keep], train=train,
+                         train_stem=None if trained is None else bool(trained[0]))  # discarded
 
     def predict(self, batch, keep) -> np.ndarray:
         inputs = {k: v for k, v in batch.items() if k != "labels"}

@@ -7,8 +7,8 @@ model said.
 RSS now: this process with ORT imported and (adaptive) the engine open: parameters and AdamW
 moments loaded, no session yet. S: what comes outside the arena still — in static mode, where
 ORT's training API must have the arena before it opens, its state (parameters, their
-prepacked copies in the kernels, AdamW moments, gradients: measured 182 MB for minilm-l6 LoRA,
-P = 91 MB). X: the sessions and their first runs outside the arena (kernels, thread pools,
+prepacked copies of the frozen weights in the kernels, AdamW moments, gradients: measured
+182 MB for minilm-l6 LoRA, P = 91 MB). X: the sessions and their first runs outside the arena (kernels, thread pools,
 scratch), 4 MiB + 0.3 MiB per graph file + 30 × the graph files' bytes, an upper fit of what
 was measured under a 1 MiB arena: vit-micro adaptive 23 MB (26 files, 0.42 MB), vit-tiny
 static 28 (3, 0.93), vit-tiny adaptive 83 (123, 2.4), minilm-l6 adaptive 48 (63, 1.3). N: numpy's gradient copies
@@ -29,7 +29,7 @@ from edgetune.bundle import Bundle
 from edgetune.errors import EdgetuneError
 from edgetune.runtime.ort_env import arena_registered, use_shared_arena
 from edgetune.schedule.costs import (
-    ModelCosts, checkpoint_bytes, gradient_bytes, host_bytes, static_bytes)
+    FP32, ModelCosts, checkpoint_bytes, gradient_bytes, host_bytes, static_bytes)
 from edgetune.schedule.units import format_bytes
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
@@ -57,22 +57,24 @@ def outside_arena(bundle: Bundle, mode: str, batch_size: int, input_bytes_per_sa
     params, optimizer = static_bytes(costs)
     every = np.ones(costs.num_layers, bool)
     n_files, n_bytes = graph_bytes(bundle, mode)
-    if mode == "static":  # ORT's state: parameters, prepacked copies, moments, gradients
-        state = 2 * params + optimizer + gradient_bytes(costs, every, "static")
+    if mode == "static":  # ORT's state: parameters, moments, gradients, and the kernels'
+        # prepacked copies of the frozen weights (constants there; trained ones are not packed)
+        frozen = FP32 * (costs.total_params - costs.trainable_params)
+        state = params + frozen + optimizer + gradient_bytes(costs, every, "static")
     else:
         state = 0.0 if engine_open else params + optimizer
     sessions = SESSIONS_FIXED + SESSION_PER_FILE * n_files + SESSION_PER_BYTE * n_bytes
     grads = gradient_bytes(costs, every, mode) if mode == "adaptive" else 0.0
-    return (state + sessions + grads + host_bytes(costs, batch_size, input_bytes_per_sample)
+    return (state + sessions + grads + host_bytes(costs, batch_size, input_bytes_per_sample, mode)
             + checkpoint_bytes(costs, mode) + SLACK)
 
 
-def limit_arena(bundle: Bundle, mode: str, cap_bytes: int, safety: float, batch_size: int,
-                input_bytes_per_sample: float, engine_open: bool = False) -> int:
-    """Register the shared arena with the limit above and return that limit, bytes, for the
-    planner. Where this process registered its arena earlier (the Python API, a second
-    Trainer), that arena's limit stays, and the planner alone keeps plans under this one."""
-    import onnxruntime  # noqa: F401 - its libraries are a large part of the RSS: in "now"
+def arena_budget(bundle: Bundle, mode: str, cap_bytes: int, safety: float, batch_size: int,
+                 input_bytes_per_sample: float, engine_open: bool = False) -> int:
+    """The arena's limit (module docstring), bytes; :class:`EdgetuneError` with the smallest
+    cap that could work where less than :data:`MIN_ARENA` is left. Imports ORT first: its
+    libraries are a large part of RSS now."""
+    import onnxruntime  # noqa: F401
 
     if mode == "static":
         from edgetune.runtime.ort_training import training_api
@@ -87,6 +89,16 @@ def limit_arena(bundle: Bundle, mode: str, cap_bytes: int, safety: float, batch_
             f"--ram-cap {format_bytes(cap_bytes)}: this process holds {format_bytes(rss_now)} and "
             f"the {mode} engine needs about {format_bytes(need - rss_now, True)} more before any "
             f"step; the smallest cap that could work is --ram-cap {format_bytes(need, True)}")
-    if not arena_registered():
-        use_shared_arena(int(math.floor(budget)))
     return int(math.floor(budget))
+
+
+def limit_arena(bundle: Bundle, mode: str, cap_bytes: int, safety: float, batch_size: int,
+                input_bytes_per_sample: float, engine_open: bool = False) -> int:
+    """Register the shared arena with :func:`arena_budget` as its limit and return it, for the
+    planner. Where this process registered its arena earlier (the Python API, a second
+    Trainer), that arena's limit stays, and the planner alone keeps plans under this one."""
+    budget = arena_budget(bundle, mode, cap_bytes, safety, batch_size, input_bytes_per_sample,
+                          engine_open)
+    if not arena_registered():
+        use_shared_arena(budget)
+    return budget

@@ -35,7 +35,7 @@ from edgetune.train.evaluate import RUN_INFO, evaluate_engine, token_count
 from edgetune.train.optim import AdamWConfig, learning_rate
 from edgetune.schedule.planners import AlastPlanner, Planner, StaticPlanner
 from edgetune.train.progress import METRICS, MetricsLog, ProgressBar
-from edgetune.train.ram_guard import limit_arena
+from edgetune.train.ram_guard import arena_budget, limit_arena
 from edgetune.runtime.ort_env import ArenaFull
 from edgetune.schedule.cap_planner import CapReached
 from edgetune.schedule.units import format_bytes, format_joules
@@ -95,6 +95,8 @@ class Trainer:
         arena, ram = None, caps.ram_bytes if caps is not None else None
         if ram is not None and c.engine_mode == "static":
             arena = limit_arena(self.bundle, "static", ram, CapSettings().safety, bs, input_bytes)
+        elif ram is not None:  # refuse before loading the parameters if they cannot fit
+            arena_budget(self.bundle, "adaptive", ram, CapSettings().safety, bs, input_bytes)
         self.engine = open_engine(self.bundle, c.engine_mode, c.threads, AdamWConfig(lr=c.lr, weight_decay=c.weight_decay))
         if ram is not None and c.engine_mode == "adaptive":
             arena = limit_arena(self.bundle, "adaptive", ram, CapSettings().safety, bs, input_bytes,
@@ -112,10 +114,12 @@ class Trainer:
             self.planner.arena_bytes = arena
             first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
             try:
-                self.engine.warmup(first, np.full(L, token_count(first, self.bundle), np.int64))
+                # the smallest plan: what any plan needs at least, and the least of the arena
+                least = self.planner.smallest(token_count(first, self.bundle), 1).plan
+                self.engine.warmup(first, least.keep, least.trained)
             except ArenaFull:
-                raise EdgetuneError(f"--ram-cap {format_bytes(caps.ram_bytes or 0)}: one sample "
-                                    "at every token does not fit; raise the cap") from None
+                raise EdgetuneError(f"--ram-cap {format_bytes(caps.ram_bytes or 0)}: one sample of "
+                                    "the smallest plan does not fit; raise the cap") from None
             self.planner.observe_memory(max(process_rss_bytes(), peak_rss_bytes()))
             self.planner.check_feasible()
         self.out = Path(out) if out is not None else None
