@@ -11,7 +11,8 @@ the first call fixes the limit; later calls get what is there (:func:`arena_limi
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+from typing import Any, Callable, Iterator, Optional
 
 from edgetune.errors import EdgetuneError
 
@@ -79,3 +80,19 @@ def is_out_of_memory(exc: BaseException) -> bool:
     text = str(exc)
     return ("Available memory of" in text and "smaller than requested" in text) or "bad_alloc" in text \
         or "Failed to allocate memory" in text
+
+
+@contextlib.contextmanager
+def arena_errors(what: str, cleanup: Optional[Callable[[], None]] = None) -> Iterator[None]:
+    """Turn ORT refusing an allocation inside the block into :class:`ArenaFull` naming
+    ``what`` (after ``cleanup``); any other error passes through."""
+    try:
+        yield
+    except ArenaFull:
+        raise
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+        if not is_out_of_memory(e):
+            raise
+        if cleanup is not None:
+            cleanup()
+        raise ArenaFull(f"{what}: {str(e).splitlines()[-1][-160:]}") from None

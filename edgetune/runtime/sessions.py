@@ -8,7 +8,7 @@ import numpy as np
 
 from edgetune.errors import EdgetuneError
 from edgetune.jsonfile import read_json
-from edgetune.runtime.ort_env import ArenaFull, is_out_of_memory, session_options
+from edgetune.runtime.ort_env import arena_errors, session_options
 from edgetune.tensorfile import load_tensors
 
 INDEX_FILE = "graphs.json"
@@ -85,12 +85,8 @@ class SessionCache:
             except KeyError:
                 raise EdgetuneError(f"{file}: no value for graph input {n!r}") from None
             feeds[n] = v if isinstance(v, OrtValue) else OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v))
-        try:
+        with arena_errors(file):
             result = sess.run_with_ort_values(outputs, feeds)
-        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-            if is_out_of_memory(e):
-                raise ArenaFull(f"{file}: {str(e).splitlines()[-1][-160:]}") from None
-            raise
         for name, value in zip(outputs, result):
             if not value.has_value():
                 raise EdgetuneError(f"{file}: onnxruntime returned no value for {name!r}")

@@ -143,9 +143,9 @@ class CapPlanner:
         self.arena_bytes: Optional[float] = None  # the shared arena's limit, when one is set
         self.arena_factor = 1.0                # × A + W; grows each time the arena refuses
         # Before anything is measured: a checkpoint write and the time between two steps at
-        # the device's active power, for 50 ms + the checkpoint's bytes at 100 MB/s, and 20 ms
+        # the device's active power, for 20 ms + the checkpoint's bytes at 500 MB/s, and 20 ms
         p, o = static_bytes(self.costs)
-        self.energy_reserve = profile.active_watts * (0.05 + (p + o) / 1e8)
+        self.energy_reserve = profile.active_watts * (0.02 + (p + o) / 5e8)
         self.overhead_joules = profile.active_watts * 0.02
         self._reserve_measured = self._overhead_measured = False
         self.max_step_joules = 0.0             # the most a step has measured (a noisy meter's
@@ -181,7 +181,7 @@ class CapPlanner:
         mem = step_memory(self.costs, keep, trained, n_tokens, micro_batch, self.memory.base,
                           engine=self.settings.engine, batch_size=batch_size,
                           input_bytes_per_sample=self.input_bytes_per_sample)
-        fits_arena = self.arena_bytes is None or self.arena_factor * mem.arena <= self.arena_bytes
+        fits_arena = self.arena_bytes is None or self._arena_use(mem) <= self.arena_bytes
         flops = step_flops(self.costs, keep, trained, n_tokens, batch_size)
         model_j = self.profile.flops_joules(flops.total)
         model_s = flops.total / (float(self.profile.cpu_peak_gflops) * 1e9)  # ORT runs on the CPU
@@ -191,6 +191,12 @@ class CapPlanner:
                             seconds, self._pause(joules, seconds),
                             mem.total <= self.ram_limit and fits_arena, joules <= allowance,
                             tuple(changes))
+
+    def _arena_use(self, mem: MemoryBreakdown) -> float:
+        """What a step asks of the arena: ρ·(A + W), and static mode's gradient buffers and
+        AdamW moments (ORT's training API keeps them there)."""
+        state = mem.gradients + mem.optimizer if self.settings.engine == "static" else 0.0
+        return self.arena_factor * mem.arena + state
 
     def _pause(self, joules: float, seconds: float) -> float:
         cap = self.caps.power_watts
@@ -276,7 +282,7 @@ class CapPlanner:
                 # energy, so run the cheapest plan that fits RAM, over the energy budget
                 return ram_only
         least = self.smallest(n_tokens, batch_size)
-        arena_ok = self.arena_bytes is None or self.arena_factor * least.memory.arena <= self.arena_bytes
+        arena_ok = self.arena_bytes is None or self._arena_use(least.memory) <= self.arena_bytes
         if arena_ok and least.memory.total <= self.ram_limit / (1.0 - self.settings.safety):
             # inside the cap, not inside the margin: run it rather than stop a run that fits
             return replace(least, changes=self._describe(base, least.plan.keep, least.plan.trained,

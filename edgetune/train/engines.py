@@ -17,7 +17,7 @@ import numpy as np
 
 from edgetune.errors import EdgetuneError
 from edgetune.tensorfile import load_tensors, save_tensors
-from edgetune.runtime.ort_env import ArenaFull, is_out_of_memory, session_options
+from edgetune.runtime.ort_env import ArenaFull, arena_errors, session_options
 from edgetune.runtime.ort_training import training_api
 from edgetune.train.optim import AdamW, AdamWConfig
 
@@ -75,9 +75,11 @@ class StaticEngine:
 
     def _build(self, state) -> None:
         self.state = state
-        self.module = self.api.Module(str(self.folder / self._files["training"]), state,
-                             str(self.folder / self._files["eval"]), session_options=self._opts)
-        self.optimizer = self.api.Optimizer(str(self.folder / self._files["optimizer"]), self.module)
+        with arena_errors("opening ORT's training graphs"):
+            self.module = self.api.Module(str(self.folder / self._files["training"]), state,
+                                          str(self.folder / self._files["eval"]),
+                                          session_options=self._opts)
+            self.optimizer = self.api.Optimizer(str(self.folder / self._files["optimizer"]), self.module)
         self.module.train()
         self._train_inputs = self.module.input_names()
         self.module.eval()
@@ -95,31 +97,29 @@ class StaticEngine:
         names = self.module.output_names()
         loss, correct, count, deltas = 0.0, 0, 0, []
         for mb in micro_batches:
-            try:
+            # on a refusal, drop what the step accumulated: nothing was updated
+            with arena_errors("training graph", cleanup=self.module.lazy_reset_grad):
                 outs = dict(zip(names, self.module(*self._feeds(self._train_inputs, mb, keep))))
-            except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-                if not is_out_of_memory(e):
-                    raise
-                self.module.lazy_reset_grad()  # drop what the step accumulated; nothing updated
-                raise ArenaFull(f"training graph: {str(e).splitlines()[-1][-160:]}") from None
             n = len(mb["labels"])
             loss += float(outs[names[0]]) * n
             correct += _hits(outs["logits"], mb["labels"])
             count += n
             deltas.append(outs["cls_delta"])
         self.optimizer.set_learning_rate(lr)
-        self.optimizer.step()
+        try:
+            with arena_errors("optimizer"):
+                self.optimizer.step()
+        except ArenaFull as e:  # an update may be half applied: stop, never retry it
+            raise EdgetuneError(f"{e}; the run stops here (its last checkpoint is intact): "
+                                "raise --ram-cap") from None
         self.module.lazy_reset_grad()
         return StepStats(loss / count, correct, count, np.mean(deltas, axis=0))
 
     def warmup(self, batch, keep, trained=None) -> None:
         self.module.train()  # ORT's training graph trains every layer: ``trained`` is moot
         try:
-            self.module(*self._feeds(self._train_inputs, batch, keep))
-        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-            if not is_out_of_memory(e):
-                raise
-            raise ArenaFull(f"training graph: {str(e).splitlines()[-1][-160:]}") from None
+            with arena_errors("training graph"):
+                self.module(*self._feeds(self._train_inputs, batch, keep))
         finally:
             self.module.lazy_reset_grad()  # the gradients are discarded: nothing is updated
 

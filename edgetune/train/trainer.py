@@ -23,8 +23,11 @@ from edgetune.data.base import Dataset
 from edgetune.data.sampler import BatchSampler
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.devices import DeviceProfile, detect_device
-from edgetune.schedule.cap_planner import CapPlanner, CapSettings
+from edgetune.runtime.ort_env import ArenaFull
+from edgetune.schedule.cap_planner import CapPlanner, CapReached, CapSettings
 from edgetune.schedule.caps import Caps
+from edgetune.schedule.planners import AlastPlanner, Planner, StaticPlanner
+from edgetune.schedule.units import format_bytes, format_joules
 from edgetune.sensors.factory import make_energy_meter
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
@@ -33,12 +36,8 @@ from edgetune.train.config import TrainConfig
 from edgetune.train.engines import AdaptiveEngine, Engine, StaticEngine
 from edgetune.train.evaluate import RUN_INFO, evaluate_engine, token_count
 from edgetune.train.optim import AdamWConfig, learning_rate
-from edgetune.schedule.planners import AlastPlanner, Planner, StaticPlanner
 from edgetune.train.progress import METRICS, MetricsLog, ProgressBar
 from edgetune.train.ram_guard import arena_budget, limit_arena
-from edgetune.runtime.ort_env import ArenaFull
-from edgetune.schedule.cap_planner import CapReached
-from edgetune.schedule.units import format_bytes, format_joules
 from edgetune.train.runinfo import check_resume, recorded_info, require_run, run_info
 from edgetune.train.runlock import RunLock, check_free
 
@@ -89,39 +88,14 @@ class Trainer:
         bs = min(c.batch_size, len(train_data))
         sample = train_data.batch(np.arange(1))
         input_bytes = float(sum(v.nbytes for k, v in sample.items() if k != "labels"))
-        # The arena's limit must be in place before the first session exists: ORT's training
-        # API opens its sessions with the engine, the adaptive engine on first use (so its
-        # limit is set after the parameters are loaded, and measured rather than predicted)
-        arena, ram = None, caps.ram_bytes if caps is not None else None
-        if ram is not None and c.engine_mode == "static":
-            arena = limit_arena(self.bundle, "static", ram, CapSettings().safety, bs, input_bytes)
-        elif ram is not None:  # refuse before loading the parameters if they cannot fit
-            arena_budget(self.bundle, "adaptive", ram, CapSettings().safety, bs, input_bytes)
-        self.engine = open_engine(self.bundle, c.engine_mode, c.threads, AdamWConfig(lr=c.lr, weight_decay=c.weight_decay))
-        if ram is not None and c.engine_mode == "adaptive":
-            arena = limit_arena(self.bundle, "adaptive", ram, CapSettings().safety, bs, input_bytes,
-                                engine_open=True)
+        self.engine, arena = self._open_engine(bs, input_bytes)
         L = self.engine.num_layers
         self.planner: Planner = (AlastPlanner(L, int(self.bundle.manifest["tokens"]), c.alast)
                                  if c.schedule == "alast" else StaticPlanner(L))
         self.sampler = BatchSampler(len(train_data), bs, seed=c.seed, drop_last=True)
         self.total_steps = c.total_steps(len(self.sampler))
         if self.capped:
-            self.planner = CapPlanner(self.planner, self.bundle.manifest, self.device, caps,
-                                      self.total_steps, bs,
-                                      settings=CapSettings(engine=self.engine.mode))
-            self.planner.input_bytes_per_sample = input_bytes
-            self.planner.arena_bytes = arena
-            first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
-            try:
-                # the smallest plan: what any plan needs at least, and the least of the arena
-                least = self.planner.smallest(token_count(first, self.bundle), 1).plan
-                self.engine.warmup(first, least.keep, least.trained)
-            except ArenaFull:
-                raise EdgetuneError(f"--ram-cap {format_bytes(caps.ram_bytes or 0)}: one sample of "
-                                    "the smallest plan does not fit; raise the cap") from None
-            self.planner.observe_memory(max(process_rss_bytes(), peak_rss_bytes()))
-            self.planner.check_feasible()
+            self.planner = self._cap_planner(bs, input_bytes, arena)
         self.out = Path(out) if out is not None else None
         self.store = CheckpointStore(self.out) if self.out else None
         self.info = (run_info(self.bundle, c, train_data, val_data, self.total_steps, caps)
@@ -132,6 +106,45 @@ class Trainer:
         self.best_accuracy: float | None = None
         if resume:
             self._resume()
+
+    def _open_engine(self, batch_size: int, input_bytes: float) -> tuple[Engine, int | None]:
+        """The engine, and under a RAM cap the arena's limit (ram_guard.py), which must be in
+        place before the first session exists: ORT's training API opens its sessions with the
+        engine, the adaptive engine on first use (so its limit is measured after the
+        parameters load rather than predicted)."""
+        c, ram = self.config, self.caps.ram_bytes if self.caps is not None else None
+        safety, arena = CapSettings().safety, None
+        if ram is not None and c.engine_mode == "static":
+            arena = limit_arena(self.bundle, "static", ram, safety, batch_size, input_bytes)
+        elif ram is not None:  # refuse before loading parameters that cannot fit
+            arena_budget(self.bundle, "adaptive", ram, safety, batch_size, input_bytes)
+        try:
+            engine = open_engine(self.bundle, c.engine_mode, c.threads,
+                                 AdamWConfig(lr=c.lr, weight_decay=c.weight_decay))
+        except ArenaFull as e:
+            raise EdgetuneError(f"--ram-cap {format_bytes(ram or 0)}: {e}; raise the cap") from None
+        if ram is not None and c.engine_mode == "adaptive":
+            arena = limit_arena(self.bundle, "adaptive", ram, safety, batch_size, input_bytes,
+                                engine_open=True)
+        return engine, arena
+
+    def _cap_planner(self, batch_size: int, input_bytes: float, arena: int | None) -> CapPlanner:
+        """The planner around the schedule, calibrated on a warm-up pass of the smallest plan
+        (what any plan needs at least); refuses caps that even that cannot meet."""
+        assert self.caps is not None
+        planner = CapPlanner(self.planner, self.bundle.manifest, self.device, self.caps,
+                             self.total_steps, batch_size, settings=CapSettings(engine=self.engine.mode))
+        planner.input_bytes_per_sample, planner.arena_bytes = input_bytes, arena
+        first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
+        least = planner.smallest(token_count(first, self.bundle), 1).plan
+        try:
+            self.engine.warmup(first, least.keep, least.trained)
+        except ArenaFull:
+            raise EdgetuneError(f"--ram-cap {format_bytes(self.caps.ram_bytes or 0)}: one sample "
+                                "of the smallest plan does not fit; raise the cap") from None
+        planner.observe_memory(max(process_rss_bytes(), peak_rss_bytes()))
+        planner.check_feasible()
+        return planner
 
     # ---- the loop --------------------------------------------------------------------------
     def fit(self) -> TrainResult:
