@@ -143,9 +143,12 @@ class CapPlanner:
         self.arena_bytes: Optional[float] = None  # the shared arena's limit, when one is set
         self.arena_factor = 1.0                # × A + W; grows each time the arena refuses
         # Before anything is measured: a checkpoint write and the time between two steps at
-        # the device's active power, for 20 ms + the checkpoint's bytes at 500 MB/s, and 20 ms
+        # the device's active power, for 20 ms + the checkpoint's bytes at 500 MB/s, and 20 ms.
+        # A checkpoint holds every parameter and the moments (static: ORT's whole state) or
+        # the trainable ones and their moments (adaptive)
         p, o = static_bytes(self.costs)
-        self.energy_reserve = profile.active_watts * (0.02 + (p + o) / 5e8)
+        written = p + o if self.settings.engine == "static" else 1.5 * o
+        self.energy_reserve = profile.active_watts * (0.02 + written / 5e8)
         self.overhead_joules = profile.active_watts * 0.02
         self._reserve_measured = self._overhead_measured = False
         self.max_step_joules = 0.0             # the most a step has measured (a noisy meter's
