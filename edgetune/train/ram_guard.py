@@ -100,7 +100,8 @@ def arena_budget(bundle: Bundle, mode: str, cap_bytes: int, safety: float, batch
         raise EdgetuneError(
             f"--ram-cap {format_bytes(cap_bytes)}: this process holds {format_bytes(rss_now)} and "
             f"the {mode} engine needs about {format_bytes(need - rss_now, True)} more before any "
-            f"step; the smallest cap that could work is --ram-cap {format_bytes(need, True)}")
+            f"step, so a cap below --ram-cap {format_bytes(need, True)} cannot work (the plan "
+            "itself may need more: `edgetune plan` predicts it)")
     return int(math.floor(budget))
 
 
