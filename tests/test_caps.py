@@ -66,12 +66,12 @@ def test_costs_by_hand():
     # activations per sample: layer 1: 100·8 + 4·2·8 = 864; layer 2: 50·5 + 4·2·5 = 290; × m = 2
     assert m.activations == 2 * (864 + 290)
     assert (m.params, m.optimizer) == (4000, 8 * 20)          # 4·total, 2·4·trainable
-    assert m.gradients == 3 * 4 * (5 + 5)                      # layer 1 + the head, three copies
+    assert m.gradients == 2 * 4 * (5 + 5)                      # layer 1 + the head, two copies
     assert m.checkpoint == 0                                   # adaptive: streamed per tensor
     # working set: 2·m·max_l saved_train_l(t_l) = 2·2·(100·10) (layer 0, every token)
     assert m.working == 2 * 2 * 1000 and m.arena == m.activations + m.working
     assert m.host == 3 * 4 * 5                                 # AdamW temporaries of the largest (5)
-    assert m.total == 7 + 4000 + 160 + 120 + 2308 + 4000 + 60
+    assert m.total == 7 + 4000 + 160 + 80 + 2308 + 4000 + 60
     static = step_memory(costs, keep, trained, n_tokens=10, micro_batch=2, base=7.0, engine="static",
                          batch_size=4, input_bytes_per_sample=100.0)
     assert static.checkpoint == 2 * (4000 + 160)              # ORT's checkpoint: 2·(P + O)
@@ -135,20 +135,20 @@ def test_plan_that_fits_is_not_touched():
     plan, est = shrink(10**6)
     np.testing.assert_array_equal(plan.keep, [10, 10, 10])
     assert plan.trained.all() and plan.micro_batch == 4 and est.changes == ()
-    # P + O 4160, G 3·4·20 = 240, W 2·4·1000 = 8000, H 60, A 4·1080 (layer 0) + 864·keep
-    assert est.memory.total == 16780 + 864 * 10
+    # P + O 4160, G 2·4·20 = 160, W 2·4·1000 = 8000, H 60, A 4·1080 (layer 0) + 864·keep
+    assert est.memory.total == 16700 + 864 * 10
 
 
 def test_keep_shrinks_first():
-    plan, est = shrink(19400)        # 16780 + 864k ≤ 19400 → k = 3
+    plan, est = shrink(19400)        # 16700 + 864k ≤ 19400 → k = 3
     np.testing.assert_array_equal(plan.keep, [3, 3, 3])
     assert plan.trained.all() and plan.micro_batch == 4
     assert est.memory.total <= 19400 and est.changes[0].startswith("keep")
 
 
 def test_then_the_lowest_trained_layer_goes():
-    # floor keep with 3 layers trained needs 16780 + 864·2 = 18508 > 17600; with layers 1, 2:
-    # 4160 + 12·15 + 8000 + 60 + 4·(2·108k) = 12400 + 864k ≤ 17600 → k = 6
+    # floor keep with 3 layers trained needs 16700 + 864·2 = 18428 > 17600; with layers 1, 2:
+    # 4160 + 8·15 + 8000 + 60 + 4·(2·108k) = 12340 + 864k ≤ 17600 → k = 6
     plan, est = shrink(17600)
     np.testing.assert_array_equal(plan.trained, [False, True, True])
     np.testing.assert_array_equal(plan.keep, [6, 6, 6])
@@ -156,9 +156,9 @@ def test_then_the_lowest_trained_layer_goes():
 
 
 def test_then_the_micro_batch_halves():
-    # micro-batch 4: top layer alone at floor keep: 4160 + 120 + 8000 + 60 + 4·216 = 13204 > 9000;
-    # micro-batch 2, layers 1-2 at floor: 4160 + 180 + 4000 + 60 + 2·432 = 9264 > 9000;
-    # micro-batch 2, layer 2 alone: 4160 + 120 + 4000 + 60 + 2·108k ≤ 9000 → k = 3
+    # micro-batch 4: top layer alone at floor keep: 4160 + 80 + 8000 + 60 + 4·216 = 13164 > 9000;
+    # micro-batch 2, layers 1-2 at floor: 4160 + 120 + 4000 + 60 + 2·432 = 9204 > 9000;
+    # micro-batch 2, layer 2 alone: 4160 + 80 + 4000 + 60 + 2·108k ≤ 9000 → k = 3
     plan, est = shrink(9000)
     assert plan.micro_batch == 2
     np.testing.assert_array_equal(plan.trained, [False, False, True])
@@ -181,7 +181,7 @@ def test_inner_mask_is_followed_before_the_top_layer():
             return StepPlan(np.full(3, n, np.int64), np.array([True, True, False]), b)
 
     p = planner(Caps(ram_bytes=13500), inner=Fixed(3))
-    # layer 1 alone at floor: 4160 + 120 + 8000 + 60 + 4·(216 + 50·2 + 4·2·2) = 13668 > 13500
+    # layer 1 alone at floor: 4160 + 80 + 8000 + 60 + 4·(216 + 50·2 + 4·2·2) = 13628 > 13500
     plan = p.plan(10, 4)
     np.testing.assert_array_equal(plan.trained, [False, False, True])
 
@@ -191,11 +191,11 @@ def test_inner_mask_is_followed_before_the_top_layer():
 def test_infeasible_ram_cap_names_the_smallest_cap_that_works():
     base = 300e6
     p = planner(Caps(ram_bytes=300_000_000), base=base, safety=0.05)
-    # smallest plan: top layer, keep 2, micro-batch 1: base + 6556
+    # smallest plan: top layer, keep 2, micro-batch 1: base + 6516
     with pytest.raises(EdgetuneError, match=r"--ram-cap 300MB: the smallest plan") as e:
         p.check_feasible()
     need = re.search(r"smallest cap that would work is --ram-cap (\S+)$", str(e.value)).group(1)
-    assert need == "316MB"      # (300e6 + 6556) / 0.95 = 315.8 MB, rounded up
+    assert need == "316MB"      # (300e6 + 6516) / 0.95 = 315.8 MB, rounded up
     planner(Caps.parse(ram=need), base=base, safety=0.05).check_feasible()
 
 
@@ -269,11 +269,11 @@ def test_memory_calibration_is_a_high_water_mark():
 
 
 def test_inside_the_margin_the_smallest_plan_runs_rather_than_stop():
-    # limit (1 − 0.5)·8000 = 4000: nothing fits it; the smallest plan (6556) fits the cap itself
+    # limit (1 − 0.5)·8000 = 4000: nothing fits it; the smallest plan (6516) fits the cap itself
     p = planner(Caps(ram_bytes=8000), safety=0.5)
     plan = p.plan(10, 4)
     assert plan.micro_batch == 1 and plan.trained.tolist() == [False, False, True]
-    assert "inside the safety margin" in p.last.changes and p.last.memory.total == 6556
+    assert "inside the safety margin" in p.last.changes and p.last.memory.total == 6516
 
 
 def test_measured_rss_over_the_cap_stops_the_run_with_a_reason():

@@ -30,8 +30,8 @@ cap: :attr:`MemoryBreakdown.arena` is what a plan asks of it. W was measured on 
 - ``4·D·t_l`` is the block input x the runtime keeps for the backward walk. The export's hook
   may already count it inside ``saved_l`` (when the block's first op saves its input), so it can
   be counted twice: on the safe side, which a hard cap wants.
-- G counts c copies: adaptive, 3 (ORT's output copied to numpy, the running sum over
-  micro-batches, the new sum); static, 1 (ORT's own gradient buffers). Only layers trained this step (and the trainable parameters
+- G counts c copies: adaptive, 2 (the step's numpy sum, accumulated in place, and a block's
+  ORT outputs while they are copied out); static, 1 (ORT's own gradient buffers). Only layers trained this step (and the trainable parameters
   outside the layers: the head, the stem) get gradients.
 - Not modelled: the stem's and the head's FLOPs and activations (the manifest has no fit for
   them; small next to the blocks), transient AdamW temporaries (one parameter at a time).
@@ -48,7 +48,7 @@ from edgetune.errors import EdgetuneError, UsageError
 
 FP32 = 4
 ADAMW_STATES = 2      # m and v
-GRAD_COPIES = {"adaptive": 3, "static": 1}
+GRAD_COPIES = {"adaptive": 2, "static": 1}
 WORKING_SET = 2.0     # × the largest saved_train_l(t_l) of the step, per micro-batch sample
 ADAMW_TEMPORARIES = 3  # numpy temporaries of one parameter during its update
 _FITS = ("forward_flops", "backward_flops_train", "backward_flops_frozen",

@@ -167,7 +167,11 @@ class AdaptiveEngine:
                                    train_stem=train_stem)
             w = n / total  # the step's loss is the sample-weighted mean of the micro-batches'
             for name, g in res.grads.items():
-                grads[name] = grads[name] + w * g if name in grads else w * g
+                # in place: the step holds one numpy copy of each gradient, not three
+                if name in grads:
+                    grads[name] += w * g
+                else:
+                    grads[name] = g if w == 1.0 else np.multiply(g, w, out=g)
             loss += res.loss * n
             correct += _hits(res.logits, mb["labels"])
             count += n
