@@ -66,6 +66,7 @@ def export(model: str, method: str, out: Path) -> Path:
 def train(bundle: Path, data: Path, run: Path, schedule: str, steps: int, batch: int, *extra: str) -> ChildRun:
     cmd = [sys.executable, "-m", "edgetune.cli", "train", str(bundle), "--data", str(data),
            "--steps", str(steps), "--batch-size", str(batch), "--schedule", schedule,
+           "--mode", "static" if schedule == "static" else "adaptive",
            "--out", str(run), "--quiet", *extra]
     return run_measured(cmd)
 

@@ -109,6 +109,7 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     from edgetune.config import from_strings
     from edgetune.schedule import AlastConfig
     from edgetune.train import TrainConfig, Trainer, load_data
+    from edgetune.train.config import default_mode
 
     from edgetune.devices import detect_device, get_device
     from edgetune.schedule.caps import Caps
@@ -120,7 +121,7 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     device = get_device(device_name) if device_name else detect_device()
     b = Bundle.open(bundle)
     if mode is None:
-        mode = "adaptive" if schedule == "alast" or "static" not in b.modes else "static"
+        mode = default_mode(schedule, b.modes, caps.ram_bytes is not None)
     cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
                       schedule=schedule, mode=mode, seed=seed, threads=threads,
                       checkpoint_every=checkpoint_every, eval_every=eval_every,

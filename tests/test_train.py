@@ -251,3 +251,18 @@ def test_energy_cap_holds_for_the_whole_run(bundle, data, tmp_path):
         stopped = True
         break
     assert stopped, "no try stopped early"
+
+
+def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data):
+    from edgetune.schedule.caps import Caps
+    from edgetune.train.config import default_mode
+
+    assert default_mode("static", ["static", "adaptive"], False) == "static"
+    assert default_mode("alast", ["static", "adaptive"], False) == "adaptive"
+    assert default_mode("static", ["static", "adaptive"], True) == "adaptive"   # under a RAM cap
+    assert default_mode("static", ["adaptive"], False) == "adaptive"            # what was exported
+    b = Bundle.open(bundle)
+    ds = load_data(b, data[0])
+    assert Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8)).engine.mode == "static"
+    capped = Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8), caps=Caps.parse(ram="64GB"))
+    assert capped.engine.mode == "adaptive" and capped.config.mode == "adaptive"

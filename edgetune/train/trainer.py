@@ -9,6 +9,7 @@ Silent unless ``progress=True``. ``callbacks`` get each step's record (a dict).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from edgetune.sensors.factory import make_energy_meter
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.checkpoint import CheckpointStore
-from edgetune.train.config import TrainConfig
+from edgetune.train.config import TrainConfig, default_mode
 from edgetune.train.engines import AdaptiveEngine, Engine, StaticEngine
 from edgetune.train.evaluate import RUN_INFO, evaluate_engine, token_count
 from edgetune.train.optim import AdamWConfig, learning_rate
@@ -75,7 +76,12 @@ class Trainer:
                 require_run(Path(out))
             check_free(Path(out))
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        self.config = config or TrainConfig(epochs=1.0)
+        config = config or TrainConfig(epochs=1.0)
+        if not config.mode:  # the CLI's default too (train/config.py)
+            ram_capped = caps is not None and caps.ram_bytes is not None
+            config = dataclasses.replace(config, mode=default_mode(config.schedule, self.bundle.modes,
+                                                                   ram_capped))
+        self.config = config
         self.train_data, self.val_data = train_data, val_data
         if len(train_data) == 0:
             raise UsageError("training data is empty")
