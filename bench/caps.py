@@ -82,6 +82,17 @@ def joules(stdout: str) -> float:
     return float(m.group(1)) * (1000 if m.group(2) else 1) if m else float("nan")
 
 
+def refusal_note(stderr: str) -> str:
+    """What a refusal asks for: the planner's smallest cap that would work ("asks"), or the
+    floor checked before the parameters load ("floor"); else the message's end."""
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    m = re.search(r"smallest cap that would work is --ram-cap (\d+MB)", last)
+    if m:
+        return f"asks {m.group(1)}"
+    m = re.search(r"a cap below --ram-cap (\d+MB) cannot work", last)
+    return f"floor {m.group(1)}" if m else last[-90:]
+
+
 def verdict(got: ChildRun, run: Path, cap: float, steps: int) -> str:
     trained = (run / "checkpoints").exists()
     if got.returncode == 2 and not trained:
@@ -123,7 +134,7 @@ def main() -> int:
                     got = train(bundle, data, run, schedule, steps, args.batch_size, "--ram-cap", f"{cap}B")
                     v = verdict(got, run, cap, steps)
                     failures += v.startswith("FAIL")
-                    note = got.stderr.strip().splitlines()[-1][-90:] if got.returncode else ""
+                    note = refusal_note(got.stderr) if got.returncode else ""
                     rows.append((tag, f"{frac:.0%}", got.peak_rss_bytes, cap, step_seconds(run), v + (f"  {note}" if note else "")))
                     print(_row(rows[-1]), file=sys.stderr, flush=True)
                 if schedule == "alast" and method == "lora":
