@@ -374,3 +374,26 @@ def test_plan_report_shows_the_shrunk_plan_and_its_costs():
     assert "predicted peak RSS" in text and "FLOPs per step" in text and "energy per step" in text
     with pytest.raises(EdgetuneError, match="smallest cap that would work"):
         plan_report(fake_manifest(), profile(), Caps(ram_bytes=100 * MIB), 4, "static")
+
+
+def test_a_refused_arena_replans_the_same_step_smaller_then_stops_with_a_reason():
+    p = planner(Caps(ram_bytes=10**6))
+    p.arena_bytes = 9000.0
+    first = p.plan(10, 4)
+    used = p.last.memory.arena                    # A + W of the plan that fits the arena
+    assert used <= 9000 < 1.5 * used              # (else the replan could keep it)
+    steps = p.steps_done
+    smaller = p.replan_smaller()                  # ORT refused it: count A + W as 1.5× larger
+    assert p.arena_factor == 1.5 and p.steps_done == steps     # the same step, planned again
+    assert p.spent_joules == p.last.joules        # its energy replaces the refused plan's
+    assert 1.5 * p.last.memory.arena <= 9000 and p.last.memory.arena < used
+    assert (smaller.keep.sum() < first.keep.sum() or smaller.micro_batch < first.micro_batch
+            or smaller.trained.sum() < first.trained.sum())
+    for _ in range(20):                           # refused again and again: a clear stop
+        try:
+            p.replan_smaller()
+        except EdgetuneError as e:
+            assert "smallest plan" in str(e)
+            break
+    else:
+        raise AssertionError("replanning never gave up")

@@ -266,3 +266,27 @@ def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data):
     assert Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8)).engine.mode == "static"
     capped = Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8), caps=Caps.parse(ram="64GB"))
     assert capped.engine.mode == "adaptive" and capped.config.mode == "adaptive"
+
+
+def test_a_step_the_arena_refuses_runs_again_smaller(bundle, data):
+    """ORT refusing an allocation mid-step (the RAM cap's backstop) drops that step's work and
+    runs the same step again with a smaller plan; the run goes on."""
+    from edgetune.runtime.ort_env import ArenaFull
+    from edgetune.schedule.caps import Caps
+
+    b = Bundle.open(bundle)
+    trainer = Trainer(b, load_data(b, data[0]), config=TrainConfig(steps=3, batch_size=8, mode="adaptive"),
+                      caps=Caps.parse(ram="64GB"))
+    real, calls = trainer.engine.train_step, []
+
+    def refuse_once(micro_batches, keep, trained, lr):
+        calls.append((sum(len(m["labels"]) for m in micro_batches), len(micro_batches), list(keep)))
+        if len(calls) == 1:
+            raise ArenaFull("block_00/forward_train.onnx: Available memory of 1 is smaller than requested")
+        return real(micro_batches, keep, trained, lr)
+
+    trainer.engine.train_step = refuse_once
+    result = trainer.fit()
+    assert result.steps == 3 and len(calls) == 4          # step 1 ran twice
+    assert trainer.planner.arena_factor == 1.5
+    assert calls[0][0] == calls[1][0] == 8                # the same batch both times

@@ -4,20 +4,39 @@
 # skipped when its result is already there.  Must run as root.
 #
 #   tools/aarch64-root.sh [ROOT]          # ROOT defaults to /work/arm64/root
-#   chroot ROOT /bin/bash                 # then work inside
+#   tools/aarch64-root.sh --venv [ROOT]   # also /opt/venv with the device + export deps
 #   tools/aarch64-root.sh --umount [ROOT] # undo the bind mounts
+#   chroot ROOT /usr/bin/env -u PIP_FIND_LINKS HOME=/root /bin/bash
 #
-# Environment: MIRROR (default: first Debian URI in the host's apt sources),
-#              SUITE (default bookworm), SKIP_APT=1 (host packages present).
+# Environment:
+#   MIRROR     Debian mirror (default: first uncommented Debian URI in the host's apt sources)
+#   SUITE      default bookworm
+#   QEMU_FROM  trixie (default) or bookworm.  bookworm's qemu 7.2 segfaults while loading
+#              onnxruntime >= 1.28's native module (1.27 and older load); trixie's qemu 10.0
+#              loads them.  With "trixie" the static qemu-aarch64 from trixie's qemu-user
+#              package is unpacked into QEMU_DIR (no host apt config or package is changed)
+#              and registered as the aarch64 binfmt interpreter in place of bookworm's.
+#   QEMU_DIR   default: $(dirname ROOT)/qemu
+#   VENV_PKGS  what --venv installs (default below)
+#   SKIP_APT=1 host packages are already there
 set -euo pipefail
 
-UMOUNT=0
-if [[ "${1:-}" == "--umount" ]]; then UMOUNT=1; shift; fi
+UMOUNT=0 VENV=0
+while [[ "${1:-}" == --* ]]; do
+  case $1 in
+    --umount) UMOUNT=1 ;;
+    --venv)   VENV=1 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
 ROOT="${1:-${ROOT:-/work/arm64/root}}"
 SUITE="${SUITE:-bookworm}"
+QEMU_FROM="${QEMU_FROM:-trixie}"
+QEMU_DIR="${QEMU_DIR:-$(dirname "$ROOT")/qemu}"
+VENV_PKGS="${VENV_PKGS:-numpy psutil click tokenizers safetensors onnxruntime torch==2.9.1 onnx==1.23.2 pytest pillow}"
 
 log() { printf '[aarch64-root] %s\n' "$*" >&2; }
-
 is_mounted() { mountpoint -q "$1" 2>/dev/null; }
 
 if [[ $UMOUNT == 1 ]]; then
@@ -41,26 +60,55 @@ if (( ${#need[@]} )) && [[ "${SKIP_APT:-0}" != 1 ]]; then
 fi
 
 # 2. binfmt_misc registration for aarch64
-if ! is_mounted /proc/sys/fs/binfmt_misc; then
+BINFMT=/proc/sys/fs/binfmt_misc
+if ! is_mounted $BINFMT; then
   log "mounting binfmt_misc"
-  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  mount -t binfmt_misc binfmt_misc $BINFMT
 fi
-if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+if [[ ! -e $BINFMT/qemu-aarch64 ]]; then
   log "enabling qemu-aarch64 binfmt"
-  update-binfmts --enable qemu-aarch64 || true
+  update-binfmts --enable qemu-aarch64 2>/dev/null \
+    || { update-binfmts --import qemu-aarch64 2>/dev/null; update-binfmts --enable qemu-aarch64; }
 fi
-if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
-  # update-binfmts needs binfmt-support's service to have imported the format
-  update-binfmts --import qemu-aarch64 2>/dev/null || true
-  update-binfmts --enable qemu-aarch64
+
+# 2b. a newer qemu (see QEMU_FROM above)
+if [[ $QEMU_FROM == trixie ]]; then
+  interp="$QEMU_DIR/usr/libexec/qemu-binfmt/aarch64-binfmt-P"  # -> ../../bin/qemu-aarch64
+  if [[ ! -x "$QEMU_DIR/usr/bin/qemu-aarch64" ]]; then
+    log "fetching trixie's qemu-user into $QEMU_DIR"
+    apt_dir="$QEMU_DIR.apt"
+    mkdir -p "$apt_dir/parts" "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+    cat > "$apt_dir/parts/trixie.sources" <<EOF
+Types: deb
+URIs: ${MIRROR:-http://deb.debian.org/debian}
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    apt_o=(-o Dir::Etc::sourcelist=/dev/null -o "Dir::Etc::sourceparts=$apt_dir/parts"
+           -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+           -o Dir::State::status=/dev/null -o APT::Sandbox::User=root)
+    apt-get "${apt_o[@]}" update -q
+    (cd "$apt_dir" && rm -f qemu-user_*.deb && apt-get "${apt_o[@]}" download qemu-user)
+    mkdir -p "$QEMU_DIR"
+    dpkg-deb -x "$apt_dir"/qemu-user_*.deb "$QEMU_DIR"
+  fi
+  [[ -x "$interp" ]] || { log "no $interp in trixie's qemu-user"; exit 1; }
+  if ! grep -qxF "interpreter $interp" $BINFMT/qemu-aarch64 2>/dev/null; then
+    log "registering $("$QEMU_DIR/usr/bin/qemu-aarch64" --version | head -n1) as the aarch64 interpreter"
+    [[ -e $BINFMT/qemu-aarch64 ]] && echo -1 > $BINFMT/qemu-aarch64
+    # magic and mask as in qemu's binfmt.d/qemu-aarch64.conf; F: the kernel opens the
+    # interpreter now, so it need not exist inside ROOT
+    printf '%s' ':qemu-aarch64:M::\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:'"$interp"':OPF' \
+      > $BINFMT/register
+  fi
 fi
-grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
-  || { log "qemu-aarch64 binfmt is not enabled"; exit 1; }
+grep -q '^enabled' $BINFMT/qemu-aarch64 || { log "qemu-aarch64 binfmt is not enabled"; exit 1; }
 
 # 3. debootstrap
 if [[ -z "${MIRROR:-}" ]]; then
   MIRROR=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
-                /etc/apt/sources.list.d/*.list 2>/dev/null \
+               /etc/apt/sources.list.d/*.list 2>/dev/null \
            | grep -vE '^[[:space:]]*#' \
            | grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -n1 || true)
   MIRROR="${MIRROR:-http://deb.debian.org/debian}"
@@ -100,4 +148,14 @@ for m in proc sys dev dev/pts; do
   fi
 done
 
-log "ready: chroot $ROOT /bin/bash   ($(chroot "$ROOT" uname -m))"
+# 6. optional venv (host PIP_FIND_LINKS points at x86 wheels: drop it inside)
+in_root() { chroot "$ROOT" /usr/bin/env -u PIP_FIND_LINKS HOME=/root PIP_DISABLE_PIP_VERSION_CHECK=1 "$@"; }
+if [[ $VENV == 1 ]]; then
+  [[ -x "$ROOT/opt/venv/bin/python" ]] || { log "creating /opt/venv"; in_root python3 -m venv /opt/venv; }
+  log "pip install $VENV_PKGS"
+  # shellcheck disable=SC2086
+  in_root /opt/venv/bin/pip install -q $VENV_PKGS
+  in_root /opt/venv/bin/python -c "import onnxruntime, numpy; print('onnxruntime', onnxruntime.__version__, 'numpy', numpy.__version__)"
+fi
+
+log "ready: chroot $ROOT /bin/bash   ($(chroot "$ROOT" uname -m), $(head -n1 $BINFMT/qemu-aarch64 | tr -d '\n'); $(sed -n 's/^interpreter //p' $BINFMT/qemu-aarch64))"
