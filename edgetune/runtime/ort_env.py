@@ -6,7 +6,7 @@ with one session per block would hold the sum of every graph's peak; a shared on
 step's peak. Its limit (``max_mem``) is the RAM cap's backstop: an allocation past it fails
 inside ``run`` (:func:`is_out_of_memory`), the step is dropped and retried with a smaller plan,
 and the process never grows past the limit. ORT registers one shared arena per process, so
-the first call fixes the limit; later calls get what is there (:func:`arena_limit`).
+the first call fixes the limit; later calls get what is there.
 """
 
 from __future__ import annotations
@@ -16,17 +16,11 @@ from typing import Any, Callable, Iterator, Optional
 
 from edgetune.errors import EdgetuneError
 
-_ARENA: Optional[dict[str, Any]] = None   # {"ok": bool, "limit": int | None} once registered
+_ARENA: Optional[dict[str, Any]] = None   # {"ok": bool} once registered
 
 
 class ArenaFull(EdgetuneError):
     """A graph asked the shared arena for more than its limit allows; nothing was updated."""
-
-
-def quiet() -> None:
-    import onnxruntime
-
-    onnxruntime.set_default_logger_severity(3)
 
 
 def use_shared_arena(max_bytes: Optional[int] = None) -> bool:
@@ -43,15 +37,10 @@ def use_shared_arena(max_bytes: Optional[int] = None) -> bool:
             info = onnxruntime.OrtMemoryInfo("Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR,
                                              0, onnxruntime.OrtMemType.DEFAULT)
             onnxruntime.create_and_register_allocator(info, onnxruntime.OrtArenaCfg(cfg))
-            _ARENA = {"ok": True, "limit": None if max_bytes is None else int(max_bytes)}
+            _ARENA = {"ok": True}
         except Exception:  # noqa: BLE001 - per-session arenas still work, only bigger
-            _ARENA = {"ok": False, "limit": None}
+            _ARENA = {"ok": False}
     return bool(_ARENA["ok"])
-
-
-def arena_limit() -> Optional[int]:
-    """The shared arena's byte limit, None if unlimited or not registered."""
-    return None if _ARENA is None else _ARENA["limit"]
 
 
 def arena_registered() -> bool:
@@ -64,7 +53,7 @@ def session_options(threads: int = 0):
     workers would steal the cores from the next one), the shared arena."""
     import onnxruntime
 
-    quiet()
+    onnxruntime.set_default_logger_severity(3)
     opts = onnxruntime.SessionOptions()
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -16,8 +16,13 @@ What must fit (costs.py, calibration.py):
     RAM     base + M(plan) ≤ (1 − safety)·min(ram cap, device RAM)         — hard: if nothing
             fits, the smallest plan runs while its prediction is under the cap itself (inside
             the margin), else :meth:`plan` raises; :meth:`check_feasible` says so before training
-    energy  ρ_E · FLOPs · J/GFLOP ≤ (cap − spent) / (steps left)            — per-run budget,
-            spread evenly; if no plan fits, the cheapest plan that fits RAM runs
+    energy  ρ_E · FLOPs · J/GFLOP ≤ (1 − safety)·(cap − spent − R)/(steps left) − X — per-run
+            budget spread evenly (R: the final checkpoint's, X: the most measured between two
+            steps); if no plan fits, the cheapest plan that fits RAM runs; a step whose safe
+            estimate (:meth:`_energy_need`) the budget left cannot pay for is not taken
+            (:class:`CapReached`)
+    arena   ρ_A·(A + W) ≤ the shared arena's limit (train/ram_guard.py), ρ_A ×1.5 each time
+            ORT refuses an allocation (:meth:`replan_smaller`)
     power   a pause after the step: t_pause = max(0, (E − P_cap·t) / (P_cap − P_idle)), so that
             (E + P_idle·t_pause) / (t + t_pause) ≤ P_cap; t = ρ_t · FLOPs / CPU peak FLOP/s.
             Shrinking a plan cannot lower power under a FLOPs-proportional model (E/t is the
@@ -29,12 +34,14 @@ Trainer wiring (one call each per step)::
     planner.observe_memory(process_rss_bytes())   # optional: engine loaded, before any step
     planner.check_feasible()                      # EdgetuneError with the smallest cap that works
     for each step:
-        plan = planner.plan(n_tokens, batch_size)
-        ... engine.train_step(...) ...
+        planner.observe_overhead(joules)          # energy since the last step (logging, checkpoints)
+        plan = planner.plan(n_tokens, batch_size) # CapReached: the energy cap ends the run here
+        ... engine.train_step(...) ...            # ArenaFull: plan = planner.replan_smaller(), again
         planner.observe(stats.cls_delta, stats.cls_norm)
         planner.observe_memory(peak_rss_bytes())  # edgetune.sensors.peak; or RSS after the step
-        planner.observe_energy(joules, seconds)   # from an energy meter; optional
+        planner.observe_energy(joules, seconds)   # the step's own, from an energy meter; optional
         time.sleep(planner.pause_seconds(seconds))
+    planner.observe_checkpoint_energy(joules)     # each checkpoint: kept for the final one
 """
 
 from __future__ import annotations
@@ -370,8 +377,13 @@ class CapPlanner:
         cap = self.caps.energy_joules
         if cap is None:
             return True
-        step = max((1.0 + self.settings.safety) * est.joules, self.max_step_joules)
-        return self.spent_joules + step + 2.0 * self.overhead_joules + self.energy_reserve <= cap
+        return self.spent_joules + self._energy_need(est) + self.energy_reserve <= cap
+
+    def _energy_need(self, est: StepEstimate) -> float:
+        """A step's energy on the safe side: its estimate with the margin, or the most a step
+        has measured, and the time around it twice (before it, and the run's end)."""
+        return (max((1.0 + self.settings.safety) * est.joules, self.max_step_joules)
+                + 2.0 * self.overhead_joules)
 
     def _check_energy_left(self, n_tokens: int, batch_size: int) -> None:
         """Stop before a step the energy cap cannot pay for (with the final checkpoint's)."""
@@ -379,8 +391,7 @@ class CapPlanner:
         if cap is None:
             return
         least = self.smallest(n_tokens, batch_size)
-        need = max((1.0 + self.settings.safety) * least.joules, self.max_step_joules) \
-            + 2.0 * self.overhead_joules
+        need = self._energy_need(least)
         if not self._energy_covers(least):
             raise CapReached(
                 f"--energy-cap {format_joules(cap)}: {format_joules(self.spent_joules)} spent, "
