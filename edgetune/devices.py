@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import platform
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -42,15 +43,22 @@ class DetectRules:
 
     ``model``: substrings of ``/proc/device-tree/model``; ``tegra_release``: L4T major releases
     (``R36`` in ``/etc/nv_tegra_release``); ``nvidia_gpu``: an NVIDIA driver or nvidia-smi is
-    present; ``fallback``: the profile used when nothing else matches.
+    present; ``arch``: CPU architectures (``platform.machine()``, any case) for a generic
+    profile when no board or GPU matched; ``fallback``: the profile used when nothing matches.
     """
 
     model: tuple = ()
     tegra_release: tuple = ()
     nvidia_gpu: bool = False
+    arch: tuple = ()
     fallback: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.arch, str):
+            object.__setattr__(self, "arch", (self.arch,))
+        object.__setattr__(self, "arch", tuple(self.arch))
+        if not all(isinstance(a, str) and a for a in self.arch):
+            raise UsageError(f"DetectRules.arch={self.arch!r}: must be a list of non-empty strings")
         for name in ("model", "tegra_release"):
             v = getattr(self, name)
             if isinstance(v, (str, int)):
@@ -266,22 +274,24 @@ def _tegra_major(text: str) -> Optional[int]:
 def detect(
     root: str | Path = "/", *, which: Optional[Callable[[str], Optional[str]]] = None,
     profiles: Optional[Iterable[DeviceProfile]] = None, machine: Optional[Machine] = None,
+    arch: Optional[str] = None,
 ) -> Detection:
     """Guess this machine's profile, in order: device-tree model (Jetson, Raspberry Pi), L4T
-    release file (Jetson), an NVIDIA GPU (driver in /proc or nvidia-smi), the fallback profile;
+    release file (Jetson), an NVIDIA GPU (driver in /proc or nvidia-smi), a generic profile
+    for the CPU architecture (``arch``, default ``platform.machine()``), the fallback profile;
     then give it this machine's RAM and cores (:func:`fit_to_machine`).
 
     ``root`` is the filesystem root (tests pass a fake tree); ``which`` finds executables
     (default :func:`shutil.which` when ``root`` is ``/``, else finds nothing); ``machine``
     what the machine has (default :func:`edgetune.machine.read_machine` under ``root``).
     """
-    found = _match(Path(root), which, profiles)
+    found = _match(Path(root), which, profiles, platform.machine() if arch is None else arch)
     machine = read_machine(root) if machine is None else machine
     return Detection(fit_to_machine(found.profile, machine), found.reason, machine.describe())
 
 
 def _match(root: Path, which: Optional[Callable[[str], Optional[str]]],
-           profiles: Optional[Iterable[DeviceProfile]]) -> Detection:
+           profiles: Optional[Iterable[DeviceProfile]], arch: str) -> Detection:
     if which is None:
         which = shutil.which if root.resolve() == Path("/") else (lambda _name: None)
     profs = list_devices() if profiles is None else list(profiles)
@@ -316,9 +326,12 @@ def _match(root: Path, which: Optional[Callable[[str], Optional[str]]],
                 why = "NVIDIA driver in /proc/driver/nvidia/gpus" if gpus.is_dir() else f"{smi}"
                 return Detection(p, why)
 
+    hint = f" (device-tree model {model!r} has no profile)" if model else ""
+    for p in profs:
+        if arch.lower() in (a.lower() for a in p.detect.arch):
+            return Detection(p, f"no known board or GPU found, a {arch} CPU{hint}")
     for p in profs:
         if p.detect.fallback:
-            hint = f" (device-tree model {model!r} has no profile)" if model else ""
             return Detection(p, "no known board or GPU found" + hint)
     raise EdgetuneError("no device profile matches this machine and none is marked fallback")
 
@@ -326,6 +339,7 @@ def _match(root: Path, which: Optional[Callable[[str], Optional[str]]],
 def detect_device(
     root: str | Path = "/", *, which: Optional[Callable[[str], Optional[str]]] = None,
     profiles: Optional[Iterable[DeviceProfile]] = None, machine: Optional[Machine] = None,
+    arch: Optional[str] = None,
 ) -> DeviceProfile:
     """The profile :func:`detect` picks for this machine, with its RAM and cores."""
-    return detect(root, which=which, profiles=profiles, machine=machine).profile
+    return detect(root, which=which, profiles=profiles, machine=machine, arch=arch).profile

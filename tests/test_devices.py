@@ -6,11 +6,11 @@ from edgetune.devices import (
     DeviceProfile, detect, detect_device, device_registry, get_device, list_devices, load_profile)
 from edgetune.errors import EdgetuneError, UsageError
 
-NAMES = ["cuda-gpu", "generic-x86", "jetson-nano", "jetson-orin-nano", "raspberry-pi-5"]
+NAMES = ["cuda-gpu", "generic-arm64", "generic-x86", "jetson-nano", "jetson-orin-nano", "raspberry-pi-5"]
 GIB = 1 << 30
 
 
-def test_all_five_profiles_load():
+def test_all_six_profiles_load():
     assert [p.name for p in list_devices()] == NAMES
 
 
@@ -192,3 +192,13 @@ def test_the_real_machine_is_planned_with_its_own_ram_and_cores():
     p = detect_device()
     assert p.ram_bytes == min(psutil.virtual_memory().total, cgroup_memory_limit(Path("/")) or math.inf)
     assert p.cores == min(len(os.sched_getaffinity(0)), cgroup_cpu_limit(Path("/")) or math.inf)
+
+
+def test_a_generic_profile_by_cpu_architecture_when_no_board_matches(tmp_path):
+    assert detect_device(tmp_path, which=no_which, arch="aarch64").name == "generic-arm64"
+    assert detect_device(tmp_path, which=no_which, arch="x86_64").name == "generic-x86"
+    assert detect_device(tmp_path, which=no_which, arch="riscv64").name == "generic-x86"   # fallback
+    pi = fake_root(tmp_path / "pi", {"proc/device-tree/model": b"Raspberry Pi 5 Model B Rev 1.0\x00"})
+    assert detect_device(pi, which=no_which, arch="aarch64").name == "raspberry-pi-5"    # the board wins
+    d = detect(tmp_path, which=no_which, arch="aarch64")
+    assert "aarch64 CPU" in d.reason
