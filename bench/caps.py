@@ -82,6 +82,12 @@ def joules(stdout: str) -> float:
     return float(m.group(1)) * (1000 if m.group(2) else 1) if m else float("nan")
 
 
+def _trained(run: Path) -> bool:
+    """Whether a run took a step (a refusal takes none; a failure mid-run is no refusal)."""
+    metrics = run / "metrics.jsonl"
+    return metrics.is_file() and bool(metrics.read_text().strip())
+
+
 def refusal_note(stderr: str) -> str:
     """What a refusal asks for: the planner's smallest cap that would work ("asks"), or the
     floor checked before the parameters load ("floor"); else the message's end."""
@@ -94,8 +100,7 @@ def refusal_note(stderr: str) -> str:
 
 
 def verdict(got: ChildRun, run: Path, cap: float, steps: int) -> str:
-    trained = (run / "checkpoints").exists()
-    if got.returncode == 2 and not trained:
+    if got.returncode == 2 and not _trained(run):
         return "PASS (refused)"
     if got.returncode == 0:
         rows = len((run / "metrics.jsonl").read_text().splitlines())
@@ -145,7 +150,7 @@ def main() -> int:
                     got = train(bundle, data, run, schedule, steps, args.batch_size, "--energy-cap", f"{cap_j:.3f}J")
                     used = joules(got.stdout)
                     done = re.search(r"(\d+) steps", got.stdout)
-                    refused = got.returncode == 2 and not (run / "checkpoints").exists()
+                    refused = got.returncode == 2 and not _trained(run)
                     ok = refused or (got.returncode == 0 and used <= cap_j)
                     failures += not ok
                     v = "PASS (refused)" if refused else "PASS" if ok else f"FAIL (exit {got.returncode})"

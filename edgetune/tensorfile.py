@@ -65,8 +65,12 @@ def load_tensors(path: str | Path, into: Mapping[str, np.ndarray] | None = None)
                     continue
                 dtype, shape = names[info["dtype"]], tuple(info["shape"])
                 start, end = info["data_offsets"]
+                if 8 + size + end > os.fstat(f.fileno()).st_size or start > end:
+                    raise ValueError(f"{name}: bytes {start}..{end} lie past the end of the file")
                 arr = into.get(name) if into is not None else None
-                if arr is None or arr.shape != shape or arr.dtype != dtype or not arr.flags.c_contiguous:
+                if arr is not None and arr.shape != shape:
+                    raise ValueError(f"{name}: shape {shape} in the file, {arr.shape} expected")
+                if arr is None or arr.dtype != dtype or not arr.flags.c_contiguous:
                     arr = np.empty(shape, dtype)
                 if end - start != arr.nbytes:
                     raise ValueError(f"{name}: {end - start} bytes for shape {shape} {dtype}")

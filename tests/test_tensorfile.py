@@ -47,7 +47,7 @@ def test_a_truncated_file_is_refused(tmp_path):
     path = tmp_path / "a.safetensors"
     save_tensors(path, ARRAYS)
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(EdgetuneError, match="ends early|bytes for shape"):
+    with pytest.raises(EdgetuneError, match="ends early|bytes for shape|past the end of the file"):
         load_tensors(path)
 
 
@@ -71,3 +71,9 @@ print(wrote, peak_rss_bytes() - base)
     wrote, loaded = map(int, out.stdout.split())
     assert wrote < 20e6, wrote                 # no copy of 200 MB while writing
     assert loaded < 1.2 * 200e6, loaded        # one copy (the arrays themselves), not two
+
+
+def test_a_shape_that_does_not_match_the_live_array_is_refused(tmp_path):
+    save_tensors(tmp_path / "a.safetensors", {"w": np.ones(3, np.float32)})
+    with pytest.raises(EdgetuneError, match=r"w: shape \(3,\) in the file, \(4,\) expected"):
+        load_tensors(tmp_path / "a.safetensors", into={"w": np.zeros(4, np.float32)})

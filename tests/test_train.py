@@ -260,6 +260,7 @@ def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data):
     assert default_mode("static", ["static", "adaptive"], False) == "static"
     assert default_mode("alast", ["static", "adaptive"], False) == "adaptive"
     assert default_mode("static", ["static", "adaptive"], True) == "adaptive"   # under a RAM cap
+    assert default_mode("static", ["static"], True) == "static"                 # if it has it
     assert default_mode("static", ["adaptive"], False) == "adaptive"            # what was exported
     b = Bundle.open(bundle)
     ds = load_data(b, data[0])
@@ -277,6 +278,9 @@ def test_a_step_the_arena_refuses_runs_again_smaller(bundle, data):
     b = Bundle.open(bundle)
     trainer = Trainer(b, load_data(b, data[0]), config=TrainConfig(steps=3, batch_size=8, mode="adaptive"),
                       caps=Caps.parse(ram="64GB"))
+    p = trainer.planner                            # room for the full plan, not for 1.5× of it
+    L, n = p.costs.num_layers, p.costs.tokens
+    p.arena_bytes = 1.2 * p._arena_use(p.estimate(np.full(L, n), np.ones(L, bool), 8, n, 8).memory)
     real, calls = trainer.engine.train_step, []
 
     def refuse_once(micro_batches, keep, trained, lr):
@@ -290,3 +294,25 @@ def test_a_step_the_arena_refuses_runs_again_smaller(bundle, data):
     assert result.steps == 3 and len(calls) == 4          # step 1 ran twice
     assert trainer.planner.arena_factor == 1.5
     assert calls[0][0] == calls[1][0] == 8                # the same batch both times
+    assert calls[1][1] > calls[0][1] or sum(calls[1][2]) < sum(calls[0][2])   # a smaller plan
+
+
+def test_validation_is_inside_the_energy_cap(bundle, data, tmp_path):
+    """Validation costs energy too: under an energy cap it runs only when the budget left pays
+    for it and the final checkpoint, so a run with a large validation set still ends under
+    its cap (here the cap leaves room for the steps, not for every validation)."""
+    def joules(text):
+        m = re.search(r", ([0-9.]+)(k?)J", text)
+        return float(m.group(1)) * (1000 if m.group(2) else 1)
+
+    big_val = synthetic_images(tmp_path / "val.npz", n=1024, seed=3)
+    free = subprocess.run(_train_cmd(bundle, data[0], tmp_path / "free", 12, "--batch-size", "64"),
+                          capture_output=True, text=True, check=True)
+    cap = 1.25 * joules(free.stdout)          # the steps fit; twelve validations of 1024 do not
+    out = subprocess.run(_train_cmd(bundle, data[0], tmp_path / "capped", 12, "--batch-size", "64",
+                                    "--val", str(big_val), "--eval-every", "1", "--energy-cap", f"{cap}J"),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert joules(out.stdout) <= cap, (out.stdout, cap)
+    rows = [json.loads(line) for line in (tmp_path / "capped" / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_skipped" in r for r in rows)

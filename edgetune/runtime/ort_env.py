@@ -84,4 +84,5 @@ def arena_errors(what: str, cleanup: Optional[Callable[[], None]] = None) -> Ite
             raise
         if cleanup is not None:
             cleanup()
-        raise ArenaFull(f"{what}: {str(e).splitlines()[-1][-160:]}") from None
+        lines = [line for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        raise ArenaFull(f"{what}: {lines[-1][-160:]}") from None

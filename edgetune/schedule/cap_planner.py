@@ -203,9 +203,9 @@ class CapPlanner:
                             tuple(changes))
 
     def _arena_use(self, mem: MemoryBreakdown) -> float:
-        """What a step asks of the arena: ρ·(A + W), and static mode's gradient buffers and
-        AdamW moments (ORT's training API keeps them there)."""
-        state = mem.gradients + mem.optimizer if self.settings.engine == "static" else 0.0
+        """What a step asks of the arena: ρ·(A + W) and the gradients (adaptive: ORT's outputs,
+        which numpy views without a copy; static: ORT's buffers, with the AdamW moments)."""
+        state = mem.gradients + (mem.optimizer if self.settings.engine == "static" else 0.0)
         return self.arena_factor * mem.arena + state
 
     def _pause(self, joules: float, seconds: float) -> float:
@@ -410,14 +410,29 @@ class CapPlanner:
         self.arena_factor *= 1.5
         return self._fit_inner()
 
-    def observe_overhead(self, joules: float) -> None:
-        """Energy measured outside the steps (loading, warm-up, checkpoints, validation)."""
+    def observe_startup(self, joules: float) -> None:
+        """Energy this process spent before its first step (loading, the warm-up)."""
         if joules < 0:
             raise UsageError(f"joules={joules!r}: must be >= 0")
         self.spent_joules += float(joules)
-        if self.steps_done:  # between steps, not loading: the run's end costs as much again
-            prior = self.overhead_joules if self._overhead_measured else 0.0
-            self.overhead_joules, self._overhead_measured = max(prior, float(joules)), True
+
+    def observe_overhead(self, joules: float) -> None:
+        """Energy measured between two steps (logging, checkpoints): the run's end costs as
+        much again, so the most of it is kept for every step's estimate."""
+        self.observe_startup(joules)
+        prior = self.overhead_joules if self._overhead_measured else 0.0
+        self.overhead_joules, self._overhead_measured = max(prior, float(joules)), True
+
+    def can_afford(self, joules: float) -> bool:
+        """Whether the energy left pays for ``joules`` of optional work (validation asks before
+        it runs) on top of the steps left, at the most a step has cost, and the final
+        checkpoint: the steps come first."""
+        cap = self.caps.energy_joules
+        if cap is None:
+            return True
+        per_step = max(self.max_step_joules, self.last.joules if self.last else 0.0) + self.overhead_joules
+        left = max(0, self.total_steps - self.steps_done)
+        return self.spent_joules + joules + left * per_step + self.energy_reserve <= cap
 
     def observe_checkpoint_energy(self, joules: float) -> None:
         """A checkpoint write took ``joules``: keep as much for the final one."""
@@ -476,7 +491,8 @@ class CapPlanner:
     def state_dict(self) -> dict:
         return {"version": STATE_VERSION, "inner": self.inner.state_dict(),
                 "steps_done": self.steps_done, "spent_joules": self.spent_joules,
-                "energy_reserve": self.energy_reserve,
+                "energy_reserve": self.energy_reserve, "overhead_joules": self.overhead_joules,
+                "max_step_joules": self.max_step_joules, "arena_factor": self.arena_factor,
                 "memory": self.memory.state_dict(), "energy": self.energy.state_dict(),
                 "time": self.time.state_dict()}
 
@@ -496,4 +512,8 @@ class CapPlanner:
         self.steps_done, self.spent_joules = steps, float(spent)
         if "energy_reserve" in state:
             self.energy_reserve, self._reserve_measured = float(state["energy_reserve"]), True
+        if "overhead_joules" in state:
+            self.overhead_joules, self._overhead_measured = float(state["overhead_joules"]), True
+        self.max_step_joules = float(state.get("max_step_joules", 0.0))
+        self.arena_factor = max(1.0, float(state.get("arena_factor", 1.0)))
         self._pending_joules, self._measured_joules, self.last = 0.0, None, None

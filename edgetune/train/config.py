@@ -62,6 +62,6 @@ def default_mode(schedule: str, bundle_modes: Sequence[str], ram_capped: bool) -
     """The bundle mode a run uses when none is named: adaptive for ALaST, under a RAM cap (its
     plans can freeze layers and its checkpoints stream, where ORT's training API serialises
     its whole state at once) and where the bundle has no static mode; static otherwise."""
-    if schedule == "alast" or ram_capped or "static" not in bundle_modes:
+    if schedule == "alast" or "static" not in bundle_modes:
         return "adaptive"
-    return "static"
+    return "adaptive" if ram_capped and "adaptive" in bundle_modes else "static"

@@ -126,7 +126,8 @@ class StaticEngine:
     def predict(self, batch, keep) -> np.ndarray:
         self.module.eval()
         names = self.module.output_names()
-        outs = dict(zip(names, self.module(*self._feeds(self._eval_inputs, batch, keep))))
+        with arena_errors("eval graph"):
+            outs = dict(zip(names, self.module(*self._feeds(self._eval_inputs, batch, keep))))
         return outs["logits"]
 
     def trainable_arrays(self) -> dict[str, np.ndarray]:

@@ -2,7 +2,7 @@
 session exists, so that no step can grow the process past ``--ram-cap`` whatever the cost
 model said.
 
-    limit = (1 − safety)·cap − RSS now − S − X − N − H − C − slack
+    limit = (1 − safety)·cap − RSS now − S − X − H − C − slack
 
 RSS now: this process with ORT imported and (adaptive) the engine open: parameters and AdamW
 moments loaded, no session yet. S: what comes outside the arena still — in static mode, where
@@ -11,8 +11,9 @@ prepacked copies of the frozen weights in the kernels: measured 182 MB for minil
 P = 91 MB; its gradient buffers and AdamW moments come from the arena, which must hold them). X: the sessions and their first runs outside the arena (kernels, thread pools,
 scratch), 4 MiB + 0.3 MiB per graph file + 30 × the graph files' bytes, an upper fit of what
 was measured under a 1 MiB arena: vit-micro adaptive 23 MB (26 files, 0.42 MB), vit-tiny
-static 28 (3, 0.93), vit-tiny adaptive 83 (123, 2.4), minilm-l6 adaptive 48 (63, 1.3). N: numpy's gradient copies
-(costs.gradient_bytes, every layer trained); H: the batch and AdamW's temporaries
+static 28 (3, 0.93), vit-tiny adaptive 83 (123, 2.4), minilm-l6 adaptive 48 (63, 1.3). The gradients are not outside: numpy views ORT's outputs
+without a copy, so they count against the arena (:func:`arena_state_bytes`). H: the batch and
+AdamW's temporaries
 (costs.host_bytes); C: a checkpoint write (costs.checkpoint_bytes). The arena then holds
 activations and working sets only, and an allocation past its limit fails inside the step
 (``ArenaFull``): the trainer drops that step's work and retries it with a smaller plan
@@ -64,20 +65,18 @@ def outside_arena(bundle: Bundle, mode: str, batch_size: int, input_bytes_per_sa
     else:
         state = 0.0 if engine_open else params + optimizer
     sessions = SESSIONS_FIXED + SESSION_PER_FILE * n_files + SESSION_PER_BYTE * n_bytes
-    grads = gradient_bytes(costs, every, mode) if mode == "adaptive" else 0.0
-    return (state + sessions + grads + host_bytes(costs, batch_size, input_bytes_per_sample, mode)
+    return (state + sessions + host_bytes(costs, batch_size, input_bytes_per_sample, mode)
             + checkpoint_bytes(costs, mode) + SLACK)
 
 
 def arena_state_bytes(bundle: Bundle, mode: str) -> float:
-    """What the engine keeps in the arena for the whole run: static mode's gradient buffers
-    and AdamW moments, G + O (ORT's training API allocates them there when it opens: minilm-l6
-    full fine-tuning opened under a 280 MB arena, not under 190 MB; G + O = 273 MB); nothing
-    in adaptive mode."""
-    if mode != "static":
-        return 0.0
+    """What the engine keeps in the arena: the gradients, G (adaptive: ORT's outputs, which
+    numpy views without a copy), and in static mode the AdamW moments, O (ORT's training API
+    allocates both there when it opens: minilm-l6 full fine-tuning opened under a 280 MB arena,
+    not under 190 MB; G + O = 273 MB)."""
     costs = ModelCosts.from_manifest(bundle.manifest)
-    return gradient_bytes(costs, np.ones(costs.num_layers, bool), "static") + static_bytes(costs)[1]
+    grads = gradient_bytes(costs, np.ones(costs.num_layers, bool), mode)
+    return grads + (static_bytes(costs)[1] if mode == "static" else 0.0)
 
 
 def arena_budget(bundle: Bundle, mode: str, cap_bytes: int, safety: float, batch_size: int,

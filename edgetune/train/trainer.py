@@ -172,9 +172,10 @@ class Trainer:
         peak_rss, loss = 0.0, float("nan")
         joules = self.meter.read_joules()  # loading and the warm-up, since __init__
         if self.capped:
-            self.planner.observe_overhead(joules)
+            self.planner.observe_startup(joules)
         self._joules = joules
         self.stopped: str | None = None
+        self._val_joules: float | None = None
         per_epoch = len(self.sampler)
         eval_every = c.eval_every or per_epoch
         try:
@@ -226,11 +227,14 @@ class Trainer:
                     time.sleep(pause)
                     record["pause_s"] = pause
                 if self.val_data is not None and (self.step % eval_every == 0 or self.step == self.total_steps):
-                    val = self.evaluate(self.val_data)
-                    record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-                    if self.best_accuracy is None or val["accuracy"] > self.best_accuracy:
-                        self.best_accuracy = val["accuracy"]
-                        self._checkpoint(("best",))
+                    val = self._validate()
+                    if val is None:
+                        record["val_skipped"] = "energy cap"
+                    else:
+                        record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                        if self.best_accuracy is None or val["accuracy"] > self.best_accuracy:
+                            self.best_accuracy = val["accuracy"]
+                            self._checkpoint(("best",))
                 if log:
                     log.write(record)
                 for cb in self.callbacks:
@@ -261,13 +265,47 @@ class Trainer:
             except ArenaFull as e:
                 if not self.capped:
                     raise EdgetuneError(f"out of memory at step {self.step + 1}: {e}") from None
-                plan = self.planner.replan_smaller()
+                refused, plan = plan, self.planner.replan_smaller()
+                if plan.to_dict() == refused.to_dict():  # nothing smaller to try: the cap is too tight for this run
+                    raise EdgetuneError(f"step {self.step + 1}: {e}; no smaller plan is left: "
+                                        "raise --ram-cap") from None
         raise EdgetuneError(f"step {self.step + 1}: the arena refused {ARENA_RETRIES} plans in a "
                             "row; raise --ram-cap")
 
     def evaluate(self, data: Dataset, batch_size: int | None = None) -> dict[str, float]:
-        """Loss and accuracy over ``data``, every token kept."""
-        return evaluate_engine(self.engine, self.bundle, data, batch_size or self.config.batch_size)
+        """Loss and accuracy over ``data``, every token kept. Under a RAM cap in batches no
+        larger than the last step's micro-batch, halved while the arena refuses them."""
+        size = batch_size or self.config.batch_size
+        if isinstance(self.planner, CapPlanner) and self.planner.last is not None:
+            size = min(size, self.planner.last.plan.micro_batch)
+        while True:
+            try:
+                return evaluate_engine(self.engine, self.bundle, data, size)
+            except ArenaFull:
+                if size == 1:
+                    raise EdgetuneError("validation: one sample at every token does not fit the "
+                                        "arena; raise --ram-cap or drop --val") from None
+                size = max(1, size // 2)
+
+    def _validate(self) -> dict[str, float] | None:
+        """Validation, unless the energy cap cannot pay for it (its estimate: the last one's
+        measured energy, else its forward FLOPs at every token)."""
+        assert self.val_data is not None
+        capped = isinstance(self.planner, CapPlanner)
+        if capped and not self.planner.can_afford(self._val_joules or self._val_estimate()):
+            return None
+        before = self.meter.read_joules()
+        val = self.evaluate(self.val_data)
+        self._val_joules = self.meter.read_joules() - before
+        return val
+
+    def _val_estimate(self) -> float:
+        planner = self.planner
+        assert isinstance(planner, CapPlanner) and self.val_data is not None
+        n = planner.costs.tokens
+        L = planner.costs.num_layers
+        est = planner.estimate(np.full(L, n), np.ones(L, bool), 1, n, len(self.val_data))
+        return est.joules * float(est.flops.forward.sum() / max(est.flops.total, 1.0))
 
     # ---- state -----------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
