@@ -114,7 +114,7 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     from edgetune.devices import detect_device, get_device
     from edgetune.schedule.caps import Caps
     from edgetune.schedule.units import format_joules
-    from edgetune.train.runinfo import require_run
+    from edgetune.train.runinfo import require_fresh, require_run
     from edgetune.train.runlock import check_free
 
     caps = Caps.parse(ram=ram_cap, energy=energy_cap, power=power_cap)
@@ -128,8 +128,8 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
                       alast=from_strings(AlastConfig, alast_settings))
     b.mode_dir(cfg.engine_mode)  # a clear error before data loading if the mode is missing
     run = Path(out) if out else Path("runs") / b.path.resolve().name
-    if not resume and (run / "checkpoints").exists():
-        raise UsageError(f"{run} already holds a run: pass --resume to continue it, or another --out")
+    if not resume:
+        require_fresh(run)
     if resume:
         require_run(run)  # these two again in Trainer; here before the data loads
     check_free(run)

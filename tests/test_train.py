@@ -316,3 +316,11 @@ def test_validation_is_inside_the_energy_cap(bundle, data, tmp_path):
     assert joules(out.stdout) <= cap, (out.stdout, cap)
     rows = [json.loads(line) for line in (tmp_path / "capped" / "metrics.jsonl").read_text().splitlines()]
     assert any("val_skipped" in r for r in rows)
+
+
+def test_the_api_refuses_a_new_run_in_a_folder_that_holds_one(bundle, data, tmp_path):
+    b = Bundle.open(bundle)
+    ds = load_data(b, data[0])
+    Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8), out=tmp_path / "run").fit()
+    with pytest.raises(UsageError, match="already holds a run: pass --resume"):
+        Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8, lr=0.01), out=tmp_path / "run")

@@ -58,6 +58,12 @@ def require_run(run: Path) -> None:
                             "checked against the checkpoint's; drop --resume and train into another --out")
 
 
+def require_fresh(run: Path) -> None:
+    """Refuse to start a new run in a folder that holds one (its checkpoints would mix)."""
+    if (run / "checkpoints").exists():
+        raise UsageError(f"{run} already holds a run: pass --resume to continue it, or another --out")
+
+
 def recorded_info(run: Path) -> dict[str, Any]:
     require_run(run)
     info = read_json(run / RUN_INFO)

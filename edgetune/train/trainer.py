@@ -39,7 +39,7 @@ from edgetune.train.evaluate import RUN_INFO, evaluate_engine, token_count
 from edgetune.train.optim import AdamWConfig, learning_rate
 from edgetune.train.progress import METRICS, MetricsLog, ProgressBar
 from edgetune.train.ram_guard import arena_budget, limit_arena
-from edgetune.train.runinfo import check_resume, recorded_info, require_run, run_info
+from edgetune.train.runinfo import check_resume, recorded_info, require_fresh, require_run, run_info
 from edgetune.train.runlock import RunLock, check_free
 
 Callback = Callable[[dict[str, Any]], None]
@@ -74,6 +74,8 @@ class Trainer:
         if out is not None:  # refusals before any work: a typo in out= must not start a new run
             if resume:
                 require_run(Path(out))
+            else:
+                require_fresh(Path(out))
             check_free(Path(out))
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         config = config or TrainConfig(epochs=1.0)
