@@ -109,7 +109,7 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     from edgetune.config import from_strings
     from edgetune.schedule import AlastConfig
     from edgetune.train import TrainConfig, Trainer, load_data
-    from edgetune.train.config import default_mode
+    from edgetune.bundle import default_mode
 
     from edgetune.devices import detect_device, get_device
     from edgetune.schedule.caps import Caps

@@ -255,7 +255,7 @@ def test_energy_cap_holds_for_the_whole_run(bundle, data, tmp_path):
 
 def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data):
     from edgetune.schedule.caps import Caps
-    from edgetune.train.config import default_mode
+    from edgetune.bundle import default_mode
 
     assert default_mode("static", ["static", "adaptive"], False) == "static"
     assert default_mode("alast", ["static", "adaptive"], False) == "adaptive"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Optional
 
+from edgetune.bundle import default_mode
 from edgetune.devices import DeviceProfile
 from edgetune.errors import UsageError
 from edgetune.schedule.cap_planner import CapPlanner, CapSettings, StepEstimate
@@ -62,7 +63,9 @@ def plan_report(manifest: Mapping[str, Any], profile: DeviceProfile, caps: Caps,
         raise UsageError(f"schedule={schedule!r}: must be one of {', '.join(SCHEDULES)}")
     L, n = int(manifest["model"]["num_layers"]), int(manifest["tokens"])
     inner = AlastPlanner(L, n, alast) if schedule == "alast" else StaticPlanner(L)
-    settings = settings or CapSettings(engine="adaptive" if schedule == "alast" else "static")
+    if settings is None:  # the engine `edgetune train` would pick (bundle.default_mode)
+        modes = manifest.get("modes", ["static", "adaptive"])
+        settings = CapSettings(engine=default_mode(schedule, modes, caps.ram_bytes is not None))
     planner = CapPlanner(inner, manifest, profile, caps, steps, batch_size, settings)
     smallest = planner.check_feasible()
     wanted = inner.plan(n, batch_size)

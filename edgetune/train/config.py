@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from edgetune.config import check_choice, check_float, check_int
 from edgetune.errors import UsageError
@@ -57,11 +56,3 @@ class TrainConfig:
     def total_steps(self, batches_per_epoch: int) -> int:
         return self.steps or max(1, round(self.epochs * batches_per_epoch))
 
-
-def default_mode(schedule: str, bundle_modes: Sequence[str], ram_capped: bool) -> str:
-    """The bundle mode a run uses when none is named: adaptive for ALaST, under a RAM cap (its
-    plans can freeze layers and its checkpoints stream, where ORT's training API serialises
-    its whole state at once) and where the bundle has no static mode; static otherwise."""
-    if schedule == "alast" or "static" not in bundle_modes:
-        return "adaptive"
-    return "adaptive" if ram_capped and "adaptive" in bundle_modes else "static"

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgetune.atomic import atomic_write_text, remove_temporaries
-from edgetune.bundle import Bundle
+from edgetune.bundle import Bundle, default_mode
 from edgetune.data.base import Dataset
 from edgetune.data.sampler import BatchSampler
 from edgetune.errors import EdgetuneError, UsageError
@@ -33,7 +33,7 @@ from edgetune.sensors.factory import make_energy_meter
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.checkpoint import CheckpointStore
-from edgetune.train.config import TrainConfig, default_mode
+from edgetune.train.config import TrainConfig
 from edgetune.train.engines import AdaptiveEngine, Engine, StaticEngine
 from edgetune.train.evaluate import RUN_INFO, evaluate_engine, token_count
 from edgetune.train.optim import AdamWConfig, learning_rate
@@ -91,6 +91,7 @@ class Trainer:
         self.device = device or detect_device()
         self.meter = make_energy_meter(self.device)
         self.meter.start()  # the run's energy includes loading and the warm-up
+        self._joules = 0.0  # the meter's reading already charged to the planner
         self.caps = caps
         self.capped = caps is not None and caps.any
         bs = min(c.batch_size, len(train_data))
@@ -172,9 +173,9 @@ class Trainer:
             self._write_run_info()
         bar = ProgressBar(self.total_steps) if self.progress else None
         peak_rss, loss = 0.0, float("nan")
-        joules = self.meter.read_joules()  # loading and the warm-up, since __init__
+        joules = self.meter.read_joules()  # loading and the warm-up (or since the last fit())
         if self.capped:
-            self.planner.observe_startup(joules)
+            self.planner.observe_startup(joules - self._joules)
         self._joules = joules
         self.stopped: str | None = None
         self._val_joules: float | None = None
