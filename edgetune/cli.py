@@ -11,7 +11,6 @@ import click
 
 from edgetune import __version__
 from edgetune.cli_errors import ReportingGroup
-from edgetune.errors import UsageError
 
 
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -56,7 +56,6 @@ def outside_arena(bundle: Bundle, mode: str, batch_size: int, input_bytes_per_sa
     docstring); ``engine_open``: the parameters and moments are in RSS now already."""
     costs = ModelCosts.from_manifest(bundle.manifest)
     params, optimizer = static_bytes(costs)
-    every = np.ones(costs.num_layers, bool)
     n_files, n_bytes = graph_bytes(bundle, mode)
     if mode == "static":  # ORT's state: parameters, moments, gradients, and the kernels'
         # prepacked copies of the frozen weights (constants there; trained ones are not packed)
