@@ -22,6 +22,9 @@ from edgetune.schedule.costs import ModelCosts, step_flops, step_memory, tokens_
 from edgetune.schedule.dry_run import format_report, plan_report
 from edgetune.schedule.units import parse_bytes, parse_joules, parse_watts
 from edgetune.schedule.planners import AlastPlanner, StaticPlanner, StepPlan
+from edgetune.train.engines import StaticEngine
+
+STATIC = StaticEngine.caps.memory   # ORT's training state; the default: numpy's (adaptive)
 
 
 def fake_manifest():
@@ -72,12 +75,12 @@ def test_costs_by_hand():
     assert m.working == 2 * 2 * 1000 and m.arena == m.activations + m.working
     assert m.host == 3 * 4 * 5                                 # AdamW temporaries of the largest (5)
     assert m.total == 7 + 4000 + 160 + 80 + 2308 + 4000 + 60
-    static = step_memory(costs, keep, trained, n_tokens=10, micro_batch=2, base=7.0, engine="static",
+    static = step_memory(costs, keep, trained, n_tokens=10, micro_batch=2, base=7.0, engine=STATIC,
                          batch_size=4, input_bytes_per_sample=100.0)
     assert static.checkpoint == 2 * (4000 + 160)              # ORT's checkpoint: 2·(P + O)
     assert static.gradients == 1 * 4 * (5 + 5)                # ORT's own gradient buffers
     assert static.host == 4 * 100                             # the whole batch's inputs (AdamW in ORT)
-    with pytest.raises(UsageError, match="engine='gpu': must be one of adaptive, static"):
+    with pytest.raises(UsageError, match="engine='gpu': must be an EngineMemory"):
         step_memory(costs, keep, trained, n_tokens=10, micro_batch=2, base=7.0, engine="gpu")
 
 
@@ -170,7 +173,7 @@ def test_static_engine_keeps_every_layer_trained():
     # static: C = 2·(P + O) = 8320, G = 4·20 (ORT's buffers), no AdamW temporaries. All
     # trained at floor keep, micro-batch 4: 4160 + 80 + 8000 + 4·(1080 + 432) + 8320 = 26608
     # > 20000; micro-batch 2: 4160 + 80 + 4000 + 2·1512 + 8320 = 19584
-    p = planner(Caps(ram_bytes=20000), engine="static")
+    p = planner(Caps(ram_bytes=20000), engine=STATIC)
     plan = p.plan(10, 4)
     assert plan.trained.all() and plan.micro_batch == 2
 
@@ -285,7 +288,7 @@ def test_measured_rss_over_the_cap_stops_the_run_with_a_reason():
 
 
 def test_a_checkpoint_spike_in_the_high_water_mark_does_not_inflate_the_base():
-    p = planner(Caps(ram_bytes=10**6), base=0.0, engine="static")
+    p = planner(Caps(ram_bytes=10**6), base=0.0, engine=STATIC)
     p.plan(10, 4)
     model = p.last.memory.model
     p.observe_memory(1000 + model)                  # the step alone: base 1000

@@ -255,13 +255,13 @@ def test_energy_cap_holds_for_the_whole_run(bundle, data, tmp_path):
 
 def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data):
     from edgetune.schedule.caps import Caps
-    from edgetune.bundle import default_mode
+    from edgetune.train.modes import pick_mode
 
-    assert default_mode("static", ["static", "adaptive"], False) == "static"
-    assert default_mode("alast", ["static", "adaptive"], False) == "adaptive"
-    assert default_mode("static", ["static", "adaptive"], True) == "adaptive"   # under a RAM cap
-    assert default_mode("static", ["static"], True) == "static"                 # if it has it
-    assert default_mode("static", ["adaptive"], False) == "adaptive"            # what was exported
+    assert pick_mode("static", ["static", "adaptive"], False) == "static"
+    assert pick_mode("alast", ["static", "adaptive"], False) == "adaptive"
+    assert pick_mode("static", ["static", "adaptive"], True) == "adaptive"   # under a RAM cap
+    assert pick_mode("static", ["static"], True) == "static"                 # if it has it
+    assert pick_mode("static", ["adaptive"], False) == "adaptive"            # what was exported
     b = Bundle.open(bundle)
     ds = load_data(b, data[0])
     assert Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8)).engine.mode == "static"
