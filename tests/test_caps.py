@@ -379,6 +379,22 @@ def test_plan_report_shows_the_shrunk_plan_and_its_costs():
         plan_report(fake_manifest(), profile(), Caps(ram_bytes=100 * MIB), 4, "static")
 
 
+def test_the_cost_model_takes_the_engines_capabilities():
+    """The engines' declared capabilities give the cost model today's numbers; plan predicts
+    the engine train picks (a static-only bundle: ORT's whole-state checkpoint under a RAM cap)."""
+    from edgetune.schedule.costs import EngineMemory
+    from edgetune.train.engines import AdaptiveEngine
+
+    assert AdaptiveEngine.caps.memory == EngineMemory() != STATIC
+    with pytest.raises(UsageError, match="CapSettings.engine='static': must be an EngineMemory"):
+        CapSettings(engine="static")
+    caps = Caps(ram_bytes=10**9)
+    both = plan_report(fake_manifest(), profile(), caps, 4, "static")
+    static_only = plan_report({**fake_manifest(), "modes": ["static"]}, profile(), caps, 4, "static")
+    assert both["step"]["memory"]["checkpoint"] == 0                      # adaptive under a RAM cap
+    assert static_only["step"]["memory"]["checkpoint"] == 2 * (4000 + 160)  # ORT's: 2·(P + O)
+
+
 def test_a_refused_arena_replans_the_same_step_smaller_then_stops_with_a_reason():
     p = planner(Caps(ram_bytes=10**6))
     p.arena_bytes = 9000.0
