@@ -255,13 +255,13 @@ def test_energy_cap_holds_for_the_whole_run(bundle, data, tmp_path):
 
 def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data):
     from edgetune.schedule.caps import Caps
-    from edgetune.bundle import default_mode
+    from edgetune.train.modes import pick_mode
 
-    assert default_mode("static", ["static", "adaptive"], False) == "static"
-    assert default_mode("alast", ["static", "adaptive"], False) == "adaptive"
-    assert default_mode("static", ["static", "adaptive"], True) == "adaptive"   # under a RAM cap
-    assert default_mode("static", ["static"], True) == "static"                 # if it has it
-    assert default_mode("static", ["adaptive"], False) == "adaptive"            # what was exported
+    assert pick_mode("static", ["static", "adaptive"], False) == "static"
+    assert pick_mode("alast", ["static", "adaptive"], False) == "adaptive"
+    assert pick_mode("static", ["static", "adaptive"], True) == "adaptive"   # under a RAM cap
+    assert pick_mode("static", ["static"], True) == "static"                 # if it has it
+    assert pick_mode("static", ["adaptive"], False) == "adaptive"            # what was exported
     b = Bundle.open(bundle)
     ds = load_data(b, data[0])
     assert Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8)).engine.mode == "static"
@@ -324,3 +324,39 @@ def test_the_api_refuses_a_new_run_in_a_folder_that_holds_one(bundle, data, tmp_
     Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8), out=tmp_path / "run").fit()
     with pytest.raises(UsageError, match="already holds a run: pass --resume"):
         Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8, lr=0.01), out=tmp_path / "run")
+
+
+def test_an_engine_refuses_what_it_cannot_do(bundle, data):
+    """A request outside an engine's capabilities is an error, not a silent no-op."""
+    from edgetune.train import open_engine
+    from edgetune.train.engines import AdaptiveEngine, StaticEngine
+    from edgetune.train.optim import AdamWConfig
+
+    assert not StaticEngine.caps.freeze_per_step and AdaptiveEngine.caps.freeze_per_step
+    b = Bundle.open(bundle)
+    engine = open_engine(b, "static", threads=1)
+    batch = load_data(b, data[0]).batch(np.arange(4))
+    keep, some = np.full(b.num_layers, int(b.manifest["tokens"]), np.int64), np.zeros(b.num_layers, bool)
+    some[-1] = True
+    with pytest.raises(UsageError, match=rf"trained=\[{b.num_layers - 1}\]: the static engine trains every"):
+        engine.train_step([batch], keep, some, 1e-3)
+    with pytest.raises(UsageError, match="the static engine trains every layer"):
+        engine.warmup(batch, keep, some)
+    with pytest.raises(UsageError, match=r"weight_decay=0.1: static mode runs ORT's AdamW graph"):
+        open_engine(b, "static", optim=AdamWConfig(weight_decay=0.1))
+    with pytest.raises(UsageError, match=r"TrainConfig.weight_decay=0.1: static mode runs ORT's AdamW graph"):
+        TrainConfig(steps=1, weight_decay=0.1, mode="static")
+
+
+def test_weight_decay_is_checked_against_the_mode_picked_for_the_bundle(bundle, data):
+    """``mode=""`` is decided by the bundle (pick_mode), as on the command line: where the
+    bundle has only the adaptive mode, weight decay trains; where static is picked, it is refused."""
+    b = Bundle.open(bundle)
+    ds = load_data(b, data[0])
+    cfg = TrainConfig(steps=1, batch_size=8, weight_decay=0.01)  # no refusal before the bundle is known
+    with pytest.raises(UsageError, match="weight_decay=0.01: static mode"):
+        Trainer(b, ds, config=cfg)
+    adaptive_only = Bundle(b.path, {**b.manifest, "modes": ["adaptive"]})
+    trainer = Trainer(adaptive_only, ds, config=cfg)
+    assert trainer.engine.mode == trainer.config.mode == "adaptive"
+    assert trainer.fit().steps == 1

@@ -22,6 +22,10 @@ class StaticPlanner:
         L = self.num_layers
         return StepPlan(np.full(L, n_tokens, np.int64), np.ones(L, bool), batch_size)
 
+    @property
+    def budgets(self) -> None:
+        return None
+
     def observe(self, cls_delta: np.ndarray, cls_norm: np.ndarray | None = None) -> None:
         pass
 
