@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.schedule.units import format_bytes
+from edgetune.caps.units import format_bytes
 from edgetune.sensors.child import ChildRun, run_measured
 
 FRACTIONS = (1.0, 0.7, 0.5, 0.25)
