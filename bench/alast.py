@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune.bundle import MANIFEST
+
 CONFIGS = {  # name → (label, method, schedule, ALaST settings of this row before --set's)
     "full-ft": ("full fine-tuning", "full", "static", ()),
     "lora": ("static LoRA", "lora", "static", ()),
@@ -147,7 +149,7 @@ print(json.dumps({{"sizes": {{n: len(rows(n)) for n in names}}, "tokenizer": tok
 def bundle_for(s: Settings, method: str, tokenizer: Path | None) -> Path:
     """Export ``s.model`` + ``method`` once (a subprocess: torch stays out of this one)."""
     path = s.out / "bundles" / f"{s.model}-{method}-{s.max_tokens}"
-    manifest = path / "manifest.json"
+    manifest = path / MANIFEST
     if manifest.is_file():
         m = json.loads(manifest.read_text())
         same_lora = method != "lora" or all(m["method"]["config"].get(k) == v for k, v in LORA_SET.items())
@@ -240,7 +242,7 @@ def over_seeds(runs: list[dict]) -> dict:
 def summarize(run: Path, bundle: Path, batch_size: int) -> dict:
     from edgetune.caps.cost_model import ModelCosts, step_flops
 
-    costs = ModelCosts.from_manifest(json.loads((bundle / "manifest.json").read_text()))
+    costs = ModelCosts.from_manifest(json.loads((bundle / MANIFEST).read_text()))
     info = json.loads((run / "run.json").read_text())
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     L = costs.num_layers
@@ -610,7 +612,7 @@ def main() -> None:
                 caps.append(r)
 
     plots = write_plots(s.out, results, caps)
-    pooling = json.loads((bundles["full"] / "manifest.json").read_text())["model"]["config"].get("pooling", "cls")
+    pooling = json.loads((bundles["full"] / MANIFEST).read_text())["model"]["config"].get("pooling", "cls")
     setup = (f"{s.model} ({pooling} pooling) on Rotten Tomatoes, {s.steps} steps of {s.batch_size} x <= {s.max_tokens} tokens, "
              f"lr full {s.lr_full:g} / LoRA {s.lr_lora:g} (r {LORA_SET['r']}, "
              f"{'/'.join(LORA_SET['target_modules'])}), warm-up {s.warmup}, seeds 0-{s.seeds - 1} for "
