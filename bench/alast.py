@@ -22,7 +22,7 @@ How it measures:
   the high-water mark of the address space exec made, so nothing of this process counts;
 - seconds per step: the median of ``step_time`` in the run's metrics.jsonl (the engine's
   train step: forward, backward, optimizer), first step left out;
-- FLOPs per step: from the bundle manifest's per-layer fits (edgetune.schedule.costs, the
+- FLOPs per step: from the bundle manifest's per-layer fits (edgetune.caps.cost_model, the
   planner's own model; stem and head not counted) for the plan each step actually ran
   (tokens kept per layer, layers trained) at that batch's token count, averaged over steps;
 - the budget heat map comes from the ``budgets`` field of each step's metrics record.
@@ -241,7 +241,7 @@ def over_seeds(runs: list[dict]) -> dict:
 
 def summarize(run: Path, bundle: Path, batch_size: int) -> dict:
     from edgetune.bundle import Bundle
-    from edgetune.schedule.costs import ModelCosts, step_flops
+    from edgetune.caps.cost_model import ModelCosts, step_flops
     from edgetune.train.run_folder import RunFolder
 
     costs = ModelCosts.from_manifest(Bundle.open(bundle, verify=False).manifest)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.bundle import MANIFEST
-from edgetune.schedule.units import format_bytes
+from edgetune.caps.units import format_bytes
 from edgetune.sensors.child import ChildRun, run_measured
 from edgetune.train.run_folder import RunFolder
 
@@ -160,7 +160,7 @@ def main() -> int:
     for r in rows:
         print(_row(r))
     if energy_rows:
-        print(f"\n--energy-cap (modelled or measured energy, loading to the last checkpoint)")
+        print("\n--energy-cap (modelled or measured energy, loading to the last checkpoint)")
         print(f"{'configuration':28s} {'cap J':>8s} {'used J':>8s} {'steps':>6s} {'uncapped J':>10s}  result")
         for tag, cap_j, used, n, en, v in energy_rows:
             print(f"{tag:28s} {cap_j:8.1f} {used:8.1f} {n:6d} {en:10.1f}  {v}")

@@ -108,9 +108,9 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     from edgetune.bundle import Bundle
     from edgetune.config import from_strings
     from edgetune.devices import detect_device, get_device
-    from edgetune.schedule import AlastConfig
-    from edgetune.schedule.caps import Caps
-    from edgetune.schedule.units import format_joules
+    from edgetune.schedule.alast import AlastConfig
+    from edgetune.caps.limits import Caps
+    from edgetune.caps.units import format_joules
     from edgetune.train import RunFolder, TrainConfig, Trainer, load_data, pick_mode
 
     caps = Caps.parse(ram=ram_cap, energy=energy_cap, power=power_cap)
@@ -208,8 +208,8 @@ def plan(bundle, device_name, ram_cap, energy_cap, power_cap, batch_size, steps,
 
     from edgetune.bundle import Bundle
     from edgetune.devices import detect_device, get_device
-    from edgetune.schedule.caps import Caps
-    from edgetune.schedule.dry_run import format_report, plan_report
+    from edgetune.caps.dry_run import format_report, plan_report
+    from edgetune.caps.limits import Caps
 
     b = Bundle.open(bundle, verify=False)
     device = get_device(device_name) if device_name else detect_device()

@@ -15,13 +15,13 @@ import pytest
 
 from edgetune.devices import DeviceProfile
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.schedule.calibration import MIB, MemoryCalibration, base_prior
-from edgetune.schedule.cap_planner import CapPlanner, CapSettings
-from edgetune.schedule.caps import Caps
-from edgetune.schedule.costs import ModelCosts, step_flops, step_memory, tokens_in
-from edgetune.schedule.dry_run import format_report, plan_report
-from edgetune.schedule.units import parse_bytes, parse_joules, parse_watts
-from edgetune.schedule.planners import AlastPlanner, StaticPlanner, StepPlan
+from edgetune.caps.calibration import MIB, MemoryCalibration, base_prior
+from edgetune.caps.cost_model import ModelCosts, step_flops, step_memory, tokens_in
+from edgetune.caps.dry_run import format_report, plan_report
+from edgetune.caps.limits import Caps
+from edgetune.caps.planner import CapPlanner, CapSettings
+from edgetune.caps.units import parse_bytes, parse_joules, parse_watts
+from edgetune.schedule import AlastPlanner, StaticPlanner, StepPlan
 from edgetune.train.engines import StaticEngine
 
 STATIC = StaticEngine.caps.memory   # ORT's training state; the default: numpy's (adaptive)
@@ -382,7 +382,7 @@ def test_plan_report_shows_the_shrunk_plan_and_its_costs():
 def test_the_cost_model_takes_the_engines_capabilities():
     """The engines' declared capabilities give the cost model today's numbers; plan predicts
     the engine train picks (a static-only bundle: ORT's whole-state checkpoint under a RAM cap)."""
-    from edgetune.schedule.costs import EngineMemory
+    from edgetune.caps.cost_model import EngineMemory
     from edgetune.train.engines import AdaptiveEngine
 
     assert AdaptiveEngine.caps.memory == EngineMemory() != STATIC

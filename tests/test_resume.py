@@ -459,7 +459,7 @@ def test_the_cli_summary_divides_by_the_steps_this_process_ran(sets, bundle, dat
 def test_a_capped_resume_warms_up_after_loading_and_keeps_its_measurement(sets, tmp_path):
     """The warm-up's RSS calibrates the resumed run: it is measured after the checkpoint
     loaded (the engine rebuilt), and the planner's state loaded does not erase it."""
-    from edgetune.schedule.caps import Caps
+    from edgetune.caps.limits import Caps
 
     run, caps = tmp_path / "run", Caps.parse(ram="64GB")
     b, train = sets

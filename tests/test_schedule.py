@@ -7,7 +7,7 @@ import pytest
 
 from edgetune.config import from_strings
 from edgetune.errors import UsageError
-from edgetune.schedule import (
+from edgetune.schedule.alast import (
     BUDGET_RULES, AlastConfig, AlastScheduler, class_token_importance, class_token_norms,
     keep_counts, lowest_trained, nonincreasing, relative_importance, relative_target,
     select_trained, update_budgets, waterfill)

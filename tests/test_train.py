@@ -190,7 +190,7 @@ def test_ram_cap_is_never_exceeded(bundle, data, tmp_path):
     checkpoint (refusing costs the libraries' import, so its own peak may pass a cap below
     them). The 115 % run must finish: a guard that always refused would fail here."""
     from edgetune.sensors.child import run_measured
-    from edgetune.schedule.units import parse_bytes
+    from edgetune.caps.units import parse_bytes
 
     free = run_measured(_train_cmd(bundle, data[0], tmp_path / "free", 6, "--schedule", "alast"))
     assert free.returncode == 0, free.stderr
@@ -254,7 +254,7 @@ def test_energy_cap_holds_for_the_whole_run(bundle, data, tmp_path):
 
 
 def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data):
-    from edgetune.schedule.caps import Caps
+    from edgetune.caps import Caps
     from edgetune.train.modes import pick_mode
 
     assert pick_mode("static", ["static", "adaptive"], False) == "static"
@@ -273,7 +273,7 @@ def test_a_step_the_arena_refuses_runs_again_smaller(bundle, data):
     """ORT refusing an allocation mid-step (the RAM cap's backstop) drops that step's work and
     runs the same step again with a smaller plan; the run goes on."""
     from edgetune.runtime.ort_env import ArenaFull
-    from edgetune.schedule.caps import Caps
+    from edgetune.caps import Caps
 
     b = Bundle.open(bundle)
     trainer = Trainer(b, load_data(b, data[0]), config=TrainConfig(steps=3, batch_size=8, mode="adaptive"),

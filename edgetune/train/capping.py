@@ -1,6 +1,6 @@
 """What the RAM, energy and power caps add to the training loop, as one object the
 :class:`~edgetune.train.Trainer` composes: :class:`Uncapped` (nothing to observe, no pause) or
-:class:`Capped` (feeds the :class:`~edgetune.schedule.cap_planner.CapPlanner` what the run
+:class:`Capped` (feeds the :class:`~edgetune.caps.planner.CapPlanner` what the run
 measures and asks it for pauses, smaller plans and leave to validate)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 
 from edgetune.errors import EdgetuneError
 from edgetune.runtime.ort_env import ArenaFull
-from edgetune.schedule.cap_planner import CapPlanner, CapReached
-from edgetune.schedule.plan import Planner, StepPlan
-from edgetune.schedule.units import format_bytes, format_joules
+from edgetune.caps.planner import CapPlanner, CapReached
+from edgetune.schedule.base import Planner, StepPlan
+from edgetune.caps.units import format_bytes, format_joules
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.engines import Batch, Engine

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.runtime.ort_env import PROVIDERS, ArenaFull, arena_errors, session_options
-from edgetune.schedule.costs import EngineMemory
+from edgetune.caps.cost_model import EngineMemory
 from edgetune.tensorfile import load_tensors, save_tensors
 from edgetune.runtime.ort_training import training_api
 from edgetune.train.optim import AdamW, AdamWConfig

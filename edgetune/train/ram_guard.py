@@ -14,10 +14,10 @@ was measured under a 1 MiB arena: vit-micro adaptive 23 MB (26 files, 0.42 MB), 
 static 28 (3, 0.93), vit-tiny adaptive 83 (123, 2.4), minilm-l6 adaptive 48 (63, 1.3). The gradients are not outside: numpy views ORT's outputs
 without a copy, so they count against the arena (:func:`arena_state_bytes`). H: the batch and
 AdamW's temporaries
-(costs.host_bytes); C: a checkpoint write (costs.checkpoint_bytes). The arena then holds
+(cost_model.host_bytes); C: a checkpoint write (cost_model.checkpoint_bytes). The arena then holds
 activations and working sets only, and an allocation past its limit fails inside the step
 (``ArenaFull``): the trainer drops that step's work and retries it with a smaller plan
-(cap_planner.replan_smaller).
+(CapPlanner.replan_smaller).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import numpy as np
 from edgetune.bundle import Bundle
 from edgetune.errors import EdgetuneError
 from edgetune.runtime.ort_env import arena_registered, use_shared_arena
-from edgetune.schedule.costs import (
+from edgetune.caps.cost_model import (
     FP32, ModelCosts, checkpoint_bytes, gradient_bytes, host_bytes, static_bytes)
-from edgetune.schedule.units import format_bytes
+from edgetune.caps.units import format_bytes
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.modes import engine_class

@@ -23,11 +23,10 @@ from edgetune.data.sampler import BatchSampler
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.devices import DeviceProfile, detect_device
 from edgetune.runtime.ort_env import ArenaFull
-from edgetune.schedule.cap_planner import CapPlanner, CapReached, CapSettings
-from edgetune.schedule.caps import Caps
-from edgetune.schedule.plan import StepPlan
-from edgetune.schedule.planners import AlastPlanner, Planner, StaticPlanner
-from edgetune.schedule.units import format_bytes
+from edgetune.caps.limits import Caps
+from edgetune.caps.planner import CapPlanner, CapReached, CapSettings
+from edgetune.caps.units import format_bytes
+from edgetune.schedule import AlastPlanner, Planner, StaticPlanner, StepPlan
 from edgetune.sensors.factory import make_energy_meter
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
@@ -43,7 +42,7 @@ from edgetune.train.run_folder import RunFolder
 from edgetune.train.runinfo import check_resume, run_info
 
 Callback = Callable[[dict[str, Any]], None]
-MB = 1e6             # every size the tool prints or parses: decimal megabytes (schedule/units.py)
+MB = 1e6             # every size the tool prints or parses: decimal megabytes (caps/units.py)
 ARENA_RETRIES = 8
 
 

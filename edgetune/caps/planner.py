@@ -11,7 +11,7 @@ the first plan, in this order of preference, whose prediction fits:
 3. the same with the micro-batch halved (m, ⌈m/2⌉, ..., 1): the engine accumulates gradients
    over the micro-batches of a step, so the effective batch stays B.
 
-What must fit (costs.py, calibration.py):
+What must fit (cost_model.py, calibration.py):
 
     RAM     base + M(plan) ≤ (1 − safety)·min(ram cap, device RAM)         — hard: if nothing
             fits, the smallest plan runs while its prediction is under the cap itself (inside
@@ -52,16 +52,16 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from edgetune.caps.calibration import MemoryCalibration, RatioCalibration, base_prior
+from edgetune.caps.cost_model import (
+    EngineMemory, MemoryBreakdown, ModelCosts, StepFlops, check_engine, static_bytes, step_flops,
+    step_memory)
+from edgetune.caps.limits import Caps, effective_ram
+from edgetune.caps.units import format_bytes, format_joules, format_watts
 from edgetune.config import check_float, check_int
 from edgetune.devices import DeviceProfile
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.schedule.calibration import MemoryCalibration, RatioCalibration, base_prior
-from edgetune.schedule.caps import Caps, effective_ram
-from edgetune.schedule.costs import (
-    EngineMemory, MemoryBreakdown, ModelCosts, StepFlops, check_engine, static_bytes, step_flops,
-    step_memory)
-from edgetune.schedule.units import format_bytes, format_joules, format_watts
-from edgetune.schedule.plan import Planner, StepPlan
+from edgetune.schedule.base import Planner, StepPlan
 
 STATE_VERSION = 1
 _BISECT = 24
@@ -122,7 +122,7 @@ class StepEstimate:
 
 
 class CapPlanner:
-    """A :class:`~edgetune.train.planners.Planner` whose plans respect :class:`Caps`."""
+    """A :class:`~edgetune.schedule.base.Planner` whose plans respect :class:`Caps`."""
 
     def __init__(self, inner: Planner, manifest: Mapping[str, Any], profile: DeviceProfile,
                  caps: Caps, total_steps: int, batch_size: int,
