@@ -5,9 +5,11 @@ Every module of the installed tree (``edgetune/``, and ``export/`` and ``devices
 when a is imported: anything outside a function body, ``if TYPE_CHECKING:`` blocks included (a
 cycle hidden there is still two modules that each need the other). ``import a.b.c`` and ``from
 a.b import c`` count as an edge to the module they name (a.b.c when c is a submodule, else
-a.b), not to the parent packages Python initialises on the way, so a package ``__init__`` may
-re-export its submodules. The strongly connected components of that graph must all be single
-modules without a self-edge.
+a.b), plus an edge to each parent package Python initialises on the way that the importing
+module is not itself inside (importing edgetune.caps.planner from edgetune.train runs
+edgetune/caps/__init__.py first, and whatever that imports); a package ``__init__`` may
+re-export its own submodules. The strongly connected components of that graph must all be
+single modules without a self-edge.
 """
 
 from __future__ import annotations
@@ -82,7 +84,15 @@ def import_graph() -> dict[str, set[str]]:
                     target = target.rpartition(".")[0]
                 if target:
                     graph[name].add(target)
+                    parent = target.rpartition(".")[0]
+                    while parent and parent in known and not _inside(name, parent):
+                        graph[name].add(parent)
+                        parent = parent.rpartition(".")[0]
     return graph
+
+
+def _inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -150,6 +160,13 @@ def _cycle_through(graph: dict[str, set[str]], component: set[str]) -> list[str]
 def test_the_checker_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}, "f": set()}
     assert sorted(cycles(graph)) == [["a", "b", "c", "a"], ["e", "e"]]
+
+
+def test_importing_a_submodule_runs_its_package_init():
+    graph = import_graph()
+    # edgetune.train.engines imports edgetune.caps.cost_model: edgetune/caps/__init__.py runs
+    assert "edgetune.caps" in graph["edgetune.train.engines"]
+    assert "edgetune.train" not in graph["edgetune.train.engines"]  # its own package
 
 
 def test_the_graph_sees_the_whole_package():
