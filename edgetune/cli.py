@@ -84,7 +84,7 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
 @click.option("--warmup", type=int, default=0, show_default=True, help="Linear warm-up steps, then cosine decay.")
 @click.option("--schedule", type=click.Choice(["static", "alast"]), default="static", show_default=True)
 @click.option("--mode", type=click.Choice(MODES), default=None,
-              help="Bundle mode to run (default: adaptive for alast, else static if exported).")
+              help="Bundle mode to run (default: adaptive for alast or without the training build, else static if exported).")
 @click.option("--out", type=click.Path(), default=None, help="Run folder (default runs/<bundle name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -98,10 +98,13 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
 @click.option("--energy-cap", default=None, help="Energy budget for the run, e.g. 5kJ.")
 @click.option("--power-cap", default=None, help="Mean power limit, e.g. 7W (met by pausing).")
 @click.option("--device", "device_name", default=None, help="Device profile (edgetune devices); default: detected.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="ONNX Runtime execution provider (default: the device profile's accelerator "
+                   "where this onnxruntime offers it, else cpu).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mode, out, resume, seed,
           threads, checkpoint_every, eval_every, text_column, label_column, alast_settings,
-          ram_cap, energy_cap, power_cap, device_name, quiet):
+          ram_cap, energy_cap, power_cap, device_name, provider, quiet):
     """Fine-tune BUNDLE on local data with ONNX Runtime (no torch)."""
     from pathlib import Path
 
@@ -111,15 +114,19 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     from edgetune.schedule.alast import AlastConfig
     from edgetune.caps.limits import Caps
     from edgetune.caps.units import format_joules
+    from edgetune.runtime.ort_build import check_provider
     from edgetune.train import RunFolder, TrainConfig, Trainer, load_data, pick_mode
+    from edgetune.train.modes import check_available, pick_provider
 
     caps = Caps.parse(ram=ram_cap, energy=energy_cap, power=power_cap)
     device = get_device(device_name) if device_name else detect_device()
     b = Bundle.open(bundle)
+    provider = check_provider(provider or pick_provider(device.accelerator))
     if mode is None:
-        mode = pick_mode(schedule, b.modes, caps.ram_bytes is not None)
+        mode = pick_mode(schedule, b.modes, caps.ram_bytes is not None, provider)
+    check_available(mode, provider)
     cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
-                      schedule=schedule, mode=mode, seed=seed, threads=threads,
+                      schedule=schedule, mode=mode, provider=provider, seed=seed, threads=threads,
                       checkpoint_every=checkpoint_every, eval_every=eval_every,
                       alast=from_strings(AlastConfig, alast_settings))
     b.mode_dir(cfg.mode)  # a clear error before data loading if the mode is missing
@@ -241,6 +248,9 @@ def devices() -> None:
         click.echo(f"  {found.machine}; plans and caps use them")
     for s in probe_sensors(found.profile):
         click.echo(f"  energy sensor {s.name}: {'yes' if s.available else 'no'} - {s.detail}")
+    from edgetune.runtime.ort_build import describe
+
+    click.echo(f"  {describe()}")
 
 
 def _show(v) -> str:

@@ -14,7 +14,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from edgetune.errors import UsageError
-from edgetune.runtime.sessions import ParamValues, SessionCache, load_params, read_index
+from edgetune.runtime.placement import HOST, Placement
+from edgetune.runtime.sessions import (ParamValues, ResidentParams, SessionCache, load_params,
+                                       read_index)
 from edgetune.schedule.alast.importance import class_token_delta, class_token_norm
 
 
@@ -22,7 +24,8 @@ from edgetune.schedule.alast.importance import class_token_delta, class_token_no
 class StepResult:
     loss: float
     logits: np.ndarray
-    grads: dict[str, np.ndarray]          # parameter name → gradient (trained parts only)
+    grads: dict[str, np.ndarray]          # parameter name → gradient (trained parts only;
+                                          # OrtValues on the device when resident)
     cls_delta: np.ndarray                 # (L,) ALaST importance per layer
     cls_attn: list[np.ndarray]            # per layer (B, N_l)
     backward: dict[str, str] = field(default_factory=dict)  # part → graph run backward
@@ -32,7 +35,7 @@ class StepResult:
 class AdaptiveRunner:
     """Executes an adaptive bundle's graphs; ``params`` is the live parameter dict."""
 
-    def __init__(self, bundle: str | Path, threads: int = 0):
+    def __init__(self, bundle: str | Path, threads: int = 0, placement: Placement = HOST):
         self.folder = Path(bundle)
         self.index = read_index(self.folder)
         if self.index["mode"] != "adaptive":
@@ -40,8 +43,11 @@ class AdaptiveRunner:
         self.params = load_params(self.folder / self.index["params"])
         self.parts = self.index["parts"]
         self.blocks: list[str] = self.index["blocks"]
-        self.sessions = SessionCache(self.folder, threads)
-        self._params = ParamValues(self.params)
+        self.placement = placement
+        self.sessions = SessionCache(self.folder, threads, placement)
+        # resident: the parameters live on the device (``values``), ``params`` is emptied
+        self.values = ResidentParams(self.params, placement) if placement.resident \
+            else ParamValues(self.params)
         self.key_bias = "key_bias" in self.parts["stem"]["outputs"]
 
     @property
@@ -65,7 +71,7 @@ class AdaptiveRunner:
 
     def forward(self, inputs, keep: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Inference: logits and cls_delta, from the plain forward graphs."""
-        params = self._params.refresh()
+        params = self.values.refresh()
         x, bias, _ = self._stem(params, self._inputs(inputs), "forward")
         deltas, prev = [], _cls(x)
         for i, block in enumerate(self.blocks):
@@ -111,7 +117,7 @@ class AdaptiveRunner:
             raise UsageError(f"train={sorted(trained)}: block indices must be in [0, {L})")
         stem_on = self.stem_trainable() if train_stem is None else train_stem and self.stem_trainable()
         lowest = -1 if stem_on else min(trained, default=L)
-        params = self._params.refresh()
+        params = self.values.refresh()
         run = self.sessions.run_ort
         x, bias, stem_vals = self._stem(params, self._inputs(inputs),
                                         "forward_train" if stem_on else "forward")
@@ -134,7 +140,8 @@ class AdaptiveRunner:
         outs = run(self._graph("head", "train"), head["outputs"],
                    {**params, **self._head_feeds(x, bias), "labels": np.asarray(labels, np.int64)})
         res = dict(zip(head["outputs"], outs))
-        grads = {p: res[p + "_grad"].numpy() for p in head["trainable"]}
+        out = self._out
+        grads = {p: out(res[p + "_grad"]) for p in head["trainable"]}
         dy, backward = res["tokens_grad"], {}
         for i in range(L - 1, max(lowest, 0) - 1, -1):
             block = self.blocks[i]
@@ -144,18 +151,22 @@ class AdaptiveRunner:
             wanted = wanted if first else ["x_grad"] + wanted
             got = dict(zip(wanted, run(file, wanted, {**params, **kept.pop(i), "dy": dy})))
             dy = None if first else got.pop("x_grad")
-            grads.update((k[: -len("_grad")], v.numpy()) for k, v in got.items())
+            grads.update((k[: -len("_grad")], out(v)) for k, v in got.items())
             backward[block] = file
         if stem_on:
             stem = self.parts["stem"]
             wanted = [p + "_grad" for p in stem["trainable"]]
             file = self._graph("stem", "backward_train")
             got = run(file, wanted, {**params, **stem_vals, "dtokens": dy})
-            grads.update((p, g.numpy()) for p, g in zip(stem["trainable"], got))
+            grads.update((p, out(g)) for p, g in zip(stem["trainable"], got))
             backward["stem"] = file
         return StepResult(float(res["loss"].numpy()), res["logits"].numpy(), grads,
                           np.array(deltas, dtype=np.float32), attns, backward,
                           np.array(norms, dtype=np.float32))
+
+    def _out(self, value):
+        """A gradient as the optimizer takes it: numpy on the host, the OrtValue when resident."""
+        return value if self.placement.resident else value.numpy()
 
     def _head_feeds(self, x, bias) -> dict:
         """The head reads the tokens, and the key bias when it pools over non-padding tokens."""

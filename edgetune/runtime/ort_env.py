@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterator, Optional
 from edgetune.errors import EdgetuneError
 
 _ARENA: Optional[dict[str, Any]] = None   # {"ok": bool} once registered
-PROVIDERS = ("CPUExecutionProvider",)     # where every session runs
 
 
 class ArenaFull(EdgetuneError):

@@ -9,7 +9,8 @@ import numpy as np
 from edgetune.bundle import INDEX_FILE, INDEX_FORMAT
 from edgetune.errors import EdgetuneError
 from edgetune.jsonfile import read_json
-from edgetune.runtime.ort_env import PROVIDERS, arena_errors, session_options
+from edgetune.runtime.ort_env import arena_errors, session_options
+from edgetune.runtime.placement import HOST, Placement
 from edgetune.tensorfile import load_tensors
 
 
@@ -28,12 +29,14 @@ class SessionCache:
 
     ``run_ort`` takes numpy arrays or ``OrtValue``s and returns ``OrtValue``s, so activations
     passed from graph to graph (block outputs, saved tensors, incoming gradients) stay in ORT's
-    buffers instead of being copied into numpy.
+    buffers instead of being copied into numpy. With a resident ``placement`` (a GPU) the
+    sessions run on its provider and every result stays on its device (IO binding).
     """
 
-    def __init__(self, folder: str | Path, threads: int = 0):
+    def __init__(self, folder: str | Path, threads: int = 0, placement: Placement = HOST):
         self.folder = Path(folder)
         self.threads = threads
+        self.placement = placement
         self._options = None  # made with the first session: the shared arena is set up by then
         self._sessions: dict[str, object] = {}
         self._inputs: dict[str, list[str]] = {}
@@ -48,8 +51,9 @@ class SessionCache:
         if file not in self._sessions:
             import onnxruntime
 
-            sess = onnxruntime.InferenceSession(str(self.folder / file), self.options,
-                                                providers=list(PROVIDERS))
+            with arena_errors(f"opening {file}"):
+                sess = onnxruntime.InferenceSession(str(self.folder / file), self.options,
+                                                    providers=self.placement.providers())
             self._sessions[file] = sess
             self._inputs[file] = [i.name for i in sess.get_inputs()]
         return self._sessions[file]
@@ -72,7 +76,10 @@ class SessionCache:
                 raise EdgetuneError(f"{file}: no value for graph input {n!r}") from None
             feeds[n] = v if isinstance(v, OrtValue) else OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v))
         with arena_errors(file):
-            result = sess.run_with_ort_values(outputs, feeds)
+            if self.placement.resident:
+                result = self.placement.run(sess, outputs, feeds)
+            else:
+                result = sess.run_with_ort_values(outputs, feeds)
         for name, value in zip(outputs, result):
             if not value.has_value():
                 raise EdgetuneError(f"{file}: onnxruntime returned no value for {name!r}")
@@ -98,4 +105,16 @@ class ParamValues(dict):
                     raise EdgetuneError(f"parameter {name!r}: need a C-contiguous float32 array")
                 self._arrays[name] = arr
                 self[name] = OrtValue.ortvalue_from_numpy(arr)
+        return self
+
+
+class ResidentParams(dict):
+    """name → ``OrtValue`` on ``placement``'s device, uploaded once; the host arrays are
+    released (``params`` is emptied). An optimizer on the device replaces entries in place."""
+
+    def __init__(self, params: dict[str, np.ndarray], placement: Placement):
+        super().__init__((name, placement.upload(arr)) for name, arr in params.items())
+        params.clear()
+
+    def refresh(self) -> "ResidentParams":
         return self

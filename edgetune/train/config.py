@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from edgetune.config import check_choice, check_float, check_int
 from edgetune.errors import UsageError
 from edgetune.schedule import AlastConfig
+from edgetune.runtime.ort_build import PROVIDERS
 from edgetune.train.modes import ENGINES, check_request
 
 SCHEDULES = ("static", "alast")
@@ -22,6 +23,7 @@ class TrainConfig:
     weight_decay: float = 0.0   # AdamW's decoupled decay (engines that can: adaptive)
     schedule: str = "static"    # static: every layer, every token; alast: adaptive
     mode: str = ""              # bundle mode; "": train.modes.pick_mode picks it
+    provider: str = ""          # cpu | cuda; "": the device profile's accelerator where offered
     seed: int = 0
     threads: int = 0            # ONNX Runtime intra-op threads; 0: its default
     checkpoint_every: int = 0   # steps between "last" checkpoints; 0: only at the end
@@ -40,6 +42,7 @@ class TrainConfig:
         check_float(self, "weight_decay", lo=0.0)
         check_choice(self, "schedule", SCHEDULES)
         check_choice(self, "mode", ("", *ENGINES))
+        check_choice(self, "provider", ("", *PROVIDERS))
         if self.mode:  # else checked once picked (Trainer)
             check_request(self.mode, self.schedule, self.weight_decay)
         check_int(self, "seed", lo=0)

@@ -17,11 +17,12 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.runtime.ort_env import PROVIDERS, ArenaFull, arena_errors, session_options
+from edgetune.runtime.ort_env import ArenaFull, arena_errors, session_options
 from edgetune.caps.cost_model import EngineMemory
 from edgetune.tensorfile import load_tensors, save_tensors
 from edgetune.runtime.ort_training import training_api
-from edgetune.train.optim import AdamW, AdamWConfig
+from edgetune.runtime.placement import HOST, Placement
+from edgetune.train.optim import AdamWConfig
 
 Batch = dict[str, np.ndarray]
 ORT_CHECKPOINT = "ort_checkpoint"          # a static checkpoint: ORT's whole state
@@ -39,7 +40,8 @@ class EngineCaps:
     streams_checkpoint: bool  # checkpoints written a tensor at a time, not the whole state at once
     ort_state: bool           # parameters, gradients and AdamW moments live in ORT's training state
     lazy_sessions: bool       # sessions open on first use, not with the engine
-    providers: tuple[str, ...] = PROVIDERS
+    training_api: bool = False            # needs ORT's training API (the training build)
+    providers: tuple[str, ...] = ("cpu",)  # execution providers it runs on (ort_build.PROVIDERS)
 
     @property
     def memory(self) -> EngineMemory:
@@ -89,10 +91,14 @@ class StaticEngine:
 
     mode = "static"
     caps = EngineCaps(freeze_per_step=False, drop_tokens=True, weight_decay=False,
-                      streams_checkpoint=False, ort_state=True, lazy_sessions=False)
+                      streams_checkpoint=False, ort_state=True, lazy_sessions=False,
+                      training_api=True)
 
     def __init__(self, folder: str | Path, index: dict, threads: int = 0,
-                 optim: AdamWConfig | None = None):
+                 optim: AdamWConfig | None = None, placement: Placement = HOST):
+        if placement != HOST:
+            raise UsageError(f"provider={placement.provider!r}: static mode runs ORT's training "
+                             "API on the CPU; use mode='adaptive'")
         if optim is not None and optim.weight_decay:  # the lr is set each step
             raise UsageError(f"weight_decay={optim.weight_decay}: static mode runs ORT's AdamW graph, "
                              "exported with weight decay 0; use mode='adaptive'")
@@ -196,22 +202,24 @@ class AdaptiveEngine:
 
     mode = "adaptive"
     caps = EngineCaps(freeze_per_step=True, drop_tokens=True, weight_decay=True,
-                      streams_checkpoint=True, ort_state=False, lazy_sessions=True)
+                      streams_checkpoint=True, ort_state=False, lazy_sessions=True,
+                      providers=("cpu", "cuda"))
 
     def __init__(self, folder: str | Path, index: dict, threads: int = 0,
-                 optim: AdamWConfig | None = None):
+                 optim: AdamWConfig | None = None, placement: Placement = HOST):
         from edgetune.runtime.adaptive import AdaptiveRunner
+        from edgetune.train.param_state import trainable_state
 
-        self.runner = AdaptiveRunner(folder, threads=threads)
+        self.runner = AdaptiveRunner(folder, threads=threads, placement=placement)
         self.num_layers = self.runner.num_layers
         self.trainable = list(index["trainable"])
-        self.optimizer = AdamW({n: self.runner.params[n] for n in self.trainable}, optim or AdamWConfig())
+        self.state = trainable_state(self.runner, self.trainable, optim or AdamWConfig())
         self._trainable_blocks = set(self.runner.trainable_blocks())
 
     def train_step(self, micro_batches, keep, trained, lr) -> StepStats:
         train = [i for i in np.flatnonzero(trained) if i in self._trainable_blocks]
         train_stem = bool(trained[0])
-        grads: dict[str, np.ndarray] = {}
+        grads: dict = {}
         loss, correct, count, deltas, norms = 0.0, 0, 0, [], []
         total = sum(len(mb["labels"]) for mb in micro_batches)
         for mb in micro_batches:
@@ -219,19 +227,14 @@ class AdaptiveEngine:
             inputs = {k: v for k, v in mb.items() if k != "labels"}
             res = self.runner.step(inputs, mb["labels"], [int(k) for k in keep], train=train,
                                    train_stem=train_stem)
-            w = n / total  # the step's loss is the sample-weighted mean of the micro-batches'
-            for name, g in res.grads.items():
-                # in place: the step holds one numpy copy of each gradient, not three
-                if name in grads:
-                    grads[name] += w * g
-                else:
-                    grads[name] = g if w == 1.0 else np.multiply(g, w, out=g)
+            # the step's loss is the sample-weighted mean of the micro-batches'
+            self.state.accumulate(grads, res.grads, n / total)
             loss += res.loss * n
             correct += _hits(res.logits, mb["labels"])
             count += n
             deltas.append(res.cls_delta)
             norms.append(res.cls_norm)
-        self.optimizer.step(grads, lr)
+        self.state.step(grads, lr)
         return StepStats(loss / count, correct, count, np.mean(deltas, axis=0), np.mean(norms, axis=0))
 
     def warmup(self, batch, keep, trained=None) -> None:
@@ -249,21 +252,22 @@ class AdaptiveEngine:
         return self.runner.forward(inputs, [int(k) for k in keep])[0]
 
     def trainable_arrays(self) -> dict[str, np.ndarray]:
-        return {n: self.runner.params[n].copy() for n in self.trainable}
+        return {n: np.array(a) for n, a in self.state.arrays().items()}
 
     def save(self, folder: Path) -> None:
-        """Streamed from the live arrays, a tensor at a time: the write costs no copy."""
-        save_tensors(folder / PARAMS_FILE, {n: self.runner.params[n] for n in self.trainable})
-        save_tensors(folder / OPTIMIZER_FILE, self.optimizer.state_arrays())
+        """Streamed from the live arrays (on the host), a tensor at a time: no copy."""
+        save_tensors(folder / PARAMS_FILE, self.state.arrays())
+        save_tensors(folder / OPTIMIZER_FILE, self.state.optimizer_arrays())
 
     def load(self, folder: Path) -> None:
-        live = {n: self.runner.params[n] for n in self.trainable}
-        params = load_tensors(folder / PARAMS_FILE, into=live)
+        host = not self.runner.placement.resident  # on the host: read straight into the arrays
+        params = load_tensors(folder / PARAMS_FILE, into=self.state.arrays() if host else None)
         missing = set(self.trainable) - set(params)
         if missing:
             raise EdgetuneError(f"{folder}: checkpoint lacks {sorted(missing)[:3]}: from another bundle?")
-        self.optimizer.load_state_arrays(load_tensors(folder / OPTIMIZER_FILE,
-                                                      into=self.optimizer.state_arrays()))
+        optimizer = load_tensors(folder / OPTIMIZER_FILE,
+                                 into=self.state.optimizer_arrays() if host else None)
+        self.state.load(params, optimizer)
 
     @staticmethod
     def read_trained(folder: Path) -> dict[str, np.ndarray]:

@@ -8,6 +8,8 @@ from typing import Sequence
 
 from edgetune.bundle import Bundle
 from edgetune.errors import UsageError
+from edgetune.runtime.ort_build import distribution, has_training_api
+from edgetune.runtime.placement import HOST, Placement
 from edgetune.train.engines import AdaptiveEngine, Engine, EngineCaps, StaticEngine
 from edgetune.train.optim import AdamWConfig
 
@@ -20,8 +22,10 @@ def engine_class(mode: str) -> type:
     return ENGINES[mode]
 
 
-def open_engine(bundle: Bundle, mode: str, threads: int = 0, optim: AdamWConfig | None = None) -> Engine:
-    return engine_class(mode)(bundle.mode_dir(mode), bundle.index(mode), threads, optim)
+def open_engine(bundle: Bundle, mode: str, threads: int = 0, optim: AdamWConfig | None = None,
+                placement: Placement = HOST) -> Engine:
+    check_available(mode, placement.provider)
+    return engine_class(mode)(bundle.mode_dir(mode), bundle.index(mode), threads, optim, placement)
 
 
 def follows(caps: EngineCaps, schedule: str) -> bool:
@@ -29,12 +33,34 @@ def follows(caps: EngineCaps, schedule: str) -> bool:
     return schedule != "alast" or (caps.freeze_per_step and caps.drop_tokens)
 
 
-def pick_mode(schedule: str, bundle_modes: Sequence[str], ram_capped: bool) -> str:
-    """The bundle mode a run uses when none is named: the fastest exported engine that can run
-    ``schedule``; under a RAM cap one whose plans can freeze layers and whose checkpoints
-    stream, where exported. Where the bundle has none that can, the most capable (the bundle's
-    mode check then names what to re-export)."""
-    able = [m for m, cls in ENGINES.items() if follows(cls.caps, schedule)]
+def available(caps: EngineCaps, provider: str = "cpu") -> bool:
+    """Whether this environment runs the engine: its ORT build (the training API where the
+    engine needs it) and the execution provider."""
+    return (has_training_api() or not caps.training_api) and provider in caps.providers
+
+
+def check_available(mode: str, provider: str = "cpu") -> None:
+    caps = engine_class(mode).caps
+    if caps.training_api and not has_training_api():
+        raise UsageError(f"mode={mode!r}: the {mode} engine runs ORT's training API, which this "
+                         f"onnxruntime ({distribution() or 'none'}) does not have; use mode "
+                         "'adaptive' (with --schedule static it trains every layer and token "
+                         'too), or install "edgetune[training]" (x86-64, Python <= 3.12)')
+    if provider not in caps.providers:
+        able = [m for m, cls in ENGINES.items() if provider in cls.caps.providers]
+        raise UsageError(f"provider={provider!r}: the {mode} engine runs on "
+                         f"{', '.join(caps.providers)}; use mode {' or '.join(map(repr, able))}")
+
+
+def pick_mode(schedule: str, bundle_modes: Sequence[str], ram_capped: bool,
+              provider: str = "cpu") -> str:
+    """The bundle mode a run uses when none is named: the fastest exported engine this
+    environment runs (:func:`available`) that can run ``schedule``; under a RAM cap one whose
+    plans can freeze layers and whose checkpoints stream, where exported. Where the bundle has
+    none that can, the most capable (the bundle's mode check then names what to re-export)."""
+    able = [m for m, cls in ENGINES.items()
+            if follows(cls.caps, schedule) and available(cls.caps, provider)]
+    able = able or [m for m, cls in ENGINES.items() if follows(cls.caps, schedule)]
     have = [m for m in able if m in bundle_modes]
     frugal = [m for m in have if ENGINES[m].caps.freeze_per_step and ENGINES[m].caps.streams_checkpoint]
     return (frugal if ram_capped and frugal else have or able[-1:])[0]
@@ -51,3 +77,11 @@ def check_request(mode: str, schedule: str, weight_decay: float, where: str = "T
         able = " or ".join(repr(m) for m, cls in ENGINES.items() if cls.caps.weight_decay)
         raise UsageError(f"{where}.weight_decay={weight_decay}: {mode} mode runs ORT's AdamW graph, "
                          f"exported with weight decay 0; use mode={able}")
+
+
+def pick_provider(accelerator: str) -> str:
+    """The execution provider a run uses when none is named: the device profile's
+    ``accelerator`` where this ONNX Runtime build offers it, else the CPU."""
+    from edgetune.runtime.ort_build import available_providers
+
+    return accelerator if accelerator in available_providers() else "cpu"

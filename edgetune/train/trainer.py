@@ -22,7 +22,9 @@ from edgetune.data.base import Dataset
 from edgetune.data.sampler import BatchSampler
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.devices import DeviceProfile, detect_device
+from edgetune.runtime.ort_build import check_provider
 from edgetune.runtime.ort_env import ArenaFull
+from edgetune.runtime.placement import Placement
 from edgetune.caps.limits import Caps
 from edgetune.caps.planner import CapPlanner, CapReached, CapSettings
 from edgetune.caps.units import format_bytes
@@ -34,7 +36,8 @@ from edgetune.train.capping import Capped, Uncapped
 from edgetune.train.config import TrainConfig
 from edgetune.train.engines import Batch, Engine, StepStats
 from edgetune.train.evaluate import evaluate_engine, token_count
-from edgetune.train.modes import engine_class, open_engine, pick_mode
+from edgetune.train.modes import (check_available, engine_class, open_engine, pick_mode,
+                                  pick_provider)
 from edgetune.train.optim import AdamWConfig, learning_rate
 from edgetune.train.progress import MetricsLog, ProgressBar
 from edgetune.train.ram_guard import arena_budget, limit_arena
@@ -79,12 +82,12 @@ class Trainer:
             raise UsageError("resume needs an output folder (out=...)")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         self.caps = caps
+        self.device = device or detect_device()
         self.config = self._with_mode(config or TrainConfig(epochs=1.0))
         self.train_data, self.val_data = train_data, val_data
         if len(train_data) == 0:
             raise UsageError("training data is empty")
         c = self.config
-        self.device = device or detect_device()
         self.meter = make_energy_meter(self.device)
         self.meter.start()  # the run's energy includes loading and the warm-up
         self._joules = 0.0  # the meter's reading already charged
@@ -111,12 +114,15 @@ class Trainer:
 
     # ---- setup -------------------------------------------------------------------------------
     def _with_mode(self, config: TrainConfig) -> TrainConfig:
-        """``config`` with its mode picked where it names none (train/modes.py), which checks
-        the request against the engine's capabilities."""
+        """``config`` with its provider and mode picked where it names none (train/modes.py),
+        and both checked against this environment and the engine's capabilities."""
+        provider = check_provider(config.provider or pick_provider(self.device.accelerator))
         if config.mode:
-            return config
+            check_available(config.mode, provider)
+            return dataclasses.replace(config, provider=provider)
         ram_capped = self.caps is not None and self.caps.ram_bytes is not None
-        return dataclasses.replace(config, mode=pick_mode(config.schedule, self.bundle.modes, ram_capped))
+        mode = pick_mode(config.schedule, self.bundle.modes, ram_capped, provider)
+        return dataclasses.replace(config, mode=mode, provider=provider)
 
     def _open_engine(self, batch_size: int, input_bytes: float) -> tuple[Engine, int | None]:
         """The engine, and under a RAM cap the arena's limit (ram_guard.py), which must be in
@@ -132,7 +138,8 @@ class Trainer:
             arena_budget(self.bundle, c.mode, ram, safety, batch_size, input_bytes)
         try:
             engine = open_engine(self.bundle, c.mode, c.threads,
-                                 AdamWConfig(lr=c.lr, weight_decay=c.weight_decay))
+                                 AdamWConfig(lr=c.lr, weight_decay=c.weight_decay),
+                                 Placement(c.provider))
         except ArenaFull as e:
             raise EdgetuneError(f"--ram-cap {format_bytes(ram or 0)}: {e}; raise the cap") from None
         if ram is not None and lazy:

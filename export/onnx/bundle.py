@@ -22,6 +22,7 @@ from edgetune.errors import UsageError
 from edgetune.export.models.base import EncoderClassifier
 from edgetune.export.models.registry import create_model
 from edgetune.export.onnx.adaptive import PartGraphs, export_adaptive
+from edgetune.export.onnx.optim import write_optimizer
 from edgetune.export.onnx.static import export_static
 from edgetune.export.onnx.trace import save_model
 from edgetune.export.peft import apply_method, trainable_names
@@ -72,6 +73,7 @@ def export_mode(model: str | EncoderClassifier, method: str | None, out_dir: str
             index["parts"] = write_parts(parts, tmp)
             index["blocks"] = [k for k in parts if k.startswith("block_")]
             index["params"] = PARAMS_FILE
+            index["optimizer"] = write_optimizer(tmp)  # for runs that keep state on a device
             save_file(_param_arrays(model), str(tmp / PARAMS_FILE))
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))
     return out_dir
