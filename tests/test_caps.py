@@ -20,8 +20,8 @@ from edgetune.schedule.cap_planner import CapPlanner, CapSettings
 from edgetune.schedule.caps import Caps
 from edgetune.schedule.costs import ModelCosts, step_flops, step_memory, tokens_in
 from edgetune.schedule.dry_run import format_report, plan_report
-from edgetune.schedule.units import parse_bytes, parse_joules, parse_watts
 from edgetune.schedule.planners import AlastPlanner, StaticPlanner, StepPlan
+from edgetune.schedule.units import parse_bytes, parse_joules, parse_watts
 
 
 def fake_manifest():

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from edgetune.data import (
-    BatchSampler, DataError, DataLoader, ImageSpec, TextSpec, build_word_level_tokenizer,
-    load_dataset, permutation, resize, split,
+    BatchSampler,
+    DataError,
+    DataLoader,
+    ImageSpec,
+    TextSpec,
+    build_word_level_tokenizer,
+    load_dataset,
+    permutation,
+    resize,
+    split,
 )
 from edgetune.errors import EdgetuneError, UsageError
 

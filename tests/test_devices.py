@@ -3,7 +3,14 @@
 import pytest
 
 from edgetune.devices import (
-    DeviceProfile, detect, detect_device, device_registry, get_device, list_devices, load_profile)
+    DeviceProfile,
+    detect,
+    detect_device,
+    device_registry,
+    get_device,
+    list_devices,
+    load_profile,
+)
 from edgetune.errors import EdgetuneError, UsageError
 
 NAMES = ["cuda-gpu", "generic-arm64", "generic-x86", "jetson-nano", "jetson-orin-nano", "raspberry-pi-5"]
@@ -75,9 +82,12 @@ def test_profile_by_path_and_custom_folder(tmp_path):
     (lambda t: t.replace("ram_gib", "ram_gb"), "unknown DeviceProfile key 'ram_gb'"),
     (lambda t: t.replace("peak_gflops = 100.0\n", ""), "missing required key(s): peak_gflops"),
     (lambda t: t.replace('["psutil"]', '["rapll"]'), "'rapll' must be one of rapl, ina3221, nvml, psutil"),
-    (lambda t: t.replace("active_watts = 5.0", "active_watts = 0.5"), "active_watts=0.5: must be >= idle_watts=1.0"),
-    (lambda t: t.replace('name = "my-board"', 'name = "other"'), "name='other' must match the file name 'my-board'"),
-    (lambda t: t + "\n[detect]\nmodle = ['x']\n", "unknown DetectRules [detect] key 'modle'; did you mean 'model'"),
+    (lambda t: t.replace("active_watts = 5.0", "active_watts = 0.5"),
+     "active_watts=0.5: must be >= idle_watts=1.0"),
+    (lambda t: t.replace('name = "my-board"', 'name = "other"'),
+     "name='other' must match the file name 'my-board'"),
+    (lambda t: t + "\n[detect]\nmodle = ['x']\n",
+     "unknown DetectRules [detect] key 'modle'; did you mean 'model'"),
     (lambda t: t + "ram_bytes = 5\n", "give ram_bytes or ram_gib, not both"),
     (lambda t: t + "= broken", "invalid TOML"),
 ])

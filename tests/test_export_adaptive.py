@@ -23,9 +23,8 @@ from edgetune.errors import UsageError
 from edgetune.export.onnx import MAX_IR_VERSION, export_mode
 from edgetune.export.peft import trainable_names
 from edgetune.runtime import AdaptiveRunner
-from export_cases import (
-    COMBOS, assert_close, build, cases, gradient_atol, numpy_inputs, reference, rtol_for)
 
+from export_cases import COMBOS, assert_close, build, cases, gradient_atol, numpy_inputs, reference, rtol_for
 
 
 @pytest.fixture(scope="module", params=COMBOS, ids=[f"{m}-{k}" for m, k in COMBOS])

@@ -18,9 +18,18 @@ from onnxruntime.training.api import CheckpointState, Module
 
 from edgetune.export.onnx import MAX_IR_VERSION, export_mode
 from edgetune.export.peft import trainable_names
-from export_cases import (
-    CLASSES, COMBOS, assert_close, build, cases, gradient_atol, numpy_inputs, reference, rtol_for)
 
+from export_cases import (
+    CLASSES,
+    COMBOS,
+    assert_close,
+    build,
+    cases,
+    gradient_atol,
+    numpy_inputs,
+    reference,
+    rtol_for,
+)
 
 
 @pytest.fixture(scope="module", params=COMBOS, ids=[f"{m}-{k}" for m, k in COMBOS])

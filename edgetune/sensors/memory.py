@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import psutil
 
 
-def process_rss_bytes(pid: Optional[int] = None) -> int:
+def process_rss_bytes(pid: int | None = None) -> int:
     """Resident set size of ``pid`` (default: this process), bytes."""
     return int(psutil.Process(os.getpid() if pid is None else pid).memory_info().rss)
 
@@ -32,10 +31,10 @@ class MemorySample:
 class MemoryMonitor:
     """Samples RSS and available memory; keeps the peak RSS and the lowest availability seen."""
 
-    def __init__(self, pid: Optional[int] = None) -> None:
+    def __init__(self, pid: int | None = None) -> None:
         self.pid = pid
         self.peak_rss_bytes = 0
-        self.min_available_bytes: Optional[int] = None
+        self.min_available_bytes: int | None = None
 
     def sample(self) -> MemorySample:
         s = MemorySample(process_rss_bytes(self.pid), available_memory_bytes())
