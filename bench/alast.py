@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune.bundle import MANIFEST
+
 CONFIGS = {  # name → (label, method, schedule, ALaST settings of this row before --set's)
     "full-ft": ("full fine-tuning", "full", "static", ()),
     "lora": ("static LoRA", "lora", "static", ()),
@@ -147,7 +149,7 @@ print(json.dumps({{"sizes": {{n: len(rows(n)) for n in names}}, "tokenizer": tok
 def bundle_for(s: Settings, method: str, tokenizer: Path | None) -> Path:
     """Export ``s.model`` + ``method`` once (a subprocess: torch stays out of this one)."""
     path = s.out / "bundles" / f"{s.model}-{method}-{s.max_tokens}"
-    manifest = path / "manifest.json"
+    manifest = path / MANIFEST
     if manifest.is_file():
         m = json.loads(manifest.read_text())
         same_lora = method != "lora" or all(m["method"]["config"].get(k) == v for k, v in LORA_SET.items())
@@ -242,7 +244,7 @@ def over_seeds(runs: list[dict]) -> dict:
 def summarize(run: Path, bundle: Path, batch_size: int) -> dict:
     from edgetune.schedule.costs import ModelCosts, step_flops
 
-    costs = ModelCosts.from_manifest(json.loads((bundle / "manifest.json").read_text()))
+    costs = ModelCosts.from_manifest(json.loads((bundle / MANIFEST).read_text()))
     info = json.loads((run / "run.json").read_text())
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     L = costs.num_layers
@@ -616,7 +618,7 @@ def main() -> None:
                 caps.append(r)
 
     plots = write_plots(s.out, results, caps)
-    manifest = json.loads((bundles["full"] / "manifest.json").read_text())
+    manifest = json.loads((bundles["full"] / MANIFEST).read_text())
     pooling = manifest["model"]["config"].get("pooling", "cls")
     setup = (f"{s.model} ({pooling} pooling) on Rotten Tomatoes, {s.steps} steps of {s.batch_size} "
              f"x <= {s.max_tokens} tokens, "

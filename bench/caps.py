@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune.bundle import MANIFEST
 from edgetune.schedule.units import format_bytes
 from edgetune.sensors.child import ChildRun, run_measured
 
@@ -51,7 +52,7 @@ def make_data(folder: Path, text: bool, n: int = 64) -> Path:
 
 
 def export(model: str, method: str, out: Path) -> Path:
-    if (out / "manifest.json").is_file():
+    if (out / MANIFEST).is_file():
         return out
     from edgetune.export import export_bundle
 

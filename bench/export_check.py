@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune.bundle import MODES
+
 SETUPS = {  # model → (batch, text tokens or None)
     "minilm-l6": (32, 64),
     "vit-small": (8, None),
@@ -121,7 +123,7 @@ def export(model: str, out: Path) -> tuple[Path, float]:
 def graph_sizes(path: Path) -> dict[str, tuple[float, int]]:
     """Per mode folder: (MB on disk, number of .onnx graphs)."""
     out = {}
-    for mode in ("static", "adaptive"):
+    for mode in MODES:
         files = [p for p in (path / mode).rglob("*") if p.is_file()]
         out[mode] = (sum(p.stat().st_size for p in files) / 1e6,
                      sum(p.suffix == ".onnx" for p in files))
@@ -221,12 +223,12 @@ def main() -> None:
         for pair, (la, lr, ga, gr) in par.items():
             print(f"parity {pair:16s} loss abs {la:.1e} rel {lr:.1e} | grads max abs {ga:.1e} "
                   f"max rel {gr:.1e}", flush=True)
-        timing = run_worker(model, path, ("static", "adaptive"), steps, args.warmup, args.threads)
+        timing = run_worker(model, path, MODES, steps, args.warmup, args.threads)
         med = {m: float(np.median(v)) for m, v in timing["times"].items()}
         print("steps (s): " + "; ".join(f"{m} " + " ".join(f"{t:.2f}" for t in v)
                                         for m, v in timing["times"].items()), flush=True)
         rss = {}
-        for m in ("static", "adaptive"):
+        for m in MODES:
             got = run_worker(model, path, (m,), rss_steps, 1, args.threads)
             rss[m], base = got["peak_rss_mb"], got["base_rss_mb"]
         print(f"peak RSS (MB, fresh process per mode): static {rss['static']:.0f}, adaptive "

@@ -18,9 +18,17 @@ from typing import Any, Sequence
 from edgetune.errors import EdgetuneError
 from edgetune.jsonfile import read_json
 
+# ---- layout: the one place the bundle format's names live (exporter and runtime import them)
 MANIFEST = "manifest.json"
-FORMAT = "edgetune-bundle/1"
-MODES = ("static", "adaptive")
+FORMAT = "edgetune-bundle/1"          # manifest.json's "format"
+MODES = ("static", "adaptive")        # each mode's folder is named after it
+INFERENCE_DIR = "inference"
+TOKENIZER_FILE = "tokenizer.json"
+INDEX_FILE = "graphs.json"            # in every mode folder and inference/
+INDEX_FORMAT = "edgetune-graphs/1"    # its "format"
+PARAMS_FILE = "params.safetensors"    # adaptive: every parameter, fp32
+STATIC_FILES = {"training": "training_model.onnx", "eval": "eval_model.onnx",  # ORT's artifacts
+                "optimizer": "optimizer_model.onnx", "checkpoint": "checkpoint"}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -80,7 +88,7 @@ class Bundle:
         return self.path / mode
 
     def index(self, mode: str) -> dict[str, Any]:
-        return json.loads((self.mode_dir(mode) / "graphs.json").read_text())
+        return json.loads((self.mode_dir(mode) / INDEX_FILE).read_text())
 
     @property
     def num_layers(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from edgetune import __version__
+from edgetune.bundle import MODES
 from edgetune.cli_errors import ReportingGroup
 
 
@@ -52,7 +53,7 @@ def methods() -> None:
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Method option; repeatable.")
 @click.option("--num-classes", type=int, required=True, help="Classes of the task head.")
 @click.option("--out", required=True, type=click.Path(), help="Bundle folder to write.")
-@click.option("--mode", type=click.Choice(["static", "adaptive", "both"]), default="both", show_default=True,
+@click.option("--mode", type=click.Choice([*MODES, "both"]), default="both", show_default=True,
               help="static: ORT's artifacts; adaptive: per-layer graphs for ALaST.")
 @click.option("--max-tokens", type=int, default=None, help="Longest text the device feeds (text models; default 128).")
 @click.option("--tokenizer", type=click.Path(), default=None, help="tokenizer.json for a text model without one.")
@@ -82,7 +83,7 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--warmup", type=int, default=0, show_default=True, help="Linear warm-up steps, then cosine decay.")
 @click.option("--schedule", type=click.Choice(["static", "alast"]), default="static", show_default=True)
-@click.option("--mode", type=click.Choice(["static", "adaptive"]), default=None,
+@click.option("--mode", type=click.Choice(MODES), default=None,
               help="Bundle mode to run (default: adaptive for alast, else static if exported).")
 @click.option("--out", type=click.Path(), default=None, help="Run folder (default runs/<bundle name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")

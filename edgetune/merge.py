@@ -24,15 +24,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgetune.adapter_format import CONFIG_FILE, WEIGHTS_FILE, save_adapter_arrays
 from edgetune.atomic import atomic_dir
-from edgetune.bundle import Bundle
+from edgetune.bundle import INDEX_FILE, INFERENCE_DIR, Bundle
 from edgetune.errors import EdgetuneError, UsageError
+from edgetune.merge_ops import apply_recipe, recipe_inputs
 
 INFERENCE_FILE = "inference.onnx"
 ADAPTER_DIR = "adapter"
 MERGED_JSON = "merged.json"
-CONFIG_FILE = "adapter_config.json"       # the names Hugging Face PEFT reads
-WEIGHTS_FILE = "adapter_model.safetensors"
 FORMAT = "edgetune-merged/1"
 OUTPUTS = ["logits"]
 
@@ -64,7 +64,7 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
     inference = _inference_index(b)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         say("writing the inference model")
-        merged = write_inference(b.path / "inference", inference, trained, tmp / INFERENCE_FILE)
+        merged = write_inference(b.path / INFERENCE_DIR, inference, trained, tmp / INFERENCE_FILE)
         say("writing the adapter")
         save_adapter_arrays(tensors, adapter["config"], b.manifest["method"],
                             b.manifest["model"]["family"], tmp / ADAPTER_DIR)
@@ -169,23 +169,10 @@ def adapter_tensors(layout: dict[str, list[str]], trained: dict[str, np.ndarray]
             for key, parts in layout.items()}
 
 
-def save_adapter_arrays(tensors: dict[str, np.ndarray], hf_config: dict, method: dict, family: str,
-                        folder: Path) -> None:
-    """The two PEFT files; the safetensors header as ``edgetune.export.peft.save_adapter``
-    writes it, so ``load_adapter`` rebuilds the model from the folder alone."""
-    from safetensors.numpy import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    meta = {"format": "pt", "edgetune_method": method["name"],
-            "edgetune_config": json.dumps(method.get("config", {})), "edgetune_family": family}
-    save_file(tensors, str(folder / WEIGHTS_FILE), metadata=meta)
-    (folder / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2))
-
-
 # ---- the inference model ---------------------------------------------------------------------
 
 def _inference_index(b: Bundle) -> dict[str, Any]:
-    file = b.path / "inference" / "graphs.json"
+    file = b.path / INFERENCE_DIR / INDEX_FILE
     if not file.is_file():
         raise EdgetuneError(f"{b.path}: no inference artifacts (exported by an older edgetune?); "
                             f"re-export the bundle")
@@ -198,31 +185,14 @@ def _model_inputs(index: dict) -> list[str]:
     return [n for n in index["static"]["inputs"] if n != "labels"]
 
 
-def apply_recipe(entry: dict[str, Any], base: np.ndarray, trained: dict[str, np.ndarray]) -> np.ndarray:
-    """One merged tensor from its base value and the trained adapter (see
-    ``edgetune.export.onnx.inference`` for the recipe's ops)."""
-    op = entry["op"]
-    base = np.asarray(base, np.float32)
-    if op == "copy":
-        return base
-    if op == "lora":
-        update = trained[entry["B"]].astype(np.float32) @ trained[entry["A"]].astype(np.float32)
-        return (base + np.float32(entry["scale"]) * update).astype(np.float32)
-    if op == "scale":
-        s = trained[entry["by"]].astype(np.float32).reshape(-1) ** int(entry["power"])
-        if base.ndim == 1:
-            return base * s
-        return base * (s[:, None] if int(entry["axis"]) == 0 else s[None, :])
-    raise EdgetuneError(f"merge recipe: unknown op {op!r} (a newer exporter?)")
-
-
 def merged_values(index: dict[str, Any], trained: dict[str, np.ndarray],
                   current: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
     """Every value the inference graph needs set: its trainable parameters as trained, and the
-    recipe's merged tensors. ``current(name)``: the graph's value now (the base weights)."""
+    recipe's merged tensors (``edgetune.merge_ops``). ``current(name)``: the graph's value now
+    (the base weights)."""
     recipe = index["merge"].get("tensors", {})
     needed = list(index["static"]["trainable"])
-    needed += sorted({e[k] for e in recipe.values() for k in ("A", "B", "by") if k in e})
+    needed += sorted(recipe_inputs(recipe.values()))
     missing = [n for n in needed if n not in trained]
     if missing:
         raise EdgetuneError(f"the checkpoint holds no value for {', '.join(missing[:3])} "

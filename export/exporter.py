@@ -19,7 +19,7 @@ import torch
 
 from edgetune import __version__
 from edgetune.atomic import atomic_dir
-from edgetune.bundle import FORMAT, MANIFEST, MODES, hash_tree
+from edgetune.bundle import FORMAT, INDEX_FILE, INFERENCE_DIR, MANIFEST, MODES, TOKENIZER_FILE, hash_tree
 from edgetune.config import to_dict
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.export.costs import layer_costs
@@ -64,9 +64,9 @@ def export_bundle(model: str | Path | EncoderClassifier, method: str | None = "l
             export_mode(model, None, tmp / m, mode=m, batch=TRACE_BATCH, tokens=trace_tokens)
         say("exporting the inference artifacts")
         plain, plain_trainable, merge = inference_model(model, trainable)
-        inference = export_static(plain, plain_trainable, tmp / "inference", TRACE_BATCH,
+        inference = export_static(plain, plain_trainable, tmp / INFERENCE_DIR, TRACE_BATCH,
                                   trace_tokens, inference=True)
-        (tmp / "inference" / "graphs.json").write_text(
+        (tmp / INFERENCE_DIR / INDEX_FILE).write_text(
             json.dumps({"static": inference, "merge": merge}, indent=1))
         if inputs.get("tokenizer"):
             shutil.copyfile(inputs.pop("tokenizer_source"), tmp / inputs["tokenizer"])
@@ -99,14 +99,14 @@ def _input_spec(model: EncoderClassifier, max_tokens, tokenizer, mean, std) -> t
         raise UsageError("a text model needs a tokenizer: pass --tokenizer PATH/tokenizer.json")
     if not source.is_file():
         raise EdgetuneError(f"{source}: no such tokenizer file")
-    spec = {"kind": "text", "max_tokens": max_tokens, "tokenizer": "tokenizer.json",
+    spec = {"kind": "text", "max_tokens": max_tokens, "tokenizer": TOKENIZER_FILE,
             "tokenizer_source": str(source), "extra_tokens": prompt}
     return spec, max_tokens + prompt, max_tokens
 
 
 def _model_tokenizer(model) -> Path | None:
     folder = getattr(model, "source_dir", None)
-    return Path(folder) / "tokenizer.json" if folder and (Path(folder) / "tokenizer.json").is_file() else None
+    return Path(folder) / TOKENIZER_FILE if folder and (Path(folder) / TOKENIZER_FILE).is_file() else None
 
 
 def _stem_trainable(model: EncoderClassifier) -> bool:

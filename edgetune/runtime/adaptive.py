@@ -3,8 +3,6 @@
 Trained blocks run their trainable backward, frozen blocks (above the lowest trained one)
 their frozen backward, and below the lowest trained block no backward runs at all; that block
 runs its ``first`` graphs (parameter gradients, no input gradient) where the bundle has them.
-A block in ``recompute`` keeps only its inputs and runs the recompute graph instead of forward
-+ backward from saved activations.
 """
 
 from __future__ import annotations
@@ -101,8 +99,7 @@ class AdaptiveRunner:
         return values["y"], values.get("key_bias_out"), values
 
     def step(self, inputs, labels: np.ndarray, keep: Sequence[int],
-             train: Iterable[int] | None = None, train_stem: bool | None = None,
-             recompute: Iterable[int] = ()) -> StepResult:
+             train: Iterable[int] | None = None, train_stem: bool | None = None) -> StepResult:
         """One forward + backward. ``train``: block indices trained this step (default: every
         block with trainable parameters); ``train_stem``: default, when the stem has any."""
         L = self.num_layers
@@ -112,7 +109,6 @@ class AdaptiveRunner:
         if not trained <= set(range(L)):
             raise UsageError(f"train={sorted(trained)}: block indices must be in [0, {L})")
         stem_on = self.stem_trainable() if train_stem is None else train_stem and self.stem_trainable()
-        recompute = set(recompute)
         lowest = -1 if stem_on else min(trained, default=L)
         params = self._params.refresh()
         run = self.sessions.run_ort
@@ -122,10 +118,10 @@ class AdaptiveRunner:
         deltas, norms, attns, prev = [], [], [], _cls(x)
         for i, block in enumerate(self.blocks):
             mode = self._mode(block, i, trained, lowest)
-            variant = "forward" if i < lowest or i in recompute else f"forward_{mode}"
+            variant = "forward" if i < lowest else f"forward_{mode}"
             x, bias_out, values = self._block_forward(params, block, x, bias, keep[i], variant)
             if i >= lowest:
-                need = self.sessions.input_names(self._backward_file(block, i, trained, recompute, lowest))
+                need = self.sessions.input_names(self._backward_file(block, i, trained, lowest))
                 kept[i] = {n: values[n] for n in need if n in values}
             cur = _cls(x)
             deltas.append(_delta(prev, cur))
@@ -141,7 +137,7 @@ class AdaptiveRunner:
         dy, backward = res["tokens_grad"], {}
         for i in range(L - 1, max(lowest, 0) - 1, -1):
             block = self.blocks[i]
-            file = self._backward_file(block, i, trained, recompute, lowest)
+            file = self._backward_file(block, i, trained, lowest)
             first = self._mode(block, i, trained, lowest) == "first"
             wanted = [p + "_grad" for p in self._trained_params(block, i, trained)]
             wanted = wanted if first else ["x_grad"] + wanted
@@ -177,10 +173,8 @@ class AdaptiveRunner:
             return "first"
         return "train"
 
-    def _backward_file(self, block: str, i: int, trained: set[int], recompute: set[int],
-                       lowest: int) -> str:
-        mode = self._mode(block, i, trained, lowest)
-        return self._graph(block, f"{'recompute' if i in recompute else 'backward'}_{mode}")
+    def _backward_file(self, block: str, i: int, trained: set[int], lowest: int) -> str:
+        return self._graph(block, f"backward_{self._mode(block, i, trained, lowest)}")
 
 
 def _cls(x) -> np.ndarray:

@@ -6,17 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune.bundle import INDEX_FILE, INDEX_FORMAT
 from edgetune.errors import EdgetuneError
 from edgetune.jsonfile import read_json
 from edgetune.runtime.ort_env import arena_errors, session_options
 from edgetune.tensorfile import load_tensors
 
-INDEX_FILE = "graphs.json"
-FORMAT = "edgetune-graphs/1"
-
 
 def read_index(bundle: str | Path) -> dict:
-    return read_json(Path(bundle) / INDEX_FILE, "no such file (not an exported bundle?)", FORMAT)
+    return read_json(Path(bundle) / INDEX_FILE, "no such file (not an exported bundle?)", INDEX_FORMAT)
 
 
 def load_params(path: str | Path) -> dict[str, np.ndarray]:

@@ -1,12 +1,12 @@
-"""Adaptive (ALaST) mode: per-part forward / backward / recompute graphs with parameters as inputs.
+"""Adaptive (ALaST) mode: per-part forward / backward graphs with parameters as inputs.
 
 Per block: ``forward`` (outputs only), and for each variant ``train`` (gradients for x and the
 block's trainable parameters), ``frozen`` (x only) and ``first`` (the parameters only: the
 lowest trained block when nothing below it trains, the stem included, so no input gradient):
-``forward_<v>`` (outputs + saved activations), ``backward_<v>`` (saved + dy → gradients) and
-``recompute_<v>`` (block inputs + dy → the same gradients). The stem gets the ``train`` variant when it has trainable
-parameters; the head one ``train`` graph (tokens + labels → loss, logits, gradients) and
-``forward`` (→ logits).
+``forward_<v>`` (outputs + saved activations) and ``backward_<v>`` (saved + dy → gradients).
+The stem gets the ``train`` variant when it has trainable parameters; the head one ``train``
+graph (tokens + labels → loss, logits, gradients) and ``forward`` (→ logits). Every graph is
+lowered to standard ONNX (:mod:`~edgetune.export.onnx.lowering`): stock onnxruntime runs it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import onnx
 import torch
 
 from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.onnx.lowering import lower
 from edgetune.export.onnx.gradients import (build_gradient, forward_tensors, optimize_for_training,
                                             split, subgraph)
 from edgetune.export.onnx.parts import Traced, trace_block, trace_head, trace_stem
@@ -58,7 +59,7 @@ def export_part(traced: Traced, trainable: set[str], frozen_variant: bool,
             variants["frozen"] = []
         else:
             variants = {"frozen": []}
-            part.aliases = {f"{k}_train": f"{k}_frozen" for k in ("forward", "backward", "recompute")}
+            part.aliases = {f"{k}_train": f"{k}_frozen" for k in ("forward", "backward")}
     if traced.grad_input or any(variants.values()):
         # Differentiate the graph ORT's training transformers fused, as static mode does.
         model = optimize_for_training(model, traced.params)
@@ -72,10 +73,8 @@ def export_part(traced: Traced, trainable: set[str], frozen_variant: bool,
         grads = [_grad_name(w) for w in wrt]
         fwd, bwd, saved = split(grad, fwd_names, traced.outputs, grads, types,
                                 params=traced.params)
-        part.graphs[f"forward_{variant}"] = fwd
-        part.graphs[f"backward_{variant}"] = bwd
-        part.graphs[f"recompute_{variant}"] = subgraph(grad, list(grad.graph.node), grads, types,
-                                                       "recompute")
+        part.graphs[f"forward_{variant}"] = lower(fwd, f"forward_{variant}")
+        part.graphs[f"backward_{variant}"] = lower(bwd, f"backward_{variant}")
         part.saved[variant] = saved
     return part
 
@@ -92,7 +91,7 @@ def export_head(traced: Traced, trainable: set[str]) -> PartGraphs:
     grad = build_gradient(model, wrt, traced.loss)
     outs = ["loss", "logits"] + [_grad_name(w) for w in wrt]
     graphs = {"forward": forward,
-              "train": subgraph(grad, list(grad.graph.node), outs, types, "train")}
+              "train": lower(subgraph(grad, list(grad.graph.node), outs, types, "train"), "head train")}
     return PartGraphs(graphs, list(traced.params), params, list(traced.inputs), outs)
 
 

@@ -8,8 +8,6 @@ static mode adds ORT's artifacts (the checkpoint holds the parameters).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,8 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 
+from edgetune.atomic import atomic_dir
+from edgetune.bundle import INDEX_FILE, INDEX_FORMAT, MODES, PARAMS_FILE
 from edgetune.config import to_dict
 from edgetune.errors import UsageError
 from edgetune.export.models.base import EncoderClassifier
@@ -25,11 +25,6 @@ from edgetune.export.onnx.adaptive import PartGraphs, export_adaptive
 from edgetune.export.onnx.static import export_static
 from edgetune.export.onnx.trace import save_model
 from edgetune.export.peft import apply_method, trainable_names
-
-INDEX_FILE = "graphs.json"
-PARAMS_FILE = "params.safetensors"
-FORMAT = "edgetune-graphs/1"
-MODES = ("static", "adaptive")
 
 
 def prepare_model(model: str | EncoderClassifier, method: str | None, method_config: Any = None,
@@ -57,7 +52,8 @@ def export_mode(model: str | EncoderClassifier, method: str | None, out_dir: str
     """Export ``model`` + ``method`` to ``out_dir`` in ``mode`` ('static' or 'adaptive').
 
     ``batch``/``tokens`` only size the trace: batch, keep counts (and sequence length for text
-    models) stay runtime inputs. Written into a temporary folder, then renamed into place.
+    models) stay runtime inputs. Written into a temporary folder, then renamed into place
+    (``edgetune.atomic.atomic_dir``).
     """
     if mode not in MODES:
         raise UsageError(f"mode={mode!r}: must be one of {', '.join(MODES)}")
@@ -68,9 +64,7 @@ def export_mode(model: str | EncoderClassifier, method: str | None, out_dir: str
     model = prepare_model(model, method, method_config, num_classes, seed)
     trainable = trainable_names(model)
     index = _describe(model, str(name), trainable, mode)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=True) as tmp:  # a non-empty one was refused above
         if mode == "static":
             index["static"] = export_static(model, trainable, tmp, batch, tokens)
         else:
@@ -80,19 +74,13 @@ def export_mode(model: str | EncoderClassifier, method: str | None, out_dir: str
             index["params"] = PARAMS_FILE
             save_file(_param_arrays(model), str(tmp / PARAMS_FILE))
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
 def _describe(model: EncoderClassifier, name: str, trainable: list[str], mode: str) -> dict:
     cfg = getattr(model, "peft_config", None)
     return {
-        "format": FORMAT, "mode": mode,
+        "format": INDEX_FORMAT, "mode": mode,
         "model": {"name": name, "family": model.family, "num_layers": model.num_layers,
                   "hidden_size": model.hidden_size, "inputs": list(model.input_names)},
         "method": {"name": model.peft_method, "config": to_dict(cfg) if cfg is not None else {}},

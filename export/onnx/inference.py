@@ -2,11 +2,9 @@
 
 For a mergeable method (LoRA, IA3, Propulsion) the inference graph is the *merged* model: every
 wrapped layer is a plain ``Linear``/``Embedding`` again, holding the *base* weights, and the
-recipe says how the device folds the trained adapter into them (numpy, no torch):
-
-    lora   W' = W + scale · B A                        {"op": "lora", "base", "A", "B", "scale"}
-    scale  W' = W ⊙ s^power along axis (rows 0/cols 1)  {"op": "scale", "base", "by", "axis", "power"}
-    copy   W' = W                                      {"op": "copy", "base"}
+recipe says how the device folds the trained adapter into them (numpy, no torch): each wrapped
+layer's ``merge_recipe`` names ops of ``edgetune.merge_ops`` (``W' = W + scale · B A``,
+``W' = W ⊙ s^power``); its other tensors are copied (``W' = W``).
 
 Keys are parameter names of the merged graph, ``base`` the unmerged model's name of the base
 tensor (its trained value wins where it was trained). BitFit and full fine-tuning need no recipe
@@ -21,36 +19,23 @@ import copy
 import torch
 from torch import nn
 
+from edgetune.errors import EdgetuneError
 from edgetune.export.models.base import EncoderClassifier
-from edgetune.export.peft.base import METHODS, Mergeable
-from edgetune.export.peft.ia3 import IA3Linear
-from edgetune.export.peft.lora import LoraLinear
-from edgetune.export.peft.propulsion import PropulsionScale
+from edgetune.export.peft.base import METHODS, Mergeable, MergeRecipe
+from edgetune.merge_ops import MERGE_OPS
 
 
 def _module_recipe(name: str, module: nn.Module) -> dict[str, dict] | None:
-    """The recipe entries of one wrapped layer ``name``; None for a kind this file lacks."""
+    """The recipe entries of one wrapped layer ``name``; None for a layer without a recipe."""
+    if not isinstance(module, MergeRecipe):
+        return None
     base = module.base_layer
     tensors = ["weight"] + (["bias"] if getattr(base, "bias", None) is not None else [])
-    src = {t: f"{name}.base_layer.{t}" for t in tensors}
-    out = {f"{name}.{t}": {"op": "copy", "base": src[t]} for t in tensors}
-    if isinstance(module, LoraLinear):
-        out[f"{name}.weight"] = {"op": "lora", "base": src["weight"], "A": f"{name}.lora_A.weight",
-                                 "B": f"{name}.lora_B.weight", "scale": float(module.scaling)}
-    elif isinstance(module, IA3Linear):
-        by = f"{name}.ia3_l"
-        axis = 1 if module.feedforward else 0
-        out[f"{name}.weight"] = {"op": "scale", "base": src["weight"], "by": by, "axis": axis, "power": 1}
-        if "bias" in src and not module.feedforward:
-            out[f"{name}.bias"] = {"op": "scale", "base": src["bias"], "by": by, "axis": 0, "power": 1}
-    elif isinstance(module, PropulsionScale):
-        by, k = f"{name}.propulsion_z", int(module.degree)
-        axis = 1 if isinstance(base, nn.Embedding) else 0  # an embedding scales its features
-        out[f"{name}.weight"] = {"op": "scale", "base": src["weight"], "by": by, "axis": axis, "power": k}
-        if "bias" in src:
-            out[f"{name}.bias"] = {"op": "scale", "base": src["bias"], "by": by, "axis": 0, "power": k}
-    else:
-        return None
+    out = {f"{name}.{t}": {"op": "copy", "base": f"{name}.base_layer.{t}"} for t in tensors}
+    out.update(module.merge_recipe(name))
+    unknown = {e["op"] for e in out.values()} - set(MERGE_OPS)
+    if unknown:  # the device could not merge this bundle
+        raise EdgetuneError(f"{name}: merge recipe op {sorted(unknown)} is not in edgetune.merge_ops")
     return out
 
 

@@ -14,12 +14,10 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from edgetune.bundle import STATIC_FILES
 from edgetune.export.models.base import EncoderClassifier
 from edgetune.export.onnx.gradients import quiet_ort, quiet_stderr
 from edgetune.export.onnx.trace import clamp_file, strip_prefix, to_onnx
-
-FILES = {"training": "training_model.onnx", "eval": "eval_model.onnx",
-         "optimizer": "optimizer_model.onnx", "checkpoint": "checkpoint"}
 
 
 class _Whole(nn.Module):
@@ -98,10 +96,10 @@ def export_static(model: EncoderClassifier, trainable: list[str], out_dir: str |
             optimizer=getattr(artifacts.OptimType, optimizer), artifact_directory=str(out_dir),
             additional_output_names=extra, loss_input_names=["logits"])
     for key in ("training", "eval", "optimizer"):
-        clamp_file(out_dir / FILES[key])
-    evaluation = onnx.load_model(str(out_dir / FILES["eval"]), load_external_data=False)
+        clamp_file(out_dir / STATIC_FILES[key])
+    evaluation = onnx.load_model(str(out_dir / STATIC_FILES["eval"]), load_external_data=False)
     return {
-        "files": dict(FILES),
+        "files": dict(STATIC_FILES),  # the names generate_artifacts writes
         "inputs": [i.name for i in evaluation.graph.input if i.name not in present],
         "outputs": [o.name for o in evaluation.graph.output],
         "trainable": requires_grad,

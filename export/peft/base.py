@@ -1,9 +1,11 @@
 """The PEFT method registry and what every method shares.
 
 A method is a validated config dataclass plus ``inject(model, cfg)``, registered with
-``register_method``. Injected modules follow two one-method protocols, torchtune-style:
-``AdapterModule.adapter_params()`` names the parameters a method trains, and
-``Mergeable.merge()`` returns a plain module computing the same function.
+``register_method`` together with its hooks: its fields of Hugging Face PEFT's config and the
+on-disk keys it names itself (``hf_format``). Injected modules follow one-method
+protocols, torchtune-style: ``AdapterModule.adapter_params()`` names the parameters a method
+trains, ``Mergeable.merge()`` returns a plain module computing the same function, and
+``MergeRecipe.merge_recipe(name)`` says how the device folds it (``edgetune.merge_ops``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ class Mergeable(Protocol):
         """A plain module (no adapter) that computes exactly what this one does."""
 
 
+@runtime_checkable
+class MergeRecipe(Protocol):
+    def merge_recipe(self, name: str) -> dict[str, dict]:
+        """Merged tensor name → recipe entry (an ``edgetune.merge_ops`` op) for the tensors this
+        layer, called ``name``, changes; the others are copied from ``base_layer``."""
+
+
+HfConfig = Callable[[EncoderClassifier, Any], dict]
+AdapterKeys = Callable[[EncoderClassifier], dict[str, list[str]]]
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -39,6 +52,9 @@ class Method:
     description: str
     mergeable: bool
     hf_peft_type: str | None = None  # set where Hugging Face PEFT has the method
+    hf_config: HfConfig | None = None  # (model, cfg) → the method's fields of adapter_config.json
+    adapter_keys: AdapterKeys | None = None  # model → its own on-disk keys: parameters joined on dim 1
+    prompt_learning: bool = False  # PEFT keys its tensors under base_model., not base_model.model.
 
     def make_config(self, cfg: Any = None) -> Any:
         """A config from None (defaults), a mapping, ``key=value`` strings or a config."""
@@ -58,11 +74,13 @@ METHODS: Registry[Method] = Registry("method")
 
 
 def register_method(name: str, config: type, description: str, mergeable: bool,
-                    hf_peft_type: str | None = None):
+                    hf_peft_type: str | None = None, hf_config: HfConfig | None = None,
+                    adapter_keys: AdapterKeys | None = None, prompt_learning: bool = False):
     """Decorator on ``inject(model, cfg)``."""
 
     def wrap(inject):
-        METHODS.add(name, Method(name, config, inject, description, mergeable, hf_peft_type))
+        METHODS.add(name, Method(name, config, inject, description, mergeable, hf_peft_type,
+                                 hf_config, adapter_keys, prompt_learning))
         return inject
 
     return wrap

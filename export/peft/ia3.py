@@ -55,9 +55,27 @@ class IA3Linear(nn.Module):
                 out.bias.copy_(base.bias if self.feedforward else base.bias * self.ia3_l.flatten())
         return out
 
+    def merge_recipe(self, name: str) -> dict[str, dict]:
+        """W' = W diag(l) (feed-forward) or diag(l) W and b' = l ⊙ b."""
+        by, src = f"{name}.ia3_l", f"{name}.base_layer"
+        out = {f"{name}.weight": {"op": "scale", "base": f"{src}.weight", "by": by,
+                                  "axis": 1 if self.feedforward else 0, "power": 1}}
+        if self.base_layer.bias is not None and not self.feedforward:
+            out[f"{name}.bias"] = {"op": "scale", "base": f"{src}.bias", "by": by, "axis": 0, "power": 1}
+        return out
+
+
+def hf_config(model, cfg: IA3Config) -> dict:
+    """PEFT's ``IA3Config`` fields; whole paths, as a short name can be ambiguous (BERT's two
+    ``output.dense``)."""
+    wrapped = [(n, m) for n, m in model.named_modules() if isinstance(m, IA3Linear)]
+    return dict(target_modules=sorted(n for n, _ in wrapped),
+                feedforward_modules=sorted(n for n, m in wrapped if m.feedforward),
+                fan_in_fan_out=False, init_ia3_weights=True)
+
 
 @register_method("ia3", IA3Config, "learned scaling l ⊙ activation of keys, values, feed-forward",
-                 mergeable=True, hf_peft_type="IA3")
+                 mergeable=True, hf_peft_type="IA3", hf_config=hf_config)
 def inject(model, cfg: IA3Config) -> None:
     targets = default_targets(cfg.target_modules, DEFAULT_TARGETS, model)
     ff = cfg.feedforward_modules or (DEFAULT_FEEDFORWARD[model.family] if not cfg.target_modules else ())

@@ -61,9 +61,22 @@ class LoraLinear(nn.Module):
                 out.bias.copy_(base.bias)
         return out
 
+    def merge_recipe(self, name: str) -> dict[str, dict]:
+        """W' = W + scale · B A."""
+        return {f"{name}.weight": {"op": "lora", "base": f"{name}.base_layer.weight",
+                                   "A": f"{name}.lora_A.weight", "B": f"{name}.lora_B.weight",
+                                   "scale": float(self.scaling)}}
+
+
+def hf_config(model, cfg: LoraConfig) -> dict:
+    """PEFT's ``LoraConfig`` fields; targets by their last name, as PEFT matches them."""
+    targets = sorted({n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, LoraLinear)})
+    return dict(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none",
+                target_modules=targets, fan_in_fan_out=False, init_lora_weights=True)
+
 
 @register_method("lora", LoraConfig, "low-rank update W + (α/r)·B·A of linear layers",
-                 mergeable=True, hf_peft_type="LORA")
+                 mergeable=True, hf_peft_type="LORA", hf_config=hf_config)
 def inject(model, cfg: LoraConfig) -> None:
     targets = default_targets(cfg.target_modules, DEFAULT_TARGETS, model)
     for name, module in find_targets(model, targets, (nn.Linear,)):

@@ -31,8 +31,28 @@ def attention_of(block):
     return block.attn if hasattr(block, "attn") else block.attention.self
 
 
+def prompt_learning_fields(model, cfg) -> dict:
+    """The fields of PEFT's prompt-learning configs (prefix and prompt tuning)."""
+    heads = model.blocks[0].attn.num_heads if model.family == "vit" else model.config.num_attention_heads
+    return dict(num_virtual_tokens=cfg.num_virtual_tokens, token_dim=model.hidden_size,
+                num_layers=model.num_layers, num_attention_heads=heads, num_transformer_submodules=1)
+
+
+def hf_config(model, cfg: PrefixConfig) -> dict:
+    return {**prompt_learning_fields(model, cfg), "encoder_hidden_size": model.hidden_size,
+            "prefix_projection": False}
+
+
+def adapter_keys(model) -> dict[str, list[str]]:
+    """PEFT's one ``prompt_embeddings`` (p, L·2·d): [layer][key, value][d]."""
+    paths = {id(m): n for n, m in model.named_modules()}
+    return {"prompt_embeddings": [f"{paths[id(attention_of(block))]}.prefix.{kv}"
+                                  for block in model.blocks for kv in ("key", "value")]}
+
+
 @register_method("prefix", PrefixConfig, "trainable key/value prefixes in every attention layer",
-                 mergeable=False, hf_peft_type="PREFIX_TUNING")
+                 mergeable=False, hf_peft_type="PREFIX_TUNING", hf_config=hf_config,
+                 adapter_keys=adapter_keys, prompt_learning=True)
 def inject(model, cfg: PrefixConfig) -> None:
     d = model.hidden_size
     for block in model.blocks:

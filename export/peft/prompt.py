@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from edgetune.config import check_float, check_int
 from edgetune.export.models.layers import PromptTokens
 from edgetune.export.peft.base import register_method
+from edgetune.export.peft.prefix import prompt_learning_fields
 
 
 @dataclass
@@ -26,8 +27,14 @@ class PromptConfig:
         check_float(self, "init_std", lo=0.0)
 
 
+def hf_config(model, cfg: PromptConfig) -> dict:
+    return {**prompt_learning_fields(model, cfg), "prompt_tuning_init": "RANDOM"}
+
+
 @register_method("prompt", PromptConfig, "trainable prompt tokens after the class token",
-                 mergeable=False, hf_peft_type="PROMPT_TUNING")
+                 mergeable=False, hf_peft_type="PROMPT_TUNING", hf_config=hf_config,
+                 adapter_keys=lambda model: {"prompt_embeddings": ["prompt.embeddings"]},
+                 prompt_learning=True)
 def inject(model, cfg: PromptConfig) -> None:
     d = model.hidden_size
     model.prompt = PromptTokens(cfg.num_virtual_tokens, d, cfg.init_std)

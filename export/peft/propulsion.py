@@ -63,6 +63,15 @@ class PropulsionScale(nn.Module):
                 out.bias.copy_(base.bias * s)
         return out
 
+    def merge_recipe(self, name: str) -> dict[str, dict]:
+        """W' = diag(z^k) W, b' = z^k ⊙ b; an embedding scales its features (columns)."""
+        by, k, src = f"{name}.propulsion_z", int(self.degree), f"{name}.base_layer"
+        axis = 1 if isinstance(self.base_layer, nn.Embedding) else 0
+        out = {f"{name}.weight": {"op": "scale", "base": f"{src}.weight", "by": by, "axis": axis, "power": k}}
+        if getattr(self.base_layer, "bias", None) is not None:
+            out[f"{name}.bias"] = {"op": "scale", "base": f"{src}.bias", "by": by, "axis": 0, "power": k}
+        return out
+
 
 @register_method("propulsion", PropulsionConfig, "output scaling F(x) ⊙ z^k of linear layers and embeddings",
                  mergeable=True)
