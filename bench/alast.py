@@ -22,7 +22,7 @@ How it measures:
   the high-water mark of the address space exec made, so nothing of this process counts;
 - seconds per step: the median of ``step_time`` in the run's metrics.jsonl (the engine's
   train step: forward, backward, optimizer), first step left out;
-- FLOPs per step: from the bundle manifest's per-layer fits (edgetune.schedule.costs, the
+- FLOPs per step: from the bundle manifest's per-layer fits (edgetune.caps.cost_model, the
   planner's own model; stem and head not counted) for the plan each step actually ran
   (tokens kept per layer, layers trained) at that batch's token count, averaged over steps;
 - the budget heat map comes from the ``budgets`` field of each step's metrics record.
@@ -242,11 +242,13 @@ def over_seeds(runs: list[dict]) -> dict:
 
 
 def summarize(run: Path, bundle: Path, batch_size: int) -> dict:
-    from edgetune.schedule.costs import ModelCosts, step_flops
+    from edgetune.bundle import Bundle
+    from edgetune.caps.cost_model import ModelCosts, step_flops
+    from edgetune.train.run_folder import RunFolder
 
-    costs = ModelCosts.from_manifest(json.loads((bundle / MANIFEST).read_text()))
-    info = json.loads((run / "run.json").read_text())
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    costs = ModelCosts.from_manifest(Bundle.open(bundle, verify=False).manifest)
+    folder = RunFolder(run)
+    info, rows = folder.read_info(), folder.metrics()
     L = costs.num_layers
     bs = min(batch_size, int(info["train_size"]))
     flops, keep_frac, trained_n = [], [], []
@@ -261,7 +263,7 @@ def summarize(run: Path, bundle: Path, batch_size: int) -> dict:
     timed = times[1:] if len(times) > 2 else times
     step_s = float(np.median(timed))
     return {
-        "mode": info["config"]["mode"] or ("adaptive" if info["config"]["schedule"] == "alast" else "static"),
+        "mode": info["mode"],
         "steps": len(rows), "step_s": step_s, "samples_per_s": bs / step_s,
         "flops": float(np.mean(flops)), "keep_mean": float(np.mean(keep_frac)),
         "layers_trained_mean": float(np.mean(trained_n)), "num_layers": L,

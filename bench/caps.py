@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 import statistics
 import sys
@@ -27,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.bundle import MANIFEST
-from edgetune.schedule.units import format_bytes
+from edgetune.caps.units import format_bytes
 from edgetune.sensors.child import ChildRun, run_measured
+from edgetune.train.run_folder import RunFolder
 
 FRACTIONS = (1.0, 0.7, 0.5, 0.25)
 WORDS = ("the film is a quiet and moving study of grief with sharp writing and fine acting but "
@@ -74,8 +74,7 @@ def train(bundle: Path, data: Path, run: Path, schedule: str, steps: int, batch:
 
 
 def step_seconds(run: Path) -> float:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()] \
-        if (run / "metrics.jsonl").is_file() else []
+    rows = RunFolder(run).metrics()
     return statistics.median(r["step_time"] for r in rows) if rows else float("nan")
 
 
@@ -86,8 +85,7 @@ def joules(stdout: str) -> float:
 
 def _trained(run: Path) -> bool:
     """Whether a run took a step (a refusal takes none; a failure mid-run is no refusal)."""
-    metrics = run / "metrics.jsonl"
-    return metrics.is_file() and bool(metrics.read_text().strip())
+    return bool(RunFolder(run).metrics())
 
 
 def refusal_note(stderr: str) -> str:
@@ -105,7 +103,7 @@ def verdict(got: ChildRun, run: Path, cap: float, steps: int) -> str:
     if got.returncode == 2 and not _trained(run):
         return "PASS (refused)"
     if got.returncode == 0:
-        rows = len((run / "metrics.jsonl").read_text().splitlines())
+        rows = len(RunFolder(run).metrics())
         return "PASS" if got.peak_rss_bytes <= cap and rows == steps else "FAIL"
     return f"FAIL (exit {got.returncode})"
 

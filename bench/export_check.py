@@ -58,7 +58,7 @@ def full_keep(bundle, batch: dict) -> np.ndarray:
 
 def open_engines(path: str, modes, threads: int):
     from edgetune.bundle import Bundle
-    from edgetune.train.trainer import open_engine
+    from edgetune.train.modes import open_engine
 
     bundle = Bundle.open(path, verify=False)
     return bundle, {m: open_engine(bundle, m, threads) for m in modes}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from edgetune.errors import EdgetuneError
 from edgetune.jsonfile import read_json
@@ -111,12 +111,3 @@ class Bundle:
         rel = self.inputs.get("tokenizer")
         return self.path / rel if rel else None
 
-
-def default_mode(schedule: str, bundle_modes: Sequence[str], ram_capped: bool) -> str:
-    """The bundle mode a run uses when none is named (the CLI's ``train`` and ``plan`` and
-    :class:`~edgetune.train.Trainer` ask here): adaptive for ALaST, under a RAM cap (its
-    plans can freeze layers and its checkpoints stream, where ORT's training API serialises
-    its whole state at once) and where the bundle has no static mode; static otherwise."""
-    if schedule == "alast" or "static" not in bundle_modes:
-        return "adaptive"
-    return "adaptive" if ram_capped and "adaptive" in bundle_modes else "static"

@@ -107,32 +107,29 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
 
     from edgetune.bundle import Bundle
     from edgetune.config import from_strings
-    from edgetune.schedule import AlastConfig
-    from edgetune.train import TrainConfig, Trainer, load_data
-    from edgetune.bundle import default_mode
-
     from edgetune.devices import detect_device, get_device
-    from edgetune.schedule.caps import Caps
-    from edgetune.schedule.units import format_joules
-    from edgetune.train.runinfo import require_fresh, require_run
-    from edgetune.train.runlock import check_free
+    from edgetune.schedule.alast import AlastConfig
+    from edgetune.caps.limits import Caps
+    from edgetune.caps.units import format_joules
+    from edgetune.train import RunFolder, TrainConfig, Trainer, load_data, pick_mode
 
     caps = Caps.parse(ram=ram_cap, energy=energy_cap, power=power_cap)
     device = get_device(device_name) if device_name else detect_device()
     b = Bundle.open(bundle)
     if mode is None:
-        mode = default_mode(schedule, b.modes, caps.ram_bytes is not None)
+        mode = pick_mode(schedule, b.modes, caps.ram_bytes is not None)
     cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
                       schedule=schedule, mode=mode, seed=seed, threads=threads,
                       checkpoint_every=checkpoint_every, eval_every=eval_every,
                       alast=from_strings(AlastConfig, alast_settings))
-    b.mode_dir(cfg.engine_mode)  # a clear error before data loading if the mode is missing
+    b.mode_dir(cfg.mode)  # a clear error before data loading if the mode is missing
     run = Path(out) if out else Path("runs") / b.path.resolve().name
-    if not resume:
-        require_fresh(run)
+    folder = RunFolder(run)  # these refusals again in Trainer; here before the data loads
     if resume:
-        require_run(run)  # these two again in Trainer; here before the data loads
-    check_free(run)
+        folder.require_run()
+    else:
+        folder.require_fresh()
+    folder.check_free()
     train_set = load_data(b, data, None, text_column, label_column)
     labels = getattr(train_set, "label_names", None)
     val_set = load_data(b, val, labels, text_column, label_column) if val else None
@@ -144,9 +141,8 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
         click.echo(f"resuming {run}: no checkpoint yet (the run stopped before its first one); "
                    "starting at step 0", err=True)
     result = trainer.fit()
-    per_step = result.seconds / max(1, result.steps - 0)
     line = (f"{run}: {result.steps} steps, loss {result.final_loss:.4f}, "
-            f"{per_step:.3f} s/step, peak RSS {result.peak_rss_mb:.0f} MB, {format_joules(result.energy_j)}")
+            f"{result.seconds_per_step:.3f} s/step, peak RSS {result.peak_rss_mb:.0f} MB, {format_joules(result.energy_j)}")
     if result.best_accuracy is not None:
         line += f", best val accuracy {result.best_accuracy:.4f}"
     click.echo(line)
@@ -212,8 +208,8 @@ def plan(bundle, device_name, ram_cap, energy_cap, power_cap, batch_size, steps,
 
     from edgetune.bundle import Bundle
     from edgetune.devices import detect_device, get_device
-    from edgetune.schedule.caps import Caps
-    from edgetune.schedule.dry_run import format_report, plan_report
+    from edgetune.caps.dry_run import format_report, plan_report
+    from edgetune.caps.limits import Caps
 
     b = Bundle.open(bundle, verify=False)
     device = get_device(device_name) if device_name else detect_device()

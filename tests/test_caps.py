@@ -13,15 +13,18 @@ import re
 import numpy as np
 import pytest
 
+from edgetune.caps.calibration import MIB, MemoryCalibration, base_prior
+from edgetune.caps.cost_model import ModelCosts, step_flops, step_memory, tokens_in
+from edgetune.caps.dry_run import format_report, plan_report
+from edgetune.caps.limits import Caps
+from edgetune.caps.planner import CapPlanner, CapSettings
+from edgetune.caps.units import parse_bytes, parse_joules, parse_watts
 from edgetune.devices import DeviceProfile
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.schedule.calibration import MIB, MemoryCalibration, base_prior
-from edgetune.schedule.cap_planner import CapPlanner, CapSettings
-from edgetune.schedule.caps import Caps
-from edgetune.schedule.costs import ModelCosts, step_flops, step_memory, tokens_in
-from edgetune.schedule.dry_run import format_report, plan_report
-from edgetune.schedule.planners import AlastPlanner, StaticPlanner, StepPlan
-from edgetune.schedule.units import parse_bytes, parse_joules, parse_watts
+from edgetune.schedule import AlastPlanner, StaticPlanner, StepPlan
+from edgetune.train.engines import StaticEngine
+
+STATIC = StaticEngine.caps.memory   # ORT's training state; the default: numpy's (adaptive)
 
 
 def fake_manifest():
@@ -72,12 +75,12 @@ def test_costs_by_hand():
     assert m.working == 2 * 2 * 1000 and m.arena == m.activations + m.working
     assert m.host == 3 * 4 * 5                                 # AdamW temporaries of the largest (5)
     assert m.total == 7 + 4000 + 160 + 80 + 2308 + 4000 + 60
-    static = step_memory(costs, keep, trained, n_tokens=10, micro_batch=2, base=7.0, engine="static",
+    static = step_memory(costs, keep, trained, n_tokens=10, micro_batch=2, base=7.0, engine=STATIC,
                          batch_size=4, input_bytes_per_sample=100.0)
     assert static.checkpoint == 2 * (4000 + 160)              # ORT's checkpoint: 2·(P + O)
     assert static.gradients == 1 * 4 * (5 + 5)                # ORT's own gradient buffers
     assert static.host == 4 * 100                             # the whole batch's inputs (AdamW in ORT)
-    with pytest.raises(UsageError, match="engine='gpu': must be one of adaptive, static"):
+    with pytest.raises(UsageError, match="engine='gpu': must be an EngineMemory"):
         step_memory(costs, keep, trained, n_tokens=10, micro_batch=2, base=7.0, engine="gpu")
 
 
@@ -170,7 +173,7 @@ def test_static_engine_keeps_every_layer_trained():
     # static: C = 2·(P + O) = 8320, G = 4·20 (ORT's buffers), no AdamW temporaries. All
     # trained at floor keep, micro-batch 4: 4160 + 80 + 8000 + 4·(1080 + 432) + 8320 = 26608
     # > 20000; micro-batch 2: 4160 + 80 + 4000 + 2·1512 + 8320 = 19584
-    p = planner(Caps(ram_bytes=20000), engine="static")
+    p = planner(Caps(ram_bytes=20000), engine=STATIC)
     plan = p.plan(10, 4)
     assert plan.trained.all() and plan.micro_batch == 2
 
@@ -285,7 +288,7 @@ def test_measured_rss_over_the_cap_stops_the_run_with_a_reason():
 
 
 def test_a_checkpoint_spike_in_the_high_water_mark_does_not_inflate_the_base():
-    p = planner(Caps(ram_bytes=10**6), base=0.0, engine="static")
+    p = planner(Caps(ram_bytes=10**6), base=0.0, engine=STATIC)
     p.plan(10, 4)
     model = p.last.memory.model
     p.observe_memory(1000 + model)                  # the step alone: base 1000
@@ -374,6 +377,22 @@ def test_plan_report_shows_the_shrunk_plan_and_its_costs():
     assert "predicted peak RSS" in text and "FLOPs per step" in text and "energy per step" in text
     with pytest.raises(EdgetuneError, match="smallest cap that would work"):
         plan_report(fake_manifest(), profile(), Caps(ram_bytes=100 * MIB), 4, "static")
+
+
+def test_the_cost_model_takes_the_engines_capabilities():
+    """The engines' declared capabilities give the cost model today's numbers; plan predicts
+    the engine train picks (a static-only bundle: ORT's whole-state checkpoint under a RAM cap)."""
+    from edgetune.caps.cost_model import EngineMemory
+    from edgetune.train.engines import AdaptiveEngine
+
+    assert AdaptiveEngine.caps.memory == EngineMemory() != STATIC
+    with pytest.raises(UsageError, match="CapSettings.engine='static': must be an EngineMemory"):
+        CapSettings(engine="static")
+    caps = Caps(ram_bytes=10**9)
+    both = plan_report(fake_manifest(), profile(), caps, 4, "static")
+    static_only = plan_report({**fake_manifest(), "modes": ["static"]}, profile(), caps, 4, "static")
+    assert both["step"]["memory"]["checkpoint"] == 0                      # adaptive under a RAM cap
+    assert static_only["step"]["memory"]["checkpoint"] == 2 * (4000 + 160)  # ORT's: 2·(P + O)
 
 
 def test_a_refused_arena_replans_the_same_step_smaller_then_stops_with_a_reason():

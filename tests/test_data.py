@@ -9,7 +9,6 @@ import pytest
 from edgetune.data import (
     BatchSampler,
     DataError,
-    DataLoader,
     ImageSpec,
     TextSpec,
     build_word_level_tokenizer,
@@ -376,24 +375,24 @@ def test_resume_from_any_point_gives_the_same_batches_and_weights(tmp_path):
         return 0.9 * w + 0.1 * (pv.mean(0) * (batch["labels"].mean() + 1))
 
     epochs = 3
-    ref_loader, ref_w, ref_batches = DataLoader(ds, 4, seed=5), np.zeros(16, np.float32), []
+    ref_loader, ref_w, ref_batches = BatchSampler(len(ds), 4, seed=5), np.zeros(16, np.float32), []
     while ref_loader.epoch < epochs:
-        for batch in ref_loader:
+        for batch in map(ds.batch, ref_loader):
             ref_w = step(ref_w, batch)
             ref_batches.append(batch["labels"].tolist())
     assert len(ref_batches) == 9
     for kill_after in range(len(ref_batches)):
-        loader, w, n = DataLoader(ds, 4, seed=5), np.zeros(16, np.float32), 0
+        loader, w, n = BatchSampler(len(ds), 4, seed=5), np.zeros(16, np.float32), 0
         while loader.epoch < epochs and n < kill_after:
-            for batch in loader:
+            for batch in map(ds.batch, loader):
                 w, n = step(w, batch), n + 1
                 if n == kill_after:
                     break
         saved = json.loads(json.dumps(loader.state_dict()))  # what a checkpoint stores
-        resumed = DataLoader(ds, 4, seed=5)
+        resumed = BatchSampler(len(ds), 4, seed=5)
         resumed.load_state_dict(saved)
         while resumed.epoch < epochs:
-            for batch in resumed:
+            for batch in map(ds.batch, resumed):
                 w, n = step(w, batch), n + 1
         assert n == len(ref_batches)
         assert np.array_equal(w, ref_w), f"killed after batch {kill_after}"

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
+import torch
 from onnxruntime.training.api import CheckpointState, Module
 
-from edgetune.export.onnx import MAX_IR_VERSION, export_mode
+from edgetune.export.onnx import MAX_IR_VERSION, export_mode, trace_whole
 from edgetune.export.peft import trainable_names
+from edgetune.schedule.alast.importance import class_token_delta
 
 from export_cases import (
     CLASSES,
@@ -75,6 +78,31 @@ def test_eval_model_matches_torch(bundle):
     out_loss, out_logits, _ = module(*numpy_inputs(inputs), np.array(keep, np.int64), labels.numpy())
     assert_close(out_loss, loss, "eval loss", rtol_for(model))
     assert_close(out_logits, logits, "eval logits", rtol_for(model))
+
+
+def test_cls_delta_has_one_definition():
+    """Δ_l = mean over the batch of Σ_features (CLS_l − CLS_{l−1})² (ALaST, arXiv 2408.08670) is
+    ``class_token_delta``: checked here by hand, then the static graph's ``cls_delta`` output
+    against it on the model's own class tokens (the adaptive runtime calls it directly)."""
+    prev = np.array([[0, 0], [1, 1]], np.float32)   # batch of 2, 2 features
+    cur = np.array([[1, 2], [4, 5]], np.float32)    # sample 0 moves by (1, 2): 5; sample 1 by (3, 4): 25
+    assert class_token_delta(prev, cur) == (5 + 25) / 2
+    assert class_token_delta(prev, cur).dtype == np.float32
+    # layers stacked on a leading axis, (L, B, D) → (L,): the second layer moves nothing
+    np.testing.assert_array_equal(class_token_delta(np.stack([prev, cur]), np.stack([cur, cur])),
+                                  [15.0, 0.0])
+
+    model = build("vit-micro", "lora").eval()
+    inputs, _, keep = cases(model)[4]
+    graph = trace_whole(model)
+    session = onnxruntime.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = dict(zip(model.input_names, numpy_inputs(inputs)), keep=np.array(keep, np.int64))
+    (out_delta,) = session.run(["cls_delta"], feeds)
+    with torch.no_grad():
+        features = model.forward_features(*inputs, keep=torch.tensor(keep))
+        cls = np.stack([c.numpy() for c in features.cls_tokens])
+    assert out_delta.shape == (model.num_layers,)
+    assert_close(out_delta, class_token_delta(cls[:-1], cls[1:]), "cls_delta", rtol_for(model))
 
 
 def test_every_graph_has_a_supported_ir_version(bundle):

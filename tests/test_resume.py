@@ -412,3 +412,70 @@ def test_a_real_internal_error_in_a_subprocess(bundle, tmp_path):  # noqa: F811
     out = subprocess.run([str(exe), "--debug", "plan", str(broken)], capture_output=True, text=True, env=env)
     assert out.returncode == 1
     assert out.stderr.startswith("Traceback") and out.stderr.strip().endswith("KeyError: 'tokens'")
+
+
+
+# ---- 7. the run folder, and what a resumed process measures ----------------------------------
+
+def test_the_run_folder_finds_its_files_and_checkpoints(tmp_path):
+    from edgetune.train import RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    assert not folder.has_info() and folder.metrics() == [] and folder.checkpoint("best") is None
+    with pytest.raises(EdgetuneError, match="no such run folder"):
+        folder.read_info()
+    folder.write_info({"bundle": "b"})
+    assert folder.read_info() == {"bundle": "b"} and folder.info_file == tmp_path / "run" / "run.json"
+    log = folder.metrics_log()
+    log.write({"step": 1, "loss": 0.5})
+    log.close()
+    assert folder.metrics() == [{"step": 1, "loss": 0.5}]
+
+    def save(step, tags):
+        folder.checkpoints.save(step, lambda tmp: None, {"step": step, "mode": "static"}, tags)
+
+    save(2, ("last",))
+    # best falls back to last
+    assert folder.checkpoint("best").name == folder.checkpoint("last").name == "step-00000002"
+    save(4, ("best",))
+    save(6, ("last",))
+    assert folder.checkpoint("best").name == "step-00000004"
+    assert folder.checkpoint("last").name == "step-00000006"
+    assert folder.state(folder.checkpoint("step-00000004"))["step"] == 4
+    with pytest.raises(UsageError,
+                       match=r"checkpoint='step-9': .* \(best, last, step-00000004, step-00000006\)"):
+        folder.checkpoint("step-9")
+
+
+def test_a_resumed_run_reports_time_per_step_over_the_steps_it_ran(sets, tmp_path):
+    run = tmp_path / "run"
+    interrupted_run(sets, run)  # checkpoint at 4: the resumed process runs steps 5 and 6
+    result = make(sets, run, resume=True).fit()
+    assert result.steps == STEPS and result.steps_run == 2
+    assert result.seconds_per_step == pytest.approx(result.seconds / 2)
+
+
+def test_the_cli_summary_divides_by_the_steps_this_process_ran(sets, bundle, data, tmp_path, monkeypatch):  # noqa: F811
+    from edgetune.train import TrainResult
+
+    done = TrainResult(steps=STEPS, final_loss=0.5, best_accuracy=None, seconds=1.0, peak_rss_mb=1.0,
+                       steps_run=2)
+    monkeypatch.setattr(Trainer, "fit", lambda self: done)
+    out = cli(*train_args(bundle, data[0], tmp_path / "run"))
+    assert out.exit_code == 0, out.output
+    assert f"{STEPS} steps, loss 0.5000, 0.500 s/step" in out.output
+
+
+def test_a_capped_resume_warms_up_after_loading_and_keeps_its_measurement(sets, tmp_path):
+    """The warm-up's RSS calibrates the resumed run: it is measured after the checkpoint
+    loaded (the engine rebuilt), and the planner's state loaded does not erase it."""
+    from edgetune.caps.limits import Caps
+
+    run, caps = tmp_path / "run", Caps.parse(ram="64GB")
+    b, train = sets
+    cfg = TrainConfig(steps=STEPS, batch_size=8, threads=1, checkpoint_every=2, mode="adaptive")
+    with pytest.raises(Killed):
+        Trainer(b, train, None, cfg, out=run, caps=caps, callbacks=[kill_at(5)]).fit()
+    resumed = Trainer(b, train, None, cfg, out=run, caps=caps, resume=True)
+    assert resumed.step == 4 and resumed.planner.memory.idle is not None
+    assert resumed.fit().steps == STEPS

@@ -7,7 +7,7 @@ import pytest
 
 from edgetune.config import from_strings
 from edgetune.errors import UsageError
-from edgetune.schedule import (
+from edgetune.schedule.alast import (
     BUDGET_RULES,
     AlastConfig,
     AlastScheduler,

@@ -2,8 +2,8 @@
 
 >>> spec = ImageSpec(image_size=32, channels=3, num_classes=10)
 >>> train, val = split(load_dataset("cifar.npz", spec), fraction=0.1, seed=0)
->>> for batch in DataLoader(train, batch_size=32, seed=0):  # {"pixel_values", "labels"}
-...     ...
+>>> sampler = BatchSampler(len(train), batch_size=32, seed=0)
+>>> batch = train.batch(sampler.batch_indices(epoch=0, index=0))  # {"pixel_values", "labels"}
 
 Every problem with a data file raises :class:`DataError` (an ``EdgetuneError``): one line,
 ``<file>: <problem>``.
@@ -13,7 +13,7 @@ from edgetune.data.base import Dataset, Subset, split
 from edgetune.data.errors import DataError
 from edgetune.data.folder import ImageFolderDataset, load_image_folder
 from edgetune.data.images import ArrayImageDataset, load_npz
-from edgetune.data.loader import DataLoader, load_dataset
+from edgetune.data.loader import load_dataset
 from edgetune.data.resize import normalize, resize
 from edgetune.data.sampler import BatchSampler, permutation
 from edgetune.data.spec import ImageSpec, TextSpec
@@ -21,7 +21,7 @@ from edgetune.data.text import TextDataset, load_text
 from edgetune.data.tokenizer import build_word_level_tokenizer, load_tokenizer
 
 __all__ = [
-    "ArrayImageDataset", "BatchSampler", "DataError", "DataLoader", "Dataset", "ImageFolderDataset",
+    "ArrayImageDataset", "BatchSampler", "DataError", "Dataset", "ImageFolderDataset",
     "ImageSpec", "Subset", "TextDataset", "TextSpec", "build_word_level_tokenizer",
     "load_dataset", "load_image_folder", "load_npz", "load_text", "load_tokenizer", "normalize",
     "permutation", "resize", "split",

@@ -1,16 +1,11 @@
-"""``load_dataset`` (dispatch on the path) and ``DataLoader`` (resumable batches of arrays)."""
+"""``load_dataset``: a data file or folder, by its suffix, as a :class:`Dataset`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from edgetune.data.base import Dataset
 from edgetune.data.errors import DataError
-from edgetune.data.sampler import BatchSampler
 from edgetune.data.spec import ImageSpec, TextSpec
 
 IMAGE_FILES = (".npz",)
@@ -49,33 +44,3 @@ def load_dataset(path: str | Path, spec: ImageSpec | TextSpec) -> Dataset:
     raise DataError(path, f"unsupported file type {suffix or '(no suffix)'!r}; "
                           f"for this {kind} model give {want}")
 
-
-class DataLoader:
-    """Batches of ``dataset`` in :class:`BatchSampler` order, as dicts of numpy arrays.
-
-    Iterating yields the rest of the current epoch; ``state_dict()`` after a batch was used
-    points at the next one, so save it with the checkpoint and resume with
-    ``load_state_dict()`` to see exactly the batches an uninterrupted run would have seen.
-    """
-
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = False):
-        self.dataset = dataset
-        self.sampler = BatchSampler(len(dataset), batch_size, seed, drop_last, shuffle)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    @property
-    def epoch(self) -> int:
-        return self.sampler.epoch
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        for idx in self.sampler:
-            yield self.dataset.batch(idx)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.sampler.load_state_dict(state)

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgetune.errors import UsageError
 from edgetune.runtime.sessions import ParamValues, SessionCache, load_params, read_index
+from edgetune.schedule.alast.importance import class_token_delta, class_token_norm
 
 
 @dataclass
@@ -70,7 +71,7 @@ class AdaptiveRunner:
         for i, block in enumerate(self.blocks):
             x, bias, _ = self._block_forward(params, block, x, bias, keep[i], "forward")
             cur = _cls(x)
-            deltas.append(_delta(prev, cur))
+            deltas.append(float(class_token_delta(prev, cur)))
             prev = cur
         (logits,) = self.sessions.run_ort(self._graph("head", "forward"), ["logits"],
                                           {**params, **self._head_feeds(x, bias)})
@@ -124,8 +125,8 @@ class AdaptiveRunner:
                 need = self.sessions.input_names(self._backward_file(block, i, trained, lowest))
                 kept[i] = {n: values[n] for n in need if n in values}
             cur = _cls(x)
-            deltas.append(_delta(prev, cur))
-            norms.append(_norm(prev))
+            deltas.append(float(class_token_delta(prev, cur)))
+            norms.append(float(class_token_norm(prev)))
             prev = cur
             attns.append(values["cls_attn"].numpy())
             bias = bias_out
@@ -180,11 +181,3 @@ class AdaptiveRunner:
 def _cls(x) -> np.ndarray:
     """The class token (B, D) of a (B, N, D) OrtValue or array."""
     return np.array((x.numpy() if hasattr(x, "numpy") else x)[:, 0])
-
-
-def _delta(prev: np.ndarray, cur: np.ndarray) -> float:
-    return float(((cur - prev) ** 2).sum(-1).mean())
-
-
-def _norm(cls: np.ndarray) -> float:
-    return float((cls.astype(np.float64) ** 2).sum(-1).mean())

@@ -1,5 +1,6 @@
 """The process's ONNX Runtime environment: one CPU arena shared by every session, with an
-optional byte limit, and the session options every engine uses (set here, nowhere else).
+optional byte limit, and the session options and providers every engine uses (set here,
+nowhere else).
 
 One arena for all sessions: a per-session arena keeps its own high-water mark, so a process
 with one session per block would hold the sum of every graph's peak; a shared one holds the
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 from edgetune.errors import EdgetuneError
 
 _ARENA: Optional[dict[str, Any]] = None   # {"ok": bool} once registered
+PROVIDERS = ("CPUExecutionProvider",)     # where every session runs
 
 
 class ArenaFull(EdgetuneError):

@@ -9,7 +9,7 @@ import numpy as np
 from edgetune.bundle import INDEX_FILE, INDEX_FORMAT
 from edgetune.errors import EdgetuneError
 from edgetune.jsonfile import read_json
-from edgetune.runtime.ort_env import arena_errors, session_options
+from edgetune.runtime.ort_env import PROVIDERS, arena_errors, session_options
 from edgetune.tensorfile import load_tensors
 
 
@@ -26,9 +26,9 @@ def load_params(path: str | Path) -> dict[str, np.ndarray]:
 class SessionCache:
     """One InferenceSession per graph file, created on first use.
 
-    ``run`` takes and returns numpy arrays; ``run_ort`` takes numpy arrays or ``OrtValue``s and
-    returns ``OrtValue``s, so activations passed from graph to graph (block outputs, saved
-    tensors, incoming gradients) stay in ORT's buffers instead of being copied into numpy.
+    ``run_ort`` takes numpy arrays or ``OrtValue``s and returns ``OrtValue``s, so activations
+    passed from graph to graph (block outputs, saved tensors, incoming gradients) stay in ORT's
+    buffers instead of being copied into numpy.
     """
 
     def __init__(self, folder: str | Path, threads: int = 0):
@@ -49,7 +49,7 @@ class SessionCache:
             import onnxruntime
 
             sess = onnxruntime.InferenceSession(str(self.folder / file), self.options,
-                                                providers=["CPUExecutionProvider"])
+                                                providers=list(PROVIDERS))
             self._sessions[file] = sess
             self._inputs[file] = [i.name for i in sess.get_inputs()]
         return self._sessions[file]
@@ -58,21 +58,9 @@ class SessionCache:
         self.get(file)
         return self._inputs[file]
 
-    def run(self, file: str, outputs: list[str] | None, values: dict) -> list[np.ndarray]:
-        """Run ``file`` feeding each input by name from ``values`` (extra entries ignored)."""
-        sess = self.get(file)
-        try:
-            feeds = {n: values[n] for n in self._inputs[file]}
-        except KeyError as e:
-            raise EdgetuneError(f"{file}: no value for graph input {e.args[0]!r}") from None
-        result = sess.run(outputs, feeds)
-        for name, value in zip(outputs or [o.name for o in sess.get_outputs()], result):
-            if value is None:  # an optimizer removed a node whose output we asked for
-                raise EdgetuneError(f"{file}: onnxruntime returned no value for {name!r}")
-        return result
-
     def run_ort(self, file: str, outputs: list[str], values: dict) -> list:
-        """Like ``run``, but values may be ``OrtValue``s and the results are ``OrtValue``s."""
+        """Run ``file`` feeding each input by name from ``values`` (numpy arrays or ``OrtValue``s;
+        extra entries ignored); the results are ``OrtValue``s."""
         from onnxruntime import OrtValue
 
         sess = self.get(file)

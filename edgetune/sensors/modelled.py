@@ -1,9 +1,8 @@
 """Modelled energy from a device profile, for machines without a power sensor.
 
-- :class:`ModelledMeter`: P = idle + (active − idle)·u, E += P·Δt per sample, u the mean
-  utilisation over the interval (default: psutil's CPU share since the last call for CPU
-  devices; 1, i.e. busy, for GPU devices, whose load the CPU share does not show).
-- :class:`FlopMeter`: E = FLOPs / 1e9 · J/GFLOP, counted from the FLOPs the caller reports.
+:class:`ModelledMeter`: P = idle + (active − idle)·u, E += P·Δt per sample, u the mean
+utilisation over the interval (default: psutil's CPU share since the last call for CPU
+devices; 1, i.e. busy, for GPU devices, whose load the CPU share does not show).
 """
 
 from __future__ import annotations
@@ -64,27 +63,3 @@ class ModelledMeter(EnergyMeter):
         p = self.profile
         return f"model ({p.name}: {p.idle_watts:g}-{p.active_watts:g} W)"
 
-
-class FlopMeter(EnergyMeter):
-    """Energy = FLOPs done × the profile's J/GFLOP; call :meth:`add_flops` each step."""
-
-    name = "flops"
-
-    def __init__(self, profile: DeviceProfile) -> None:
-        self.profile = profile
-        self.flops = 0.0
-
-    def available(self) -> bool:
-        return True
-
-    def start(self) -> None:
-        self.flops = 0.0
-
-    def add_flops(self, flops: float) -> None:
-        self.flops += float(flops)
-
-    def read_joules(self) -> float:
-        return self.profile.flops_joules(self.flops)
-
-    def describe(self) -> str:
-        return f"flops ({self.profile.joules_per_gflop:.3g} J/GFLOP)"

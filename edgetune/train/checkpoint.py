@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgetune.atomic import atomic_dir, atomic_write_text, remove_temporaries
-from edgetune.errors import DiskFullError, EdgetuneError, is_disk_full
+from edgetune.bundle import MODES
+from edgetune.errors import DiskFullError, EdgetuneError, UsageError, is_disk_full
 from edgetune.jsonfile import read_json
 
 STATE = "state.json"
@@ -65,6 +66,18 @@ class CheckpointStore:
             raise EdgetuneError(f"{self.pointer(tag)}: points at {name}, which is missing")
         return folder
 
+    def find(self, name: str = "best") -> Path | None:
+        """The checkpoint folder ``name`` names: ``best`` (falling back to ``last`` where the
+        run never validated), ``last``, or a folder (``step-00000030``); None if no pointer."""
+        if name in ("best", "last"):
+            return self.path(name) or (self.path("last") if name == "best" else None)
+        folder = self.dir / name
+        if "/" in name or name.startswith(".") or not (folder / STATE).is_file():
+            have = sorted(p.name for p in self.dir.glob("step-*") if p.is_dir()) if self.dir.is_dir() else []
+            raise UsageError(f"checkpoint={name!r}: {self.run} has no such checkpoint "
+                             f"(best, last{''.join(', ' + h for h in have)})")
+        return folder
+
     def state(self, tag: str) -> dict[str, Any] | None:
         folder = self.path(tag)
         return None if folder is None else read_state(folder)
@@ -96,6 +109,6 @@ def read_state(folder: Path) -> dict[str, Any]:
     path = folder / STATE
     state = read_json(path, "no such file (a checkpoint folder holds one)")
     if not isinstance(state, dict) or not isinstance(state.get("step"), int) \
-            or state.get("mode") not in ("static", "adaptive"):
+            or state.get("mode") not in MODES:
         raise EdgetuneError(f"{path}: not a checkpoint state (needs an integer step and a mode)")
     return state

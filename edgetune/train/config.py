@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from edgetune.config import check_choice, check_float, check_int
 from edgetune.errors import UsageError
 from edgetune.schedule import AlastConfig
+from edgetune.train.modes import ENGINES, check_request
 
 SCHEDULES = ("static", "alast")
 
@@ -18,9 +19,9 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1e-3
     warmup: int = 0             # linear warm-up steps, then cosine decay
-    weight_decay: float = 0.0   # AdamW's decoupled decay (adaptive mode only)
+    weight_decay: float = 0.0   # AdamW's decoupled decay (engines that can: adaptive)
     schedule: str = "static"    # static: every layer, every token; alast: adaptive
-    mode: str = ""              # bundle mode; "" picks adaptive for alast, static otherwise
+    mode: str = ""              # bundle mode; "": train.modes.pick_mode picks it
     seed: int = 0
     threads: int = 0            # ONNX Runtime intra-op threads; 0: its default
     checkpoint_every: int = 0   # steps between "last" checkpoints; 0: only at the end
@@ -38,20 +39,13 @@ class TrainConfig:
         check_int(self, "warmup", lo=0)
         check_float(self, "weight_decay", lo=0.0)
         check_choice(self, "schedule", SCHEDULES)
-        check_choice(self, "mode", ("", "static", "adaptive"))
-        if self.schedule == "alast" and self.mode == "static":
-            raise UsageError("TrainConfig.mode='static': ALaST needs the adaptive mode's per-layer graphs")
-        if self.weight_decay and self.engine_mode == "static":
-            raise UsageError(f"TrainConfig.weight_decay={self.weight_decay}: static mode runs ORT's "
-                             "AdamW graph, exported with weight decay 0; use mode='adaptive'")
+        check_choice(self, "mode", ("", *ENGINES))
+        if self.mode:  # else checked once picked (Trainer)
+            check_request(self.mode, self.schedule, self.weight_decay)
         check_int(self, "seed", lo=0)
         check_int(self, "threads", lo=0)
         check_int(self, "checkpoint_every", lo=0)
         check_int(self, "eval_every", lo=0)
-
-    @property
-    def engine_mode(self) -> str:
-        return self.mode or ("adaptive" if self.schedule == "alast" else "static")
 
     def total_steps(self, batches_per_epoch: int) -> int:
         return self.steps or max(1, round(self.epochs * batches_per_epoch))

@@ -4,7 +4,8 @@
 the trainable set never changes, but every layer always runs its full backward.
 ``AdaptiveEngine`` drives the per-block graphs: a layer frozen for a step runs only its
 input-gradient graph, and nothing runs below the lowest trained layer (ALaST).
-Both take token keep counts per layer every step.
+Both take token keep counts per layer every step. Each class declares what it can do
+(:class:`EngineCaps`); a request outside that is a :class:`UsageError`, never ignored.
 """
 
 from __future__ import annotations
@@ -15,13 +16,36 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from edgetune.errors import EdgetuneError
+from edgetune.errors import EdgetuneError, UsageError
+from edgetune.runtime.ort_env import PROVIDERS, ArenaFull, arena_errors, session_options
+from edgetune.caps.cost_model import EngineMemory
 from edgetune.tensorfile import load_tensors, save_tensors
-from edgetune.runtime.ort_env import ArenaFull, arena_errors, session_options
 from edgetune.runtime.ort_training import training_api
 from edgetune.train.optim import AdamW, AdamWConfig
 
 Batch = dict[str, np.ndarray]
+ORT_CHECKPOINT = "ort_checkpoint"          # a static checkpoint: ORT's whole state
+PARAMS_FILE = "params.safetensors"         # an adaptive checkpoint: the trainable parameters
+OPTIMIZER_FILE = "optimizer.safetensors"   # and the AdamW moments
+
+
+@dataclass(frozen=True)
+class EngineCaps:
+    """What an engine can do, declared on its class."""
+
+    freeze_per_step: bool     # train some layers only in a step (ALaST, the RAM cap's plans)
+    drop_tokens: bool         # keep fewer tokens per layer
+    weight_decay: bool        # AdamW's decoupled weight decay
+    streams_checkpoint: bool  # checkpoints written a tensor at a time, not the whole state at once
+    ort_state: bool           # parameters, gradients and AdamW moments live in ORT's training state
+    lazy_sessions: bool       # sessions open on first use, not with the engine
+    providers: tuple[str, ...] = PROVIDERS
+
+    @property
+    def memory(self) -> EngineMemory:
+        """What the cost model needs of it."""
+        return EngineMemory(ort_state=self.ort_state, streams_checkpoint=self.streams_checkpoint,
+                            freeze_per_step=self.freeze_per_step)
 
 
 @dataclass
@@ -35,6 +59,7 @@ class StepStats:
 
 class Engine(Protocol):
     mode: str
+    caps: EngineCaps
     num_layers: int
     trainable: list[str]
 
@@ -63,8 +88,14 @@ class StaticEngine:
     """ORT's on-device training API over ``generate_artifacts`` output (AdamW inside ORT)."""
 
     mode = "static"
+    caps = EngineCaps(freeze_per_step=False, drop_tokens=True, weight_decay=False,
+                      streams_checkpoint=False, ort_state=True, lazy_sessions=False)
 
-    def __init__(self, folder: str | Path, index: dict, threads: int = 0):
+    def __init__(self, folder: str | Path, index: dict, threads: int = 0,
+                 optim: AdamWConfig | None = None):
+        if optim is not None and optim.weight_decay:  # the lr is set each step
+            raise UsageError(f"weight_decay={optim.weight_decay}: static mode runs ORT's AdamW graph, "
+                             "exported with weight decay 0; use mode='adaptive'")
         self.api = training_api()
         self.folder = Path(folder)
         self._files = index["static"]["files"]
@@ -92,7 +123,7 @@ class StaticEngine:
         return [values[n] for n in names]
 
     def train_step(self, micro_batches, keep, trained, lr) -> StepStats:
-        # Every layer trains in static mode: ``trained`` is the static plan (all True).
+        _trains_every_layer(trained)
         self.module.train()
         names = self.module.output_names()
         loss, correct, count, deltas = 0.0, 0, 0, []
@@ -116,7 +147,9 @@ class StaticEngine:
         return StepStats(loss / count, correct, count, np.mean(deltas, axis=0))
 
     def warmup(self, batch, keep, trained=None) -> None:
-        self.module.train()  # ORT's training graph trains every layer: ``trained`` is moot
+        if trained is not None:
+            _trains_every_layer(trained)
+        self.module.train()
         try:
             with arena_errors("training graph"):
                 self.module(*self._feeds(self._train_inputs, batch, keep))
@@ -134,16 +167,36 @@ class StaticEngine:
         return {n: np.array(self.state.parameters[n].data) for n in self.trainable}
 
     def save(self, folder: Path) -> None:
-        self.api.CheckpointState.save_checkpoint(self.state, str(folder / "ort_checkpoint"), include_optimizer_state=True)
+        self.api.CheckpointState.save_checkpoint(self.state, str(folder / ORT_CHECKPOINT), include_optimizer_state=True)
 
     def load(self, folder: Path) -> None:
-        self._build(self.api.CheckpointState.load_checkpoint(str(folder / "ort_checkpoint")))
+        self._build(self.api.CheckpointState.load_checkpoint(str(folder / ORT_CHECKPOINT)))
+
+    @staticmethod
+    def read_trained(folder: Path) -> dict[str, np.ndarray]:
+        """The trained parameters of a checkpoint folder, without an engine."""
+        state = training_api().CheckpointState.load_checkpoint(str(_checkpoint_file(folder, ORT_CHECKPOINT)))
+        return {n: np.array(p.data) for n, p in state.parameters if p.requires_grad}
+
+
+def _trains_every_layer(trained: np.ndarray) -> None:
+    if not np.all(trained):
+        raise UsageError(f"trained={np.flatnonzero(trained).tolist()}: the static engine trains every "
+                         "layer (ORT's training graph); freezing layers per step needs mode='adaptive'")
+
+
+def _checkpoint_file(folder: Path, name: str) -> Path:
+    if not (folder / name).exists():
+        raise EdgetuneError(f"{folder}: no {name}")
+    return folder / name
 
 
 class AdaptiveEngine:
     """Per-block graphs + numpy AdamW; layers outside ``trained`` run frozen backward or none."""
 
     mode = "adaptive"
+    caps = EngineCaps(freeze_per_step=True, drop_tokens=True, weight_decay=True,
+                      streams_checkpoint=True, ort_state=False, lazy_sessions=True)
 
     def __init__(self, folder: str | Path, index: dict, threads: int = 0,
                  optim: AdamWConfig | None = None):
@@ -200,14 +253,19 @@ class AdaptiveEngine:
 
     def save(self, folder: Path) -> None:
         """Streamed from the live arrays, a tensor at a time: the write costs no copy."""
-        save_tensors(folder / "params.safetensors", {n: self.runner.params[n] for n in self.trainable})
-        save_tensors(folder / "optimizer.safetensors", self.optimizer.state_arrays())
+        save_tensors(folder / PARAMS_FILE, {n: self.runner.params[n] for n in self.trainable})
+        save_tensors(folder / OPTIMIZER_FILE, self.optimizer.state_arrays())
 
     def load(self, folder: Path) -> None:
         live = {n: self.runner.params[n] for n in self.trainable}
-        params = load_tensors(folder / "params.safetensors", into=live)
+        params = load_tensors(folder / PARAMS_FILE, into=live)
         missing = set(self.trainable) - set(params)
         if missing:
             raise EdgetuneError(f"{folder}: checkpoint lacks {sorted(missing)[:3]}: from another bundle?")
-        self.optimizer.load_state_arrays(load_tensors(folder / "optimizer.safetensors",
+        self.optimizer.load_state_arrays(load_tensors(folder / OPTIMIZER_FILE,
                                                       into=self.optimizer.state_arrays()))
+
+    @staticmethod
+    def read_trained(folder: Path) -> dict[str, np.ndarray]:
+        """The trained parameters of a checkpoint folder, without an engine."""
+        return load_tensors(_checkpoint_file(folder, PARAMS_FILE))

@@ -9,11 +9,10 @@ import numpy as np
 from edgetune.bundle import MANIFEST, Bundle
 from edgetune.data.base import Dataset
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.jsonfile import read_json
-from edgetune.train.checkpoint import CheckpointStore, read_state
 from edgetune.train.engines import Engine
 from edgetune.train.inputs import load_data
-from edgetune.train.runinfo import RUN_INFO
+from edgetune.train.modes import open_engine, pick_mode
+from edgetune.train.run_folder import RUN_INFO, RunFolder
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -46,32 +45,27 @@ def evaluate_engine(engine: Engine, bundle: Bundle, data: Dataset, batch_size: i
 
 def open_run(run: Path, checkpoint: str = "best", threads: int = 0) -> tuple[Bundle, Engine, dict, Path]:
     """A run's bundle and an engine holding its ``checkpoint`` (best falls back to last)."""
-    from edgetune.train.trainer import open_engine
-
-    info = read_json(run / RUN_INFO, "no such file (not a run folder?)")
+    folder = RunFolder(run)
+    info = folder.read_info()
     bundle = Bundle.open(info["bundle"])
-    store = CheckpointStore(run)
-    folder = store.path(checkpoint) or store.path("last")
-    if folder is None:
+    checkpoint_dir = folder.checkpoint(checkpoint)
+    if checkpoint_dir is None:
         raise EdgetuneError(f"{run}: no checkpoint yet (the run stopped before its first one)")
-    state = read_state(folder)
-    engine = open_engine(bundle, state["mode"], threads)
-    engine.load(folder)
-    return bundle, engine, info, folder
+    engine = open_engine(bundle, folder.state(checkpoint_dir)["mode"], threads)
+    engine.load(checkpoint_dir)
+    return bundle, engine, info, checkpoint_dir
 
 
 def evaluate_path(path: str | Path, data: str | Path, checkpoint: str = "best", batch_size: int = 32,
                   threads: int = 0, text_column: str = "text", label_column: str = "label") -> dict:
     """Evaluate a run folder's checkpoint, or a bundle's initial weights, on the file ``data``."""
-    from edgetune.train.trainer import open_engine
-
     path = Path(path)
-    if (path / RUN_INFO).is_file():
+    if RunFolder(path).has_info():
         bundle, engine, info, folder = open_run(path, checkpoint, threads)
         labels, source = info.get("labels"), f"{path} ({folder.name})"
     elif (path / MANIFEST).is_file():
         bundle = Bundle.open(path)
-        engine = open_engine(bundle, "static" if "static" in bundle.modes else "adaptive", threads)
+        engine = open_engine(bundle, pick_mode("static", bundle.modes, False), threads)
         labels, source = None, f"{path} (initial weights)"
     else:
         raise EdgetuneError(f"{path}: neither a run folder (no {RUN_INFO}) nor a bundle (no {MANIFEST})")

@@ -14,10 +14,10 @@ was measured under a 1 MiB arena: vit-micro adaptive 23 MB (26 files, 0.42 MB), 
 static 28 (3, 0.93), vit-tiny adaptive 83 (123, 2.4), minilm-l6 adaptive 48 (63, 1.3). The gradients are not outside: numpy views ORT's outputs
 without a copy, so they count against the arena (:func:`arena_state_bytes`). H: the batch and
 AdamW's temporaries
-(costs.host_bytes); C: a checkpoint write (costs.checkpoint_bytes). The arena then holds
+(cost_model.host_bytes); C: a checkpoint write (cost_model.checkpoint_bytes). The arena then holds
 activations and working sets only, and an allocation past its limit fails inside the step
 (``ArenaFull``): the trainer drops that step's work and retries it with a smaller plan
-(cap_planner.replan_smaller).
+(CapPlanner.replan_smaller).
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ import numpy as np
 from edgetune.bundle import Bundle
 from edgetune.errors import EdgetuneError
 from edgetune.runtime.ort_env import arena_registered, use_shared_arena
-from edgetune.schedule.costs import (
+from edgetune.caps.cost_model import (
     FP32, ModelCosts, checkpoint_bytes, gradient_bytes, host_bytes, static_bytes)
-from edgetune.schedule.units import format_bytes
+from edgetune.caps.units import format_bytes
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
+from edgetune.train.modes import engine_class
 
 MIB = 1 << 20
 SESSIONS_FIXED = 4 * MIB      # X = 4 MiB + 0.3 MiB per graph file + 30 × graph bytes
@@ -54,18 +55,18 @@ def outside_arena(bundle: Bundle, mode: str, batch_size: int, input_bytes_per_sa
                   engine_open: bool) -> float:
     """S + X + N + H + C + slack: what the run holds outside the arena beyond RSS now (module
     docstring); ``engine_open``: the parameters and moments are in RSS now already."""
-    costs = ModelCosts.from_manifest(bundle.manifest)
+    costs, memory = ModelCosts.from_manifest(bundle.manifest), engine_class(mode).caps.memory
     params, optimizer = static_bytes(costs)
     n_files, n_bytes = graph_bytes(bundle, mode)
-    if mode == "static":  # ORT's state: parameters, moments, gradients, and the kernels'
+    if memory.ort_state:  # ORT's state: parameters, moments, gradients, and the kernels'
         # prepacked copies of the frozen weights (constants there; trained ones are not packed)
         frozen = FP32 * (costs.total_params - costs.trainable_params)
         state = params + frozen  # its gradient buffers and AdamW moments come from the arena
     else:
         state = 0.0 if engine_open else params + optimizer
     sessions = SESSIONS_FIXED + SESSION_PER_FILE * n_files + SESSION_PER_BYTE * n_bytes
-    return (state + sessions + host_bytes(costs, batch_size, input_bytes_per_sample, mode)
-            + checkpoint_bytes(costs, mode) + SLACK)
+    return (state + sessions + host_bytes(costs, batch_size, input_bytes_per_sample, memory)
+            + checkpoint_bytes(costs, memory) + SLACK)
 
 
 def arena_state_bytes(bundle: Bundle, mode: str) -> float:
@@ -73,9 +74,9 @@ def arena_state_bytes(bundle: Bundle, mode: str) -> float:
     numpy views without a copy), and in static mode the AdamW moments, O (ORT's training API
     allocates both there when it opens: minilm-l6 full fine-tuning opened under a 280 MB arena,
     not under 190 MB; G + O = 273 MB)."""
-    costs = ModelCosts.from_manifest(bundle.manifest)
-    grads = gradient_bytes(costs, np.ones(costs.num_layers, bool), mode)
-    return grads + (static_bytes(costs)[1] if mode == "static" else 0.0)
+    costs, memory = ModelCosts.from_manifest(bundle.manifest), engine_class(mode).caps.memory
+    grads = gradient_bytes(costs, np.ones(costs.num_layers, bool), memory)
+    return grads + (static_bytes(costs)[1] if memory.ort_state else 0.0)
 
 
 def arena_budget(bundle: Bundle, mode: str, cap_bytes: int, safety: float, batch_size: int,
@@ -85,7 +86,7 @@ def arena_budget(bundle: Bundle, mode: str, cap_bytes: int, safety: float, batch
     libraries are a large part of RSS now."""
     import onnxruntime  # noqa: F401
 
-    if mode == "static":
+    if engine_class(mode).caps.ort_state:
         from edgetune.runtime.ort_training import training_api
 
         training_api()

@@ -1,4 +1,5 @@
-"""``run.json``: what a run was started with, and the check that ``--resume`` repeats it.
+"""What ``run.json`` says (a run's bundle, data and settings), and the check that ``--resume``
+repeats it; the file itself is :class:`~edgetune.train.run_folder.RunFolder`'s.
 
 A resumed run continues the same trajectory only with the same bundle, data and training
 settings, so :func:`check_resume` refuses any difference, naming the field and both values.
@@ -15,11 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetune.bundle import MANIFEST, Bundle
-from edgetune.errors import EdgetuneError, UsageError
-from edgetune.jsonfile import read_json
-from edgetune.train.checkpoint import CheckpointStore
-
-RUN_INFO = "run.json"
+from edgetune.errors import UsageError
 
 # TrainConfig fields a resumed run must repeat (alast's only under schedule="alast")
 RESUMED_CONFIG = ("batch_size", "seed", "schedule", "steps", "epochs", "lr", "warmup", "weight_decay")
@@ -37,9 +34,9 @@ def data_fingerprint(data: Any) -> dict[str, Any] | None:
 
 def run_info(bundle: Bundle, config: Any, train_data: Any, val_data: Any, total_steps: int,
              caps: Any = None) -> dict[str, Any]:
-    """The content of ``run.json``."""
+    """The content of ``run.json`` (``config.mode`` picked already)."""
     return {"bundle": str(bundle.path.resolve()), "bundle_sha256": _manifest_sha256(bundle),
-            "config": _jsonable(config), "mode": config.engine_mode,
+            "config": _jsonable(config), "mode": config.mode,
             "model": bundle.manifest["model"]["name"], "method": bundle.manifest["method"]["name"],
             "data": data_fingerprint(train_data), "val": data_fingerprint(val_data),
             "train_size": len(train_data), "total_steps": total_steps,
@@ -47,32 +44,7 @@ def run_info(bundle: Bundle, config: Any, train_data: Any, val_data: Any, total_
             "labels": list(getattr(train_data, "label_names", None) or []) or None}
 
 
-def require_run(run: Path) -> None:
-    """Refuse ``--resume`` on a folder that holds no run (a typo in ``--out`` would otherwise
-    silently start a new one)."""
-    info, last = (run / RUN_INFO).is_file(), CheckpointStore(run).pointer("last").is_file()
-    if not info and not last:
-        raise UsageError(f"--resume: {run} holds no run (no checkpoint); drop --resume to start one")
-    if not info:
-        raise EdgetuneError(f"--resume: {run / RUN_INFO} is missing, so this run's settings cannot be "
-                            "checked against the checkpoint's; drop --resume and train into another --out")
-
-
-def require_fresh(run: Path) -> None:
-    """Refuse to start a new run in a folder that holds one (its checkpoints would mix)."""
-    if (run / "checkpoints").exists():
-        raise UsageError(f"{run} already holds a run: pass --resume to continue it, or another --out")
-
-
-def recorded_info(run: Path) -> dict[str, Any]:
-    require_run(run)
-    info = read_json(run / RUN_INFO)
-    if not isinstance(info, dict):
-        raise EdgetuneError(f"{run / RUN_INFO}: not a run description (a JSON object)")
-    return info
-
-
-def check_resume(recorded: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+def check_resume(recorded: dict[str, Any], current: dict[str, Any], where: Path | str) -> None:
     """Raise :class:`UsageError` naming every setting where ``current`` differs from ``recorded``
     (fields absent from an older ``run.json`` are not compared)."""
     diffs = []

@@ -10,7 +10,6 @@ Silent unless ``progress=True``. ``callbacks`` get each step's record (a dict).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,52 +17,50 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgetune.atomic import atomic_write_text, remove_temporaries
-from edgetune.bundle import Bundle, default_mode
+from edgetune.bundle import Bundle
 from edgetune.data.base import Dataset
 from edgetune.data.sampler import BatchSampler
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.devices import DeviceProfile, detect_device
 from edgetune.runtime.ort_env import ArenaFull
-from edgetune.schedule.cap_planner import CapPlanner, CapReached, CapSettings
-from edgetune.schedule.caps import Caps
-from edgetune.schedule.planners import AlastPlanner, Planner, StaticPlanner
-from edgetune.schedule.units import format_bytes, format_joules
+from edgetune.caps.limits import Caps
+from edgetune.caps.planner import CapPlanner, CapReached, CapSettings
+from edgetune.caps.units import format_bytes
+from edgetune.schedule import AlastPlanner, Planner, StaticPlanner, StepPlan
 from edgetune.sensors.factory import make_energy_meter
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
-from edgetune.train.checkpoint import CheckpointStore
+from edgetune.train.capping import Capped, Uncapped
 from edgetune.train.config import TrainConfig
-from edgetune.train.engines import AdaptiveEngine, Engine, StaticEngine
-from edgetune.train.evaluate import RUN_INFO, evaluate_engine, token_count
+from edgetune.train.engines import Batch, Engine, StepStats
+from edgetune.train.evaluate import evaluate_engine, token_count
+from edgetune.train.modes import engine_class, open_engine, pick_mode
 from edgetune.train.optim import AdamWConfig, learning_rate
-from edgetune.train.progress import METRICS, MetricsLog, ProgressBar
+from edgetune.train.progress import MetricsLog, ProgressBar
 from edgetune.train.ram_guard import arena_budget, limit_arena
-from edgetune.train.runinfo import check_resume, recorded_info, require_fresh, require_run, run_info
-from edgetune.train.runlock import RunLock, check_free
+from edgetune.train.run_folder import RunFolder
+from edgetune.train.runinfo import check_resume, run_info
 
 Callback = Callable[[dict[str, Any]], None]
-MB = 1e6             # every size the tool prints or parses: decimal megabytes (schedule/units.py)
+MB = 1e6             # every size the tool prints or parses: decimal megabytes (caps/units.py)
 ARENA_RETRIES = 8
 
 
 @dataclass
 class TrainResult:
-    steps: int
+    steps: int                   # the run's steps at the end (a resumed run's earlier ones too)
     final_loss: float
     best_accuracy: float | None
-    seconds: float
+    seconds: float               # this fit()'s wall time
     peak_rss_mb: float           # decimal megabytes (10⁶ B), as --ram-cap reads them
     energy_j: float = 0.0        # this process's, from the meter: loading to the last checkpoint
     stopped: str | None = None   # why the run ended before total_steps (the energy cap)
+    steps_run: int = 0           # the steps this fit() ran
 
-
-def open_engine(bundle: Bundle, mode: str, threads: int = 0, optim: AdamWConfig | None = None) -> Engine:
-    folder = bundle.mode_dir(mode)
-    index = bundle.index(mode)
-    if mode == "static":
-        return StaticEngine(folder, index, threads)
-    return AdaptiveEngine(folder, index, threads, optim)
+    @property
+    def seconds_per_step(self) -> float:
+        """This fit()'s wall time per step it ran."""
+        return self.seconds / max(1, self.steps_run)
 
 
 class Trainer:
@@ -71,19 +68,18 @@ class Trainer:
                  config: TrainConfig | None = None, out: str | Path | None = None,
                  callbacks: Sequence[Callback] = (), progress: bool = False, resume: bool = False,
                  caps: "Caps | None" = None, device: "DeviceProfile | None" = None):
-        if out is not None:  # refusals before any work: a typo in out= must not start a new run
+        self.run = RunFolder(out) if out is not None else None
+        if self.run is not None:  # refusals before any work: a typo in out= must not start a new run
             if resume:
-                require_run(Path(out))
+                self.run.require_run()
             else:
-                require_fresh(Path(out))
-            check_free(Path(out))
+                self.run.require_fresh()
+            self.run.check_free()
+        elif resume:
+            raise UsageError("resume needs an output folder (out=...)")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        config = config or TrainConfig(epochs=1.0)
-        if not config.mode:  # the CLI's default too (train/config.py)
-            ram_capped = caps is not None and caps.ram_bytes is not None
-            config = dataclasses.replace(config, mode=default_mode(config.schedule, self.bundle.modes,
-                                                                   ram_capped))
-        self.config = config
+        self.caps = caps
+        self.config = self._with_mode(config or TrainConfig(epochs=1.0))
         self.train_data, self.val_data = train_data, val_data
         if len(train_data) == 0:
             raise UsageError("training data is empty")
@@ -91,161 +87,91 @@ class Trainer:
         self.device = device or detect_device()
         self.meter = make_energy_meter(self.device)
         self.meter.start()  # the run's energy includes loading and the warm-up
-        self._joules = 0.0  # the meter's reading already charged to the planner
-        self.caps = caps
-        self.capped = caps is not None and caps.any
+        self._joules = 0.0  # the meter's reading already charged
         bs = min(c.batch_size, len(train_data))
         sample = train_data.batch(np.arange(1))
         input_bytes = float(sum(v.nbytes for k, v in sample.items() if k != "labels"))
         self.engine, arena = self._open_engine(bs, input_bytes)
-        L = self.engine.num_layers
-        self.planner: Planner = (AlastPlanner(L, int(self.bundle.manifest["tokens"]), c.alast)
-                                 if c.schedule == "alast" else StaticPlanner(L))
         self.sampler = BatchSampler(len(train_data), bs, seed=c.seed, drop_last=True)
         self.total_steps = c.total_steps(len(self.sampler))
-        if self.capped:
-            self.planner = self._cap_planner(bs, input_bytes, arena)
-        self.out = Path(out) if out is not None else None
-        self.store = CheckpointStore(self.out) if self.out else None
+        self.limits = self._limits(bs, input_bytes, arena)
+        self.planner: Planner = self.limits.planner
         self.info = (run_info(self.bundle, c, train_data, val_data, self.total_steps, caps)
-                     if self.out else None)  # what run.json records
+                     if self.run else None)  # what run.json records
         self.callbacks = list(callbacks)
         self.progress = progress
         self.step = 0
         self.best_accuracy: float | None = None
+        self.stopped: str | None = None
+        self._val_joules: float | None = None
         if resume:
             self._resume()
+        first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
+        self.limits.prepare(self.engine, first, token_count(first, self.bundle))  # after resume
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _with_mode(self, config: TrainConfig) -> TrainConfig:
+        """``config`` with its mode picked where it names none (train/modes.py), which checks
+        the request against the engine's capabilities."""
+        if config.mode:
+            return config
+        ram_capped = self.caps is not None and self.caps.ram_bytes is not None
+        return dataclasses.replace(config, mode=pick_mode(config.schedule, self.bundle.modes, ram_capped))
 
     def _open_engine(self, batch_size: int, input_bytes: float) -> tuple[Engine, int | None]:
         """The engine, and under a RAM cap the arena's limit (ram_guard.py), which must be in
-        place before the first session exists: ORT's training API opens its sessions with the
-        engine, the adaptive engine on first use (so its limit is measured after the
-        parameters load rather than predicted)."""
+        place before the first session exists: an engine that opens its sessions with itself
+        needs it first, one that opens them on first use gets it measured after its
+        parameters load rather than predicted."""
         c, ram = self.config, self.caps.ram_bytes if self.caps is not None else None
+        lazy = engine_class(c.mode).caps.lazy_sessions
         safety, arena = CapSettings().safety, None
-        if ram is not None and c.engine_mode == "static":
-            arena = limit_arena(self.bundle, "static", ram, safety, batch_size, input_bytes)
+        if ram is not None and not lazy:
+            arena = limit_arena(self.bundle, c.mode, ram, safety, batch_size, input_bytes)
         elif ram is not None:  # refuse before loading parameters that cannot fit
-            arena_budget(self.bundle, "adaptive", ram, safety, batch_size, input_bytes)
+            arena_budget(self.bundle, c.mode, ram, safety, batch_size, input_bytes)
         try:
-            engine = open_engine(self.bundle, c.engine_mode, c.threads,
+            engine = open_engine(self.bundle, c.mode, c.threads,
                                  AdamWConfig(lr=c.lr, weight_decay=c.weight_decay))
         except ArenaFull as e:
             raise EdgetuneError(f"--ram-cap {format_bytes(ram or 0)}: {e}; raise the cap") from None
-        if ram is not None and c.engine_mode == "adaptive":
-            arena = limit_arena(self.bundle, "adaptive", ram, safety, batch_size, input_bytes,
+        if ram is not None and lazy:
+            arena = limit_arena(self.bundle, c.mode, ram, safety, batch_size, input_bytes,
                                 engine_open=True)
         return engine, arena
 
-    def _cap_planner(self, batch_size: int, input_bytes: float, arena: int | None) -> CapPlanner:
-        """The planner around the schedule, calibrated on a warm-up pass of the smallest plan
-        (what any plan needs at least); refuses caps that even that cannot meet."""
-        assert self.caps is not None
-        planner = CapPlanner(self.planner, self.bundle.manifest, self.device, self.caps,
-                             self.total_steps, batch_size, settings=CapSettings(engine=self.engine.mode))
+    def _limits(self, batch_size: int, input_bytes: float, arena: int | None) -> Uncapped:
+        """The schedule's planner, wrapped in the cap planner under caps."""
+        c, L = self.config, self.engine.num_layers
+        inner: Planner = (AlastPlanner(L, int(self.bundle.manifest["tokens"]), c.alast)
+                          if c.schedule == "alast" else StaticPlanner(L))
+        if self.caps is None or not self.caps.any:
+            return Uncapped(inner)
+        planner = CapPlanner(inner, self.bundle.manifest, self.device, self.caps, self.total_steps,
+                             batch_size, settings=CapSettings(engine=self.engine.caps.memory))
         planner.input_bytes_per_sample, planner.arena_bytes = input_bytes, arena
-        first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
-        least = planner.smallest(token_count(first, self.bundle), 1).plan
-        try:
-            self.engine.warmup(first, least.keep, least.trained)
-        except ArenaFull:
-            raise EdgetuneError(f"--ram-cap {format_bytes(self.caps.ram_bytes or 0)}: one sample "
-                                "of the smallest plan does not fit; raise the cap") from None
-        planner.observe_memory(max(process_rss_bytes(), peak_rss_bytes()))
-        planner.check_feasible()
-        return planner
+        return Capped(planner)
 
-    # ---- the loop --------------------------------------------------------------------------
+    # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         """Train to ``total_steps``; the run folder is locked (``RUN/.lock``) meanwhile."""
-        if not self.out:
+        if self.run is None:
             return self._fit()
-        with RunLock(self.out):
-            remove_temporaries(self.out, (RUN_INFO, METRICS))  # what a killed run left half-written
+        with self.run.lock():
+            self.run.remove_temporaries()
             return self._fit()
 
     def _fit(self) -> TrainResult:
-        c, start = self.config, time.monotonic()
-        if self.out:
-            self.out.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(self.out / "metrics.jsonl", self.step if self.step else None) if self.out else None
-        if self.out:
-            self._write_run_info()
+        start, first = time.monotonic(), self.step
+        log = self.run.metrics_log(self.step or None) if self.run else None
+        if self.run:
+            self.run.write_info(self.info)
         bar = ProgressBar(self.total_steps) if self.progress else None
-        peak_rss, loss = 0.0, float("nan")
-        joules = self.meter.read_joules()  # loading and the warm-up (or since the last fit())
-        if self.capped:
-            self.planner.observe_startup(joules - self._joules)
-        self._joules = joules
-        self.stopped: str | None = None
-        self._val_joules: float | None = None
-        per_epoch = len(self.sampler)
-        eval_every = c.eval_every or per_epoch
+        self._loss, self._peak_rss, self.stopped = float("nan"), 0.0, None
+        self.limits.observe_startup(self._energy())  # loading and the warm-up (or since the last fit())
         try:
-            while self.step < self.total_steps:
-                epoch, index = divmod(self.step, per_epoch)
-                batch = self.train_data.batch(self.sampler.batch_indices(epoch, index))
-                n_tokens = token_count(batch, self.bundle)
-                if self.capped:  # what ran since the last step (logging, checkpoints, the batch)
-                    now = self.meter.read_joules()
-                    self.planner.observe_overhead(now - self._joules)
-                    self._joules = now
-                try:
-                    plan = self.planner.plan(n_tokens, len(batch["labels"]))
-                except CapReached as e:
-                    if self.step == 0:  # nothing trained: a refusal, not a run
-                        raise EdgetuneError(f"{e}; loading and the warm-up alone took "
-                                            f"{format_joules(self.planner.spent_joules, True)}") from None
-                    self.stopped = str(e)
-                    break
-                budgets = getattr(self.planner, "budgets", None)  # ALaST's, in force for this step
-                lr = learning_rate(self.step, self.total_steps, c.lr, c.warmup)
-                stats, seconds, plan = self._run_step(batch, plan, lr)
-                if not np.isfinite(stats.loss):
-                    raise EdgetuneError(f"step {self.step}: loss is {stats.loss}; lower --lr (now {c.lr})")
-                self.planner.observe(stats.cls_delta, stats.cls_norm)
-                self.step += 1
-                loss = stats.loss
-                rss = process_rss_bytes() / MB
-                peak_rss = max(peak_rss, rss, peak_rss_bytes() / MB)
-                # everything since the last reading: this step, and the logging, validation and
-                # checkpoint after the one before: a cap is on the whole run
-                joules = self.meter.read_joules()
-                step_joules, self._joules = joules - self._joules, joules
-                pause = 0.0
-                if self.capped:
-                    self.planner.observe_memory(peak_rss_bytes())
-                    self.planner.observe_energy(step_joules, seconds)
-                    pause = self.planner.pause_seconds(seconds)
-                record = {"step": self.step, "epoch": epoch, "loss": loss, "lr": lr,
-                          "accuracy": stats.correct / stats.count, "tokens": n_tokens,
-                          "tokens_kept": plan.keep.tolist(),
-                          "layers_trained": np.flatnonzero(plan.trained).tolist(),
-                          "micro_batch": plan.micro_batch, "step_time": seconds,
-                          "samples_per_s": stats.count / seconds, "rss_mb": rss,
-                          "peak_rss_mb": peak_rss, "energy_j": joules}
-                if budgets is not None:
-                    record["budgets"] = [float(b) for b in budgets]
-                if pause > 0:
-                    time.sleep(pause)
-                    record["pause_s"] = pause
-                if self.val_data is not None and (self.step % eval_every == 0 or self.step == self.total_steps):
-                    val = self._validate()
-                    if val is None:
-                        record["val_skipped"] = "energy cap"
-                    else:
-                        record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-                        if self.best_accuracy is None or val["accuracy"] > self.best_accuracy:
-                            self.best_accuracy = val["accuracy"]
-                            self._checkpoint(("best",))
-                if log:
-                    log.write(record)
-                for cb in self.callbacks:
-                    cb(record)
-                if bar:
-                    bar.update(self.step, loss, record["samples_per_s"], rss)
-                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
-                    self._checkpoint(("last",))
+            while self.step < self.total_steps and self._train_one(log, bar):
+                pass
             self._checkpoint(("last",))
         finally:
             if bar:
@@ -253,11 +179,69 @@ class Trainer:
             if log:
                 log.close()
         # the final checkpoint's write counts too (ORT serialises the whole state at once)
-        peak_rss = max(peak_rss, peak_rss_bytes() / MB)
-        return TrainResult(self.step, loss, self.best_accuracy, time.monotonic() - start, peak_rss,
-                           self.meter.read_joules(), self.stopped)
+        self._peak_rss = max(self._peak_rss, peak_rss_bytes() / MB)
+        return TrainResult(self.step, self._loss, self.best_accuracy, time.monotonic() - start,
+                           self._peak_rss, self.meter.read_joules(), self.stopped, self.step - first)
 
-    def _run_step(self, batch, plan, lr):
+    def _energy(self) -> float:
+        """Joules since the last call: a cap is on the whole run (logging, validation and
+        checkpoints included)."""
+        now = self.meter.read_joules()
+        spent, self._joules = now - self._joules, now
+        return spent
+
+    def _train_one(self, log: MetricsLog | None, bar: ProgressBar | None) -> bool:
+        """One step and what follows it; False where the energy cap ends the run before it."""
+        epoch, index = divmod(self.step, len(self.sampler))
+        batch = self.train_data.batch(self.sampler.batch_indices(epoch, index))
+        n_tokens = token_count(batch, self.bundle)
+        self.limits.observe_overhead(self._energy())  # since the last step (logging, checkpoints, the batch)
+        try:
+            plan = self.limits.plan(n_tokens, len(batch["labels"]), self.step)
+        except CapReached as e:
+            self.stopped = str(e)
+            return False
+        budgets = self.planner.budgets  # ALaST's, in force for this step
+        lr = learning_rate(self.step, self.total_steps, self.config.lr, self.config.warmup)
+        stats, seconds, plan = self._run_step(batch, plan, lr)
+        if not np.isfinite(stats.loss):
+            raise EdgetuneError(f"step {self.step}: loss is {stats.loss}; lower --lr (now {self.config.lr})")
+        self.planner.observe(stats.cls_delta, stats.cls_norm)
+        self.step += 1
+        self._loss = stats.loss
+        rss = process_rss_bytes() / MB
+        self._peak_rss = max(self._peak_rss, rss, peak_rss_bytes() / MB)
+        pause = self.limits.observe_step(self._energy(), seconds)
+        record = self._record(epoch, n_tokens, lr, stats, plan, seconds, rss)
+        if budgets is not None:
+            record["budgets"] = [float(b) for b in budgets]
+        if pause > 0:
+            time.sleep(pause)
+            record["pause_s"] = pause
+        self._validation(record)
+        self._report(record, log, bar)
+        if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+            self._checkpoint(("last",))
+        return True
+
+    def _report(self, record: dict[str, Any], log: MetricsLog | None, bar: ProgressBar | None) -> None:
+        if log:
+            log.write(record)
+        for cb in self.callbacks:
+            cb(record)
+        if bar:
+            bar.update(self.step, record["loss"], record["samples_per_s"], record["rss_mb"])
+
+    def _record(self, epoch: int, n_tokens: int, lr: float, stats: StepStats, plan: StepPlan,
+                seconds: float, rss: float) -> dict[str, Any]:
+        return {"step": self.step, "epoch": epoch, "loss": stats.loss, "lr": lr,
+                "accuracy": stats.correct / stats.count, "tokens": n_tokens,
+                "tokens_kept": plan.keep.tolist(), "layers_trained": np.flatnonzero(plan.trained).tolist(),
+                "micro_batch": plan.micro_batch, "step_time": seconds,
+                "samples_per_s": stats.count / seconds, "rss_mb": rss,
+                "peak_rss_mb": self._peak_rss, "energy_j": self._joules}
+
+    def _run_step(self, batch: Batch, plan: StepPlan, lr: float) -> tuple[StepStats, float, StepPlan]:
         """One optimizer step; where the arena refuses a plan, nothing was updated, and the
         step runs again with a smaller one (the RAM cap's backstop, ram_guard.py)."""
         for _ in range(ARENA_RETRIES):
@@ -266,21 +250,28 @@ class Trainer:
                 stats = self.engine.train_step(_split(batch, plan.micro_batch), plan.keep, plan.trained, lr)
                 return stats, time.perf_counter() - t0, plan
             except ArenaFull as e:
-                if not self.capped:
-                    raise EdgetuneError(f"out of memory at step {self.step + 1}: {e}") from None
-                refused, plan = plan, self.planner.replan_smaller()
-                if plan.to_dict() == refused.to_dict():  # nothing smaller to try: the cap is too tight for this run
-                    raise EdgetuneError(f"step {self.step + 1}: {e}; no smaller plan is left: "
-                                        "raise --ram-cap") from None
+                plan = self.limits.smaller(plan, e, self.step + 1)
         raise EdgetuneError(f"step {self.step + 1}: the arena refused {ARENA_RETRIES} plans in a "
                             "row; raise --ram-cap")
+
+    def _validation(self, record: dict[str, Any]) -> None:
+        """Validate when due, into ``record``; a better accuracy checkpoints ``best``."""
+        every = self.config.eval_every or len(self.sampler)
+        if self.val_data is None or not (self.step % every == 0 or self.step == self.total_steps):
+            return
+        val = self._validate()
+        if val is None:
+            record["val_skipped"] = "energy cap"
+            return
+        record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        if self.best_accuracy is None or val["accuracy"] > self.best_accuracy:
+            self.best_accuracy = val["accuracy"]
+            self._checkpoint(("best",))
 
     def evaluate(self, data: Dataset, batch_size: int | None = None) -> dict[str, float]:
         """Loss and accuracy over ``data``, every token kept. Under a RAM cap in batches no
         larger than the last step's micro-batch, halved while the arena refuses them."""
-        size = batch_size or self.config.batch_size
-        if isinstance(self.planner, CapPlanner) and self.planner.last is not None:
-            size = min(size, self.planner.last.plan.micro_batch)
+        size = self.limits.eval_batch(batch_size or self.config.batch_size)
         while True:
             try:
                 return evaluate_engine(self.engine, self.bundle, data, size)
@@ -294,23 +285,14 @@ class Trainer:
         """Validation, unless the energy cap cannot pay for it (its estimate: the last one's
         measured energy, else its forward FLOPs at every token)."""
         assert self.val_data is not None
-        capped = isinstance(self.planner, CapPlanner)
-        if capped and not self.planner.can_afford(self._val_joules or self._val_estimate()):
+        if not self.limits.affords(self._val_joules, len(self.val_data)):
             return None
         before = self.meter.read_joules()
         val = self.evaluate(self.val_data)
         self._val_joules = self.meter.read_joules() - before
         return val
 
-    def _val_estimate(self) -> float:
-        planner = self.planner
-        assert isinstance(planner, CapPlanner) and self.val_data is not None
-        n = planner.costs.tokens
-        L = planner.costs.num_layers
-        est = planner.estimate(np.full(L, n), np.ones(L, bool), 1, n, len(self.val_data))
-        return est.joules * float(est.flops.forward.sum() / max(est.flops.total, 1.0))
-
-    # ---- state -----------------------------------------------------------------------------
+    # ---- state -------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
         """The trainable parameters and optimizer state (the engine's files) into ``folder``."""
         folder = Path(folder)
@@ -322,32 +304,26 @@ class Trainer:
                 "best_accuracy": self.best_accuracy, "total_steps": self.total_steps}
 
     def _checkpoint(self, tags: tuple[str, ...]) -> None:
-        if self.store:
+        if self.run:
             before = self.meter.read_joules()
-            self.store.save(self.step, self.engine.save, self._state(), tags)
-            if self.capped:
-                self.planner.observe_checkpoint()
-                self.planner.observe_checkpoint_energy(self.meter.read_joules() - before)
+            self.run.checkpoints.save(self.step, self.engine.save, self._state(), tags)
+            self.limits.observe_checkpoint(self.meter.read_joules() - before)
 
     def _resume(self) -> None:
-        if self.store is None:
-            raise UsageError("resume needs an output folder (out=...)")
-        check_resume(recorded_info(self.out), self.info, self.out / RUN_INFO)
-        state = self.store.state("last")
+        assert self.run is not None
+        check_resume(self.run.read_info(), self.info, self.run.info_file)
+        state = self.run.checkpoints.state("last")
         if state is None:
             return  # run.json but no checkpoint: the run stopped before its first; start at step 0
         if state["mode"] != self.engine.mode:
-            raise UsageError(f"{self.out}: the run used mode {state['mode']!r}, this one {self.engine.mode!r}")
-        self.engine.load(self.store.path("last"))
+            raise UsageError(f"{self.run}: the run used mode {state['mode']!r}, this one {self.engine.mode!r}")
+        self.engine.load(self.run.checkpoints.path("last"))
         self.planner.load_state_dict(state["planner"])
         self.step = int(state["step"])
         self.best_accuracy = state.get("best_accuracy")
 
-    def _write_run_info(self) -> None:
-        atomic_write_text(self.out / RUN_INFO, json.dumps(self.info, indent=1))
 
-
-def _split(batch: dict[str, np.ndarray], micro: int) -> list[dict[str, np.ndarray]]:
+def _split(batch: Batch, micro: int) -> list[Batch]:
     n = len(batch["labels"])
     if micro >= n:
         return [batch]

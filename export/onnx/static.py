@@ -9,6 +9,7 @@ labels input is named ``labels``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import onnx
 import torch
@@ -20,6 +21,17 @@ from edgetune.export.onnx.gradients import quiet_ort, quiet_stderr
 from edgetune.export.onnx.trace import clamp_file, strip_prefix, to_onnx
 
 
+def cls_delta(cls_tokens: Sequence[Tensor]) -> Tensor:
+    """ALaST's importance inside the traced graph, (L,) from the L+1 class tokens (B, D):
+    Δ_l = mean over the batch of Σ_features (CLS_l − CLS_{l−1})².
+
+    The torch twin of :func:`edgetune.schedule.alast.importance.class_token_delta`, which owns
+    the definition (and the adaptive runtime's Δ); tests/test_export_static.py checks this
+    graph's ``cls_delta`` against it.
+    """
+    return torch.stack([((b - a) ** 2).sum(-1).mean() for a, b in zip(cls_tokens, cls_tokens[1:])])
+
+
 class _Whole(nn.Module):
     def __init__(self, model: EncoderClassifier):
         super().__init__()
@@ -28,9 +40,7 @@ class _Whole(nn.Module):
     def forward(self, *args: Tensor):
         *inputs, keep = args
         out = self.model.forward_features(*inputs, keep=keep)
-        cls = out.cls_tokens
-        delta = torch.stack([((b - a) ** 2).sum(-1).mean() for a, b in zip(cls, cls[1:])])
-        return out.logits, delta
+        return out.logits, cls_delta(out.cls_tokens)
 
 
 def trace_whole(model: EncoderClassifier, batch: int = 2, tokens: int | None = None) -> onnx.ModelProto:

@@ -21,16 +21,13 @@ layers (first and last high, middle low), as in the paper's motivation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol
+from typing import Any, Mapping, Optional, Protocol
 
 import numpy as np
 
 from edgetune.errors import UsageError
 from edgetune.registry import Registry
-from edgetune.schedule.allocation import nonincreasing, waterfill
-
-if TYPE_CHECKING:  # config.py imports this module for the rule names
-    from edgetune.schedule.config import AlastConfig
+from edgetune.schedule.alast.allocation import nonincreasing, waterfill
 
 
 def initial_budgets(n_layers: int) -> np.ndarray:
@@ -78,9 +75,19 @@ def relative_target(delta: np.ndarray, base: np.ndarray, token_budget: float, b_
     return target
 
 
+class RuleSettings(Protocol):
+    """What a rule is built from: the fields it reads of
+    :class:`~edgetune.schedule.alast.config.AlastConfig`. config.py imports this module for the
+    rule names; naming the fields rather than the class keeps that import one-way."""
+
+    alpha: float
+    b_min: float
+    token_budget: float
+
+
 class BudgetRule(Protocol):
     """Moves the budgets one step; its state is JSON-ready (resume). A rule is built from the
-    :class:`~edgetune.schedule.config.AlastConfig` and reads the fields it needs."""
+    :class:`RuleSettings` (an ``AlastConfig``) and reads the fields it needs."""
 
     def update(self, budgets: np.ndarray, delta: np.ndarray, base: Optional[np.ndarray]) -> np.ndarray: ...
 
@@ -96,7 +103,7 @@ BUDGET_RULES: Registry[type] = Registry("budget rule")
 class PaperRule:
     """b ← clip(b + α·(Δ^i − Δ^{i−1}), b_min, 1) on the raw Δ (arXiv 2408.08670, eq. 6)."""
 
-    def __init__(self, config: "AlastConfig"):
+    def __init__(self, config: RuleSettings):
         self.alpha, self.b_min = config.alpha, config.b_min
         self.previous: Optional[np.ndarray] = None
 
@@ -117,7 +124,7 @@ class PaperRule:
 class RelativeRule:
     """b ← b + α·(b* − b), b* = relative_target(...) (mean β, layer 0 at 1), r = Δ/‖CLS‖²."""
 
-    def __init__(self, config: "AlastConfig"):
+    def __init__(self, config: RuleSettings):
         self.alpha, self.b_min, self.token_budget = config.alpha, config.b_min, config.token_budget
 
     def update(self, budgets, delta, base=None):

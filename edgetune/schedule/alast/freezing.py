@@ -15,7 +15,8 @@ from typing import Optional
 import numpy as np
 
 from edgetune.errors import UsageError
-from edgetune.schedule.config import SELECTIONS
+
+SELECTIONS = ("sample", "topk")
 
 
 def select_trained(

@@ -7,9 +7,9 @@ Per step i, from the class tokens of step i's forward pass:
     keep  = non-increasing ⌈b·N⌉               (tokens.py)
     train = K layers by budget                 (freezing.py)
 
-and the resulting :class:`Plan` is the one step i+1 runs with. The state (budgets, the rule's
-state, the RNG, the plan in force) is a JSON-ready dict, so a resumed run makes the same
-decisions.
+and the resulting :class:`AlastPlan` is the one step i+1 runs with (planner.py turns it into
+the step's :class:`~edgetune.schedule.base.StepPlan`). The state (budgets, the rule's state,
+the RNG, the plan in force) is a JSON-ready dict, so a resumed run makes the same decisions.
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ import numpy as np
 
 from edgetune.config import to_dict
 from edgetune.errors import UsageError
-from edgetune.schedule.budgets import BUDGET_RULES, initial_budgets
-from edgetune.schedule.config import AlastConfig
-from edgetune.schedule.freezing import lowest_trained, select_trained
-from edgetune.schedule.importance import class_token_importance, class_token_norms
-from edgetune.schedule.tokens import keep_counts
+from edgetune.schedule.alast.budgets import BUDGET_RULES, initial_budgets
+from edgetune.schedule.alast.config import AlastConfig
+from edgetune.schedule.alast.freezing import lowest_trained, select_trained
+from edgetune.schedule.alast.importance import class_token_importance, class_token_norms
+from edgetune.schedule.alast.tokens import keep_counts
 
 STATE_VERSION = 2
 
 
 @dataclass(frozen=True, eq=False)
-class Plan:
-    """What one training step runs.
+class AlastPlan:
+    """What ALaST decides for one training step.
 
     ``keep[l]``: tokens leaving layer l (class token included); ``trained[l]``: layer l updates
     its weights (frozen layers still pass the gradient down, unless below ``lowest_trained``).
@@ -90,7 +90,7 @@ class AlastScheduler:
         self.steps = 0
         self.plan = self._make_plan(None)
 
-    def step(self, cls_tokens: np.ndarray) -> Plan:
+    def step(self, cls_tokens: np.ndarray) -> AlastPlan:
         """Update budgets from this step's class tokens; return (and keep) the next plan."""
         cls = np.asarray(cls_tokens)
         if cls.ndim < 1 or cls.shape[0] != self.n_layers + 1:
@@ -99,7 +99,8 @@ class AlastScheduler:
                 "(the class token before the first layer and after each layer)")
         return self.step_importance(class_token_importance(cls), class_token_norms(cls))
 
-    def step_importance(self, importance: np.ndarray, cls_norm: Optional[np.ndarray] = None) -> Plan:
+    def step_importance(self, importance: np.ndarray,
+                        cls_norm: Optional[np.ndarray] = None) -> AlastPlan:
         """As :meth:`step`, from Δ (L,) already reduced (the runtime's ``cls_delta``) and the
         incoming class tokens' ‖CLS_{l−1}‖² (``cls_norm``; the ``"relative"`` rule needs it)."""
         delta = np.asarray(importance, dtype=np.float64)
@@ -116,12 +117,12 @@ class AlastScheduler:
         self.plan = self._make_plan(delta)
         return self.plan
 
-    def _make_plan(self, importance: Optional[np.ndarray]) -> Plan:
+    def _make_plan(self, importance: Optional[np.ndarray]) -> AlastPlan:
         trained = select_trained(self.budgets, self.k, self.config.selection, self.rng)
         return self._plan_from(trained, importance)
 
-    def _plan_from(self, trained: np.ndarray, importance: Optional[np.ndarray]) -> Plan:
-        return Plan(
+    def _plan_from(self, trained: np.ndarray, importance: Optional[np.ndarray]) -> AlastPlan:
+        return AlastPlan(
             step=self.steps,
             budgets=self.budgets.copy(),
             keep=keep_counts(self.budgets, self.n_tokens),

@@ -6,9 +6,8 @@ import math
 from dataclasses import dataclass
 from edgetune.config import check_choice, check_float, check_int
 from edgetune.errors import UsageError
-from edgetune.schedule.budgets import BUDGET_RULES
-
-SELECTIONS = ("sample", "topk")
+from edgetune.schedule.alast.budgets import BUDGET_RULES
+from edgetune.schedule.alast.freezing import SELECTIONS
 
 
 @dataclass

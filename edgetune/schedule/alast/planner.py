@@ -1,35 +1,14 @@
-"""Planners decide what each step runs: tokens kept per layer, layers trained, micro-batch.
-
-``StaticPlanner`` keeps everything and trains every layer. ``AlastPlanner`` follows the ALaST
-schedule (arXiv 2408.08670), fed with each step's class-token importance. The RAM/energy cap
-solver wraps a planner and shrinks its plans (issue [4/6]).
+"""``AlastPlanner``: the ALaST schedule (arXiv 2408.08670) as a planner
+(:class:`~edgetune.schedule.base.Planner`), fed with each step's class-token importance.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from edgetune.schedule.alast import AlastScheduler
-from edgetune.schedule.config import AlastConfig
-from edgetune.schedule.plan import Planner, StepPlan  # noqa: F401  (re-exported)
-
-
-class StaticPlanner:
-    def __init__(self, num_layers: int):
-        self.num_layers = num_layers
-
-    def plan(self, n_tokens: int, batch_size: int) -> StepPlan:
-        L = self.num_layers
-        return StepPlan(np.full(L, n_tokens, np.int64), np.ones(L, bool), batch_size)
-
-    def observe(self, cls_delta: np.ndarray, cls_norm: np.ndarray | None = None) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
+from edgetune.schedule.alast.config import AlastConfig
+from edgetune.schedule.alast.scheduler import AlastScheduler
+from edgetune.schedule.base import StepPlan
 
 
 class AlastPlanner:

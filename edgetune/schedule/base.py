@@ -22,6 +22,10 @@ class StepPlan:
 class Planner(Protocol):
     def plan(self, n_tokens: int, batch_size: int) -> StepPlan: ...
 
+    @property
+    def budgets(self) -> np.ndarray | None:
+        """(L,) the ALaST budgets in force (keep ratio per layer), or None without them."""
+
     def observe(self, cls_delta: np.ndarray, cls_norm: np.ndarray | None = None) -> None: ...
 
     def state_dict(self) -> dict: ...

@@ -6,7 +6,7 @@
 - ``energy_joules``: energy of the whole run (every training step);
 - ``power_watts``: mean power over each step and the pause after it.
 
-``None`` means no cap. The planner that enforces them is :mod:`edgetune.schedule.cap_planner`.
+``None`` means no cap. The planner that enforces them is :mod:`edgetune.caps.planner`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from edgetune.config import check_float, check_int
-from edgetune.schedule.units import (
+from edgetune.caps.units import (
     format_bytes, format_joules, format_watts, parse_bytes, parse_joules, parse_watts)
+from edgetune.config import check_float, check_int
 
 
 @dataclass

@@ -7,7 +7,7 @@
 The report is the cap planner's first plan for a full-length batch (ALaST's first step keeps
 every token and trains K layers), with the prediction behind it: memory by term, FLOPs,
 energy, time, the pause a power cap needs, and the smallest plan for reference. Predictions are
-uncalibrated (the base RSS is the prior of :mod:`edgetune.schedule.calibration`; time assumes
+uncalibrated (the base RSS is the prior of :mod:`edgetune.caps.calibration`; time assumes
 the CPU's peak FLOP/s, so real steps take longer). Caps no plan can meet raise
 :class:`~edgetune.errors.EdgetuneError` naming the smallest caps that would work.
 """
@@ -17,15 +17,15 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Optional
 
-from edgetune.bundle import default_mode
+from edgetune.caps.cost_model import activation_bytes_per_sample
+from edgetune.caps.limits import Caps
+from edgetune.caps.planner import CapPlanner, CapSettings, StepEstimate
+from edgetune.caps.units import format_bytes, format_joules, format_watts
 from edgetune.devices import DeviceProfile
 from edgetune.errors import UsageError
-from edgetune.schedule.cap_planner import CapPlanner, CapSettings, StepEstimate
-from edgetune.schedule.caps import Caps
-from edgetune.schedule.config import AlastConfig
-from edgetune.schedule.costs import activation_bytes_per_sample
-from edgetune.schedule.units import format_bytes, format_joules, format_watts
-from edgetune.schedule.planners import AlastPlanner, StaticPlanner
+from edgetune.schedule.alast import AlastConfig, AlastPlanner
+from edgetune.schedule.static import StaticPlanner
+from edgetune.train.modes import engine_class, pick_mode
 
 SCHEDULES = ("alast", "static")
 
@@ -63,9 +63,9 @@ def plan_report(manifest: Mapping[str, Any], profile: DeviceProfile, caps: Caps,
         raise UsageError(f"schedule={schedule!r}: must be one of {', '.join(SCHEDULES)}")
     L, n = int(manifest["model"]["num_layers"]), int(manifest["tokens"])
     inner = AlastPlanner(L, n, alast) if schedule == "alast" else StaticPlanner(L)
-    if settings is None:  # the engine `edgetune train` would pick (bundle.default_mode)
-        modes = manifest.get("modes", ["static", "adaptive"])
-        settings = CapSettings(engine=default_mode(schedule, modes, caps.ram_bytes is not None))
+    if settings is None:  # the engine `edgetune train` would pick
+        mode = pick_mode(schedule, manifest.get("modes", ["static", "adaptive"]), caps.ram_bytes is not None)
+        settings = CapSettings(engine=engine_class(mode).caps.memory)
     planner = CapPlanner(inner, manifest, profile, caps, steps, batch_size, settings)
     smallest = planner.check_feasible()
     wanted = inner.plan(n, batch_size)

@@ -30,8 +30,10 @@ cap: :attr:`MemoryBreakdown.arena` is what a plan asks of it. W was measured on 
 - ``4·D·t_l`` is the block input x the runtime keeps for the backward walk. The export's hook
   may already count it inside ``saved_l`` (when the block's first op saves its input), so it can
   be counted twice: on the safe side, which a hard cap wants.
-- G counts c copies: adaptive, 2 (the step's numpy sum, accumulated in place, and a block's
-  ORT outputs while they are copied out); static, 1 (ORT's own gradient buffers). Only layers trained this step (and the trainable parameters
+- What depends on the engine comes from its :class:`EngineMemory` (train/engines.py derives it
+  from the engine's capabilities). G counts c copies: 2 where numpy holds the training state
+  (the step's numpy sum, accumulated in place, and a block's ORT outputs while they are
+  copied out); 1 in ORT's training state (its own gradient buffers). Only layers trained this step (and the trainable parameters
   outside the layers: the head, the stem) get gradients.
 - Not modelled: the stem's and the head's FLOPs and activations (the manifest has no fit for
   them; small next to the blocks), transient AdamW temporaries (one parameter at a time).
@@ -48,7 +50,6 @@ from edgetune.errors import EdgetuneError, UsageError
 
 FP32 = 4
 ADAMW_STATES = 2      # m and v
-GRAD_COPIES = {"adaptive": 2, "static": 1}
 WORKING_SET = 2.0     # × the largest saved_train_l(t_l) of the step, per micro-batch sample
 ADAMW_TEMPORARIES = 3  # numpy temporaries of one parameter during its update
 _FITS = ("forward_flops", "backward_flops_train", "backward_flops_frozen",
@@ -230,7 +231,18 @@ def activation_bytes_per_sample(costs: ModelCosts, keep, trained, n_tokens: int)
     return np.where(backward_mask(trained), saved + FP32 * costs.hidden_size * t, 0.0)
 
 
-ENGINES = ("adaptive", "static")
+@dataclass(frozen=True)
+class EngineMemory:
+    """How an engine holds a step's memory (``EngineCaps.memory``); the default: numpy's."""
+
+    ort_state: bool = False          # parameters, gradients, AdamW moments in ORT's training
+                                     # state (one gradient copy; AdamW in place) or numpy's
+    streams_checkpoint: bool = True  # checkpoints a tensor at a time (C = 0), or the whole state
+    freeze_per_step: bool = True     # plans may train fewer layers
+
+    @property
+    def gradient_copies(self) -> int:
+        return 1 if self.ort_state else 2
 
 
 def static_bytes(costs: ModelCosts) -> tuple[float, float]:
@@ -238,31 +250,31 @@ def static_bytes(costs: ModelCosts) -> tuple[float, float]:
     return float(FP32 * costs.total_params), float(FP32 * ADAMW_STATES * costs.trainable_params)
 
 
-def gradient_bytes(costs: ModelCosts, trained, engine: str = "adaptive") -> float:
+def gradient_bytes(costs: ModelCosts, trained, engine: EngineMemory = EngineMemory()) -> float:
     """G = c·4·(Σ_{trained l} trainable_l + trainable outside the layers), c by engine."""
-    _check_engine(engine)
+    check_engine(engine)
     trained = np.asarray(trained, bool)
     n = int(costs.layer_trainable[trained].sum()) + costs.outside_trainable
-    return float(GRAD_COPIES[engine] * FP32 * n)
+    return float(engine.gradient_copies * FP32 * n)
 
 
-def _check_engine(engine: str) -> None:
-    if engine not in ENGINES:
-        raise UsageError(f"engine={engine!r}: must be one of {', '.join(ENGINES)}")
+def check_engine(engine: Any, name: str = "engine") -> None:
+    if not isinstance(engine, EngineMemory):
+        raise UsageError(f"{name}={engine!r}: must be an EngineMemory (an engine's caps.memory, "
+                         "train/engines.py), not a mode name")
 
 
-def checkpoint_bytes(costs: ModelCosts, engine: str) -> float:
+def checkpoint_bytes(costs: ModelCosts, engine: EngineMemory = EngineMemory()) -> float:
     """Extra RSS while a checkpoint is written, C.
 
-    - ``"static"``: ORT's ``save_checkpoint`` serialises every parameter and the optimizer
-      state in one buffer: C = 2·(P + O) (measured: minilm-l6 full fine-tuning rose 463 MB
+    - the whole state at once (ORT's ``save_checkpoint``: every parameter and the optimizer
+      state in one buffer): C = 2·(P + O) (measured: minilm-l6 full fine-tuning rose 463 MB
       above its steps while writing, P + O = 273 MB);
-    - ``"adaptive"``: streamed from the live arrays a tensor at a time (edgetune.tensorfile):
-      C = 0.
+    - streamed from the live arrays a tensor at a time (edgetune.tensorfile): C = 0.
     """
-    _check_engine(engine)
+    check_engine(engine)
     params, optimizer = static_bytes(costs)
-    return 2.0 * (params + optimizer) if engine == "static" else 0.0
+    return 0.0 if engine.streams_checkpoint else 2.0 * (params + optimizer)
 
 
 def working_bytes(costs: ModelCosts, keep, trained, n_tokens: int, micro_batch: int) -> float:
@@ -272,15 +284,16 @@ def working_bytes(costs: ModelCosts, keep, trained, n_tokens: int, micro_batch: 
 
 
 def host_bytes(costs: ModelCosts, batch_size: int, input_bytes_per_sample: float,
-               engine: str = "adaptive") -> float:
-    """H = the whole batch's inputs + (adaptive: numpy's AdamW) the temporaries of the largest
-    trainable tensor; static mode's AdamW runs in place inside ORT."""
-    adamw = ADAMW_TEMPORARIES * FP32 * costs.largest_trainable if engine == "adaptive" else 0.0
+               engine: EngineMemory = EngineMemory()) -> float:
+    """H = the whole batch's inputs + (numpy's AdamW) the temporaries of the largest trainable
+    tensor; in ORT's training state AdamW runs in place."""
+    check_engine(engine)
+    adamw = 0.0 if engine.ort_state else ADAMW_TEMPORARIES * FP32 * costs.largest_trainable
     return float(batch_size * input_bytes_per_sample + adamw)
 
 
 def step_memory(costs: ModelCosts, keep, trained, n_tokens: int, micro_batch: int,
-                base: float, engine: str = "adaptive", batch_size: int | None = None,
+                base: float, engine: EngineMemory = EngineMemory(), batch_size: int | None = None,
                 input_bytes_per_sample: float = 0.0) -> MemoryBreakdown:
     """The peak-RSS breakdown of one step with ``micro_batch`` samples per forward/backward,
     with the checkpoint write of ``engine`` on top (:func:`checkpoint_bytes`)."""

@@ -1,6 +1,6 @@
 """Calibrating the cost model on what the process measures.
 
-Memory: peak RSS = base + M(plan) (costs.py), with ``base`` (Python, numpy, the ONNX Runtime
+Memory: peak RSS = base + M(plan) (cost_model.py), with ``base`` (Python, numpy, the ONNX Runtime
 library and its sessions) unknown before the run. Before any step it is the prior
 
     base₀ = 96 MiB + 1.5·P + 0.5·O      (P = 4·params.total, O = AdamW's moments)

@@ -11,7 +11,7 @@ the first plan, in this order of preference, whose prediction fits:
 3. the same with the micro-batch halved (m, ⌈m/2⌉, ..., 1): the engine accumulates gradients
    over the micro-batches of a step, so the effective batch stays B.
 
-What must fit (costs.py, calibration.py):
+What must fit (cost_model.py, calibration.py):
 
     RAM     base + M(plan) ≤ (1 − safety)·min(ram cap, device RAM)         — hard: if nothing
             fits, the smallest plan runs while its prediction is under the cap itself (inside
@@ -52,15 +52,16 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from edgetune.config import check_choice, check_float, check_int
+from edgetune.caps.calibration import MemoryCalibration, RatioCalibration, base_prior
+from edgetune.caps.cost_model import (
+    EngineMemory, MemoryBreakdown, ModelCosts, StepFlops, check_engine, static_bytes, step_flops,
+    step_memory)
+from edgetune.caps.limits import Caps, effective_ram
+from edgetune.caps.units import format_bytes, format_joules, format_watts
+from edgetune.config import check_float, check_int
 from edgetune.devices import DeviceProfile
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.schedule.calibration import MemoryCalibration, RatioCalibration, base_prior
-from edgetune.schedule.caps import Caps, effective_ram
-from edgetune.schedule.costs import (
-    ENGINES, MemoryBreakdown, ModelCosts, StepFlops, static_bytes, step_flops, step_memory)
-from edgetune.schedule.units import format_bytes, format_joules, format_watts
-from edgetune.schedule.plan import Planner, StepPlan
+from edgetune.schedule.base import Planner, StepPlan
 
 STATE_VERSION = 1
 _BISECT = 24
@@ -77,24 +78,24 @@ class CapSettings:
     ``keep_floor``: smallest keep ratio, f = max(min_tokens, ⌈keep_floor·N⌉) tokens per layer;
     ``min_tokens``: at least this many tokens (the class token and one more);
     ``safety``: predicted peak RSS must stay under (1 − safety)·cap;
-    ``engine``: ``"adaptive"`` (K may shrink) or ``"static"`` (ORT's training graph always
-    trains every layer, so K may not; its checkpoint writes the whole state at once).
+    ``engine``: the engine's memory behaviour (``EngineCaps.memory``): whether K may shrink
+    (an engine that freezes layers per step), its gradients, optimizer and checkpoint writes.
     """
 
     keep_floor: float = 0.1
     min_tokens: int = 2
     safety: float = 0.05
-    engine: str = "adaptive"
+    engine: EngineMemory = field(default_factory=EngineMemory)
 
     def __post_init__(self) -> None:
         check_float(self, "keep_floor", lo=0.0, hi=1.0, lo_open=True)
         check_int(self, "min_tokens", lo=1)
         check_float(self, "safety", lo=0.0, hi=1.0, hi_open=True)
-        check_choice(self, "engine", ENGINES)
+        check_engine(self.engine, "CapSettings.engine")
 
     @property
     def shrink_layers(self) -> bool:
-        return self.engine == "adaptive"
+        return self.engine.freeze_per_step
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,7 +122,7 @@ class StepEstimate:
 
 
 class CapPlanner:
-    """A :class:`~edgetune.train.planners.Planner` whose plans respect :class:`Caps`."""
+    """A :class:`~edgetune.schedule.base.Planner` whose plans respect :class:`Caps`."""
 
     def __init__(self, inner: Planner, manifest: Mapping[str, Any], profile: DeviceProfile,
                  caps: Caps, total_steps: int, batch_size: int,
@@ -151,10 +152,10 @@ class CapPlanner:
         self.arena_factor = 1.0                # × A + W; grows each time the arena refuses
         # Before anything is measured: a checkpoint write and the time between two steps at
         # the device's active power, for 20 ms + the checkpoint's bytes at 500 MB/s, and 20 ms.
-        # A checkpoint holds every parameter and the moments (static: ORT's whole state) or
-        # the trainable ones and their moments (adaptive)
+        # A checkpoint holds every parameter and the moments (ORT's whole state) or the
+        # trainable ones and their moments (numpy's)
         p, o = static_bytes(self.costs)
-        written = p + o if self.settings.engine == "static" else 1.5 * o
+        written = p + o if self.settings.engine.ort_state else 1.5 * o
         self.energy_reserve = profile.active_watts * (0.02 + written / 5e8)
         self.overhead_joules = profile.active_watts * 0.02
         self._reserve_measured = self._overhead_measured = False
@@ -203,9 +204,9 @@ class CapPlanner:
                             tuple(changes))
 
     def _arena_use(self, mem: MemoryBreakdown) -> float:
-        """What a step asks of the arena: ρ·(A + W) and the gradients (adaptive: ORT's outputs,
-        which numpy views without a copy; static: ORT's buffers, with the AdamW moments)."""
-        state = mem.gradients + (mem.optimizer if self.settings.engine == "static" else 0.0)
+        """What a step asks of the arena: ρ·(A + W) and the gradients (numpy's state: ORT's
+        outputs, which numpy views without a copy; ORT's: its buffers, with the AdamW moments)."""
+        state = mem.gradients + (mem.optimizer if self.settings.engine.ort_state else 0.0)
         return self.arena_factor * mem.arena + state
 
     def _pause(self, joules: float, seconds: float) -> float:
@@ -445,7 +446,7 @@ class CapPlanner:
     @property
     def budgets(self) -> Optional[np.ndarray]:
         """The inner planner's ALaST budgets (before this planner shrinks them), or None."""
-        return getattr(self.inner, "budgets", None)
+        return self.inner.budgets
 
     def observe_memory(self, rss_bytes: float) -> None:
         """Measured RSS: before any step, a floor for the base; after a step, its (peak) RSS."""

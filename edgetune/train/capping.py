@@ -1,0 +1,115 @@
+"""What the RAM, energy and power caps add to the training loop, as one object the
+:class:`~edgetune.train.Trainer` composes: :class:`Uncapped` (nothing to observe, no pause) or
+:class:`Capped` (feeds the :class:`~edgetune.caps.planner.CapPlanner` what the run
+measures and asks it for pauses, smaller plans and leave to validate)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgetune.errors import EdgetuneError
+from edgetune.runtime.ort_env import ArenaFull
+from edgetune.caps.planner import CapPlanner, CapReached
+from edgetune.schedule.base import Planner, StepPlan
+from edgetune.caps.units import format_bytes, format_joules
+from edgetune.sensors.memory import process_rss_bytes
+from edgetune.sensors.peak import peak_rss_bytes
+from edgetune.train.engines import Batch, Engine
+
+
+class Uncapped:
+    def __init__(self, planner: Planner):
+        self.planner = planner
+
+    def prepare(self, engine: Engine, sample: Batch, n_tokens: int) -> None:
+        """Before the first step (after a resume): nothing to measure."""
+
+    def plan(self, n_tokens: int, batch_size: int, step: int) -> StepPlan:
+        """The plan of step ``step + 1``; :class:`CapReached` where the run ends before it."""
+        return self.planner.plan(n_tokens, batch_size)
+
+    def observe_startup(self, joules: float) -> None:
+        pass
+
+    def observe_overhead(self, joules: float) -> None:
+        pass
+
+    def observe_step(self, joules: float, seconds: float) -> float:
+        """After a step: the pause it needs (seconds)."""
+        return 0.0
+
+    def observe_checkpoint(self, joules: float) -> None:
+        pass
+
+    def smaller(self, refused: StepPlan, error: ArenaFull, step: int) -> StepPlan:
+        """The arena refused step ``step``'s plan: the plan to try instead, or an error."""
+        raise EdgetuneError(f"out of memory at step {step}: {error}") from None
+
+    def affords(self, joules: float | None, samples: int) -> bool:
+        """Whether a validation of ``samples`` (last measured at ``joules``) fits the caps."""
+        return True
+
+    def eval_batch(self, size: int) -> int:
+        return size
+
+
+class Capped(Uncapped):
+    planner: CapPlanner
+
+    def __init__(self, planner: CapPlanner):
+        super().__init__(planner)
+
+    def prepare(self, engine: Engine, sample: Batch, n_tokens: int) -> None:
+        """Calibrate on a warm-up pass of the smallest plan (what any plan needs at least), and
+        refuse caps that even that cannot meet."""
+        least = self.planner.smallest(n_tokens, 1).plan
+        try:
+            engine.warmup(sample, least.keep, least.trained)
+        except ArenaFull:
+            raise EdgetuneError(f"--ram-cap {format_bytes(self.planner.caps.ram_bytes or 0)}: one sample "
+                                "of the smallest plan does not fit; raise the cap") from None
+        self.planner.observe_memory(max(process_rss_bytes(), peak_rss_bytes()))
+        self.planner.check_feasible()
+
+    def plan(self, n_tokens: int, batch_size: int, step: int) -> StepPlan:
+        try:
+            return self.planner.plan(n_tokens, batch_size)
+        except CapReached as e:
+            if step == 0:  # nothing trained: a refusal, not a run
+                raise EdgetuneError(f"{e}; loading and the warm-up alone took "
+                                    f"{format_joules(self.planner.spent_joules, True)}") from None
+            raise
+
+    def observe_startup(self, joules: float) -> None:
+        self.planner.observe_startup(joules)
+
+    def observe_overhead(self, joules: float) -> None:
+        self.planner.observe_overhead(joules)
+
+    def observe_step(self, joules: float, seconds: float) -> float:
+        self.planner.observe_memory(peak_rss_bytes())
+        self.planner.observe_energy(joules, seconds)
+        return self.planner.pause_seconds(seconds)
+
+    def observe_checkpoint(self, joules: float) -> None:
+        self.planner.observe_checkpoint()
+        self.planner.observe_checkpoint_energy(joules)
+
+    def smaller(self, refused: StepPlan, error: ArenaFull, step: int) -> StepPlan:
+        plan = self.planner.replan_smaller()
+        if plan.to_dict() == refused.to_dict():  # nothing smaller to try
+            raise EdgetuneError(f"step {step}: {error}; no smaller plan is left: raise --ram-cap") from None
+        return plan
+
+    def affords(self, joules: float | None, samples: int) -> bool:
+        return self.planner.can_afford(joules or self._val_estimate(samples))
+
+    def eval_batch(self, size: int) -> int:
+        last = self.planner.last
+        return size if last is None else min(size, last.plan.micro_batch)
+
+    def _val_estimate(self, samples: int) -> float:
+        """A validation's energy before one was measured: its forward FLOPs at every token."""
+        n, L = self.planner.costs.tokens, self.planner.costs.num_layers
+        est = self.planner.estimate(np.full(L, n), np.ones(L, bool), 1, n, samples)
+        return est.joules * float(est.flops.forward.sum() / max(est.flops.total, 1.0))

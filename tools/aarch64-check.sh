@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Prove the device side on aarch64 (Raspberry Pi 5 / Jetson CPU platform) under qemu:
+#   1. on the host (x86-64, the workstation venv): export two micro bundles and their data;
+#   2. in a Debian bookworm arm64 root (tools/aarch64-root.sh): a fresh venv,
+#      pip install "<this checkout>[cpu]" from the project's own files (stock onnxruntime);
+#   3. there: edgetune devices, then edgetune train on each bundle with --schedule static and
+#      --schedule alast, and a check that the loss falls (mean of the last third of the steps
+#      below the mean of the first third).
+# Slow under emulation (minutes), so not part of `make test`.  Must run as root.
+#
+#   tools/aarch64-check.sh [--steps N] [ROOT]      # ROOT defaults to /work/arm64/root
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEPS=30
+while [[ "${1:-}" == --* ]]; do
+  case $1 in
+    --steps) STEPS=$2; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+ROOT="${1:-/work/arm64/root}"
+HOST_PY="${HOST_PY:-.venv/bin/python}"
+log() { printf '[aarch64-check] %s\n' "$*" >&2; }
+
+tools/aarch64-root.sh "$ROOT"
+WORK=/opt/edgetune-check
+rm -rf "$ROOT$WORK" && mkdir -p "$ROOT$WORK"
+
+log "host: exporting micro bundles and data with $HOST_PY"
+"$HOST_PY" - "$ROOT$WORK" <<'PY'
+import sys
+from pathlib import Path
+import numpy as np
+from edgetune.export import export_bundle
+out = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+y = rng.integers(0, 2, 128).astype(np.int64)           # class 1 brighter: learnable fast
+x = (rng.integers(0, 160, (128, 32, 32, 3)) + 80 * y[:, None, None, None]).astype(np.uint8)
+np.savez(out / "images.npz", x=x, y=y)
+words = [("good great fine lovely", 1), ("bad awful poor dull", 0)]
+with open(out / "text.csv", "w") as f:
+    f.write("text,label\n")
+    for i in range(128):
+        text, label = words[i % 2]
+        picks = rng.choice(text.split(), 6)
+        f.write(f"{' '.join(picks)},{label}\n")
+export_bundle("vit-micro", "lora", out / "vit-micro-lora", num_classes=2, overwrite=True)
+export_bundle("bert-micro", "lora", out / "bert-micro-lora", num_classes=2, max_tokens=16,
+              overwrite=True)
+PY
+
+log "copying the project's own files (git ls-files) into $ROOT$WORK/src"
+mkdir -p "$ROOT$WORK/src"
+git ls-files -z --cached --others --exclude-standard | grep -zv '^runs/' \
+  | xargs -0 cp --parents -t "$ROOT$WORK/src"
+
+in_root() { chroot "$ROOT" /usr/bin/env -u PIP_FIND_LINKS HOME=/root PIP_DISABLE_PIP_VERSION_CHECK=1 "$@"; }
+log "arm64: fresh venv, pip install '$WORK/src[cpu]'"
+in_root python3 -m venv "$WORK/venv"
+in_root "$WORK/venv/bin/pip" install -q "$WORK/src[cpu]"
+in_root "$WORK/venv/bin/python" -c "import platform, sys, onnxruntime; print('arm64 root:', platform.machine(), 'Python', sys.version.split()[0], 'onnxruntime', onnxruntime.__version__); import importlib.util as u; print('torch importable:', u.find_spec('torch') is not None)"
+in_root "$WORK/venv/bin/edgetune" devices
+
+status=0
+for b in vit-micro-lora:images.npz bert-micro-lora:text.csv; do
+  bundle=${b%%:*} data=${b##*:}
+  for schedule in static alast; do
+    run=$WORK/runs/$bundle-$schedule
+    log "arm64: edgetune train $bundle --schedule $schedule ($STEPS steps)"
+    start=$(date +%s)
+    in_root "$WORK/venv/bin/edgetune" train "$WORK/$bundle" --data "$WORK/$data" --steps "$STEPS" \
+      --batch-size 16 --lr 3e-3 --schedule "$schedule" --out "$run"
+    in_root "$WORK/venv/bin/python" - "$run/metrics.jsonl" "$bundle" "$schedule" "$(( $(date +%s) - start ))" <<'PY' || status=1
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+loss = [r["loss"] for r in rows if "loss" in r]
+k = max(1, len(loss) // 3)
+first, last = sum(loss[:k]) / k, sum(loss[-k:]) / k
+ok = last < first
+print(f"RESULT {sys.argv[2]:16s} {sys.argv[3]:6s} {len(loss)} steps in {sys.argv[4]} s: "
+      f"loss {first:.4f} (first {k}) -> {last:.4f} (last {k})  {'FALLS' if ok else 'DOES NOT FALL'}")
+sys.exit(0 if ok else 1)
+PY
+  done
+done
+tools/aarch64-root.sh --umount "$ROOT"
+exit $status
