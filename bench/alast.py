@@ -155,7 +155,8 @@ def bundle_for(s: Settings, method: str, tokenizer: Path | None) -> Path:
         same_lora = method != "lora" or all(m["method"]["config"].get(k) == v for k, v in LORA_SET.items())
         pooling = m["model"]["config"].get("pooling")  # absent: a bundle from before --pooling
         same_pooling = pooling is not None and s.pooling in (None, pooling)
-        if same_lora and same_pooling and (m["model"]["name"], m["method"]["name"], int(m["tokens"])) == (s.model, method, s.max_tokens):
+        if same_lora and same_pooling and (m["model"]["name"], m["method"]["name"],
+                                           int(m["tokens"])) == (s.model, method, s.max_tokens):
             return path
     cmd = [sys.executable, "-m", "edgetune.cli", "export", s.model, "--method", method,
            "--num-classes", "2", "--max-tokens", str(s.max_tokens), "--out", str(path), "--overwrite"]
@@ -206,7 +207,8 @@ def run_config(s: Settings, name: str, bundle: Path, data: Path, env: dict, tag:
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "EDGETUNE_BENCH_HWM": str(hwm)})
     train_s = time.perf_counter() - t
-    result = {"name": name, "label": label, "method": method, "schedule": schedule, "run": str(run), "seed": seed,
+    result = {"name": name, "label": label, "method": method, "schedule": schedule, "run": str(run),
+              "seed": seed,
               "bundle": str(bundle), "ram_cap_mb": None if ram_cap_bytes is None else ram_cap_bytes / 2**20,
               "train_wall_s": train_s}
     if proc.returncode:
@@ -294,8 +296,8 @@ def targets_of(r: dict, base: dict) -> dict:
 def table1(results: list[dict]) -> list[str]:
     base = next(r for r in results if r["name"] == BASELINE)
     head = (f"{'configuration':18s} {'mode':8s} {'s/step':>7s} {'less':>6s} {'':4s} {'GFLOP/step':>10s} "
-            f"{'fewer':>6s} {'':4s} {'peak MB':>8s} {'less':>6s} {'':4s} {'test acc':>8s} {'d pt':>6s} {'':4s} "
-            f"acc by seed")
+            f"{'fewer':>6s} {'':4s} {'peak MB':>8s} {'less':>6s} {'':4s} {'test acc':>8s} {'d pt':>6s} "
+            f"{'':4s} acc by seed")
     out = [head, "-" * len(head)]
     for r in results:
         t = targets_of(r, base)
@@ -401,7 +403,8 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     raw = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1).tobytes()
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
@@ -542,9 +545,11 @@ def main() -> None:
                     help="BERT head: class token (default, as the README's tables) or mean "
                          "(minilm-l6's own pooling and edgetune export's default for it)")
     ap.add_argument("--warmup", type=int, help="linear warm-up steps (default 20; quick 2)")
-    ap.add_argument("--lr-full", type=float, help="learning rate of full fine-tuning runs (default 1e-4; quick 1e-3)")
+    ap.add_argument("--lr-full", type=float,
+                    help="learning rate of full fine-tuning runs (default 1e-4; quick 1e-3)")
     ap.add_argument("--lr-lora", type=float, help="learning rate of LoRA runs (default 5e-4; quick 3e-3)")
-    ap.add_argument("--seeds", type=int, help="table 1: seeds 0..N-1 per row, medians shown (default 3; quick 1)")
+    ap.add_argument("--seeds", type=int,
+                    help="table 1: seeds 0..N-1 per row, medians shown (default 3; quick 1)")
     ap.add_argument("--seed-configs", nargs="*", choices=list(CONFIGS), default=["full-ft", "alast-lora"],
                     help="table 1 rows run with every seed (default: full-ft alast-lora, the targets' "
                          "pair; the other rows run seed 0 only)")
@@ -583,7 +588,8 @@ def main() -> None:
     data = s.out / "data"
     sizes, tokenizer = prepare_data(data, s.model == "bert-micro")
     base_rate = sizes["majority"]
-    say(f"   train {sizes['train']}, val {sizes['val']}, test {sizes['test']}; majority class on test {base_rate:.1%}")
+    say(f"   train {sizes['train']}, val {sizes['val']}, test {sizes['test']}; "
+        f"majority class on test {base_rate:.1%}")
 
     say(f"== bundles: {s.model}, {s.max_tokens} tokens")
     methods = sorted({CONFIGS[n][1] for n in configs + list(args.cap_configs)})
@@ -614,14 +620,17 @@ def main() -> None:
                 caps.append(r)
 
     plots = write_plots(s.out, results, caps)
-    pooling = json.loads((bundles["full"] / MANIFEST).read_text())["model"]["config"].get("pooling", "cls")
-    setup = (f"{s.model} ({pooling} pooling) on Rotten Tomatoes, {s.steps} steps of {s.batch_size} x <= {s.max_tokens} tokens, "
+    manifest = json.loads((bundles["full"] / MANIFEST).read_text())
+    pooling = manifest["model"]["config"].get("pooling", "cls")
+    setup = (f"{s.model} ({pooling} pooling) on Rotten Tomatoes, {s.steps} steps of {s.batch_size} "
+             f"x <= {s.max_tokens} tokens, "
              f"lr full {s.lr_full:g} / LoRA {s.lr_lora:g} (r {LORA_SET['r']}, "
              f"{'/'.join(LORA_SET['target_modules'])}), warm-up {s.warmup}, seeds 0-{s.seeds - 1} for "
              f"{', '.join(args.seed_configs) or 'none'} (medians), 0 for the rest, "
              f"threads {s.threads or 'all'}, ALaST {' '.join(s.alast_set) or 'defaults'}")
     lines = ["", f"Table 1. {setup}", ""] + table1(results)
-    lines += ["", f"Each column is the median over the seeds of: s/step: median of the train steps (first left out); less/fewer: full FT / this; "
+    lines += ["", "Each column is the median over the seeds of: s/step: median of the train steps "
+              "(first left out); less/fewer: full FT / this; "
               f"GFLOP/step: manifest cost model for each step's plan, mean over steps; peak MB: the "
               f"training process's VmHWM; test acc on {base['test_count']} held-out reviews "
               f"(majority class {base_rate:.1%}), last checkpoint; d pt: this - full FT."]
@@ -629,13 +638,16 @@ def main() -> None:
               f"{TARGETS['flops']:g}x fewer, peak RSS >= {TARGETS['rss']:g}x less, accuracy >= full FT "
               f"- {TARGETS['accuracy_pt']:g} pt."]
     if caps:
-        lines += ["", f"Table 2. --ram-cap as a fraction of full FT's peak RSS ({base['peak_rss_mb']:.0f} MB)", ""]
+        lines += ["", "Table 2. --ram-cap as a fraction of full FT's peak RSS "
+                  f"({base['peak_rss_mb']:.0f} MB)", ""]
         lines += table2(caps)
         lines += ["", "peak/cap: measured VmHWM / cap (PASS: under the cap); kept: mean fraction of "
                   "tokens kept per layer; layers: mean layers trained; micro: smallest micro-batch."]
     if s.model != "minilm-l6":
-        lines += ["", f"--quick: {s.model} (random init, word-level tokenizer): a smoke test, not a measurement."]
-    lines += [f"Plots: {', '.join(str(p) for p in plots) or 'none'}. Total {time.perf_counter() - t_all:.0f} s."]
+        lines += ["", f"--quick: {s.model} (random init, word-level tokenizer): "
+                  "a smoke test, not a measurement."]
+    lines += [f"Plots: {', '.join(str(p) for p in plots) or 'none'}. "
+              f"Total {time.perf_counter() - t_all:.0f} s."]
     say("\n".join(lines))
     results_json = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()},
                     "targets": TARGETS, "majority_class": base_rate,

@@ -64,7 +64,8 @@ def export(model: str, method: str, out: Path) -> Path:
     return out
 
 
-def train(bundle: Path, data: Path, run: Path, schedule: str, steps: int, batch: int, *extra: str) -> ChildRun:
+def train(bundle: Path, data: Path, run: Path, schedule: str, steps: int, batch: int,
+          *extra: str) -> ChildRun:
     cmd = [sys.executable, "-m", "edgetune.cli", "train", str(bundle), "--data", str(data),
            "--steps", str(steps), "--batch-size", str(batch), "--schedule", schedule,
            "--mode", "static" if schedule == "static" else "adaptive",
@@ -139,14 +140,17 @@ def main() -> int:
                     v = verdict(got, run, cap, steps)
                     failures += v.startswith("FAIL")
                     note = refusal_note(got.stderr) if got.returncode else ""
-                    rows.append((tag, f"{frac:.0%}", got.peak_rss_bytes, cap, step_seconds(run), v + (f"  {note}" if note else "")))
+                    rows.append((tag, f"{frac:.0%}", got.peak_rss_bytes, cap, step_seconds(run),
+                                 v + (f"  {note}" if note else "")))
                     print(_row(rows[-1]), file=sys.stderr, flush=True)
                 if schedule == "alast" and method == "lora":
-                    one = train(bundle, data, _fresh(out / "runs" / f"{tag}-e1"), schedule, 1, args.batch_size)
+                    one = train(bundle, data, _fresh(out / "runs" / f"{tag}-e1"), schedule, 1,
+                                args.batch_size)
                     e1, en = joules(one.stdout), joules(free.stdout)
                     cap_j = e1 + 0.5 * (en - e1)
                     run = _fresh(out / "runs" / f"{tag}-energy")
-                    got = train(bundle, data, run, schedule, steps, args.batch_size, "--energy-cap", f"{cap_j:.3f}J")
+                    got = train(bundle, data, run, schedule, steps, args.batch_size,
+                                "--energy-cap", f"{cap_j:.3f}J")
                     used = joules(got.stdout)
                     done = re.search(r"(\d+) steps", got.stdout)
                     refused = got.returncode == 2 and not _trained(run)
@@ -156,7 +160,8 @@ def main() -> int:
                     energy_rows.append((tag, cap_j, used, int(done.group(1)) if done else 0, en, v))
     print(f"\n--ram-cap: {len(rows)} runs, {steps} steps of {args.batch_size}, peak RSS = the process's "
           "VmHWM measured from outside")
-    print(f"{'configuration':28s} {'cap':>5s} {'cap MB':>8s} {'peak MB':>8s} {'peak/cap':>8s} {'s/step':>7s}  result")
+    print(f"{'configuration':28s} {'cap':>5s} {'cap MB':>8s} {'peak MB':>8s} {'peak/cap':>8s} "
+          f"{'s/step':>7s}  result")
     for r in rows:
         print(_row(r))
     if energy_rows:

@@ -136,10 +136,10 @@ def parity(model_name: str, path: Path, threads: int) -> dict[str, tuple[float, 
     every trainable gradient, for each pair of static / adaptive / torch."""
     import torch
 
+    from edgetune.bundle import Bundle
     from edgetune.export.onnx import prepare_model
     from edgetune.runtime import AdaptiveRunner
     from edgetune.train.engines import StaticEngine
-    from edgetune.bundle import Bundle
 
     batch, tokens = SETUPS[model_name]
     mb = make_batch(model_name, batch, tokens, seed=1)

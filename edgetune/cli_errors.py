@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import sys
-from typing import Iterator, NoReturn
+from collections.abc import Iterator
+from typing import NoReturn
 
 import click
 
@@ -50,7 +51,8 @@ def describe(e: BaseException) -> tuple[int, str]:
     if isinstance(e, ImportError) and e.name in ("torch", "onnx"):
         return 2, f"error: {EXPORT_HINT}"
     if is_disk_full(e):
-        where = f" while writing {e.filename}" if getattr(e, "filename", None) else ""
+        filename = getattr(e, "filename", None)
+        where = f" while writing {filename}" if filename else ""
         return 2, f"error: no space left on device{where}: free space and run the command again"
     return 1, f"error: {type(e).__name__}: {one_line(str(e)) or '(no message)'} ({DEBUG_HINT})"
 

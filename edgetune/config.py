@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from edgetune.errors import UsageError
 from edgetune.registry import unknown_name_message

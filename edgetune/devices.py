@@ -13,10 +13,11 @@ import dataclasses
 import platform
 import re
 import shutil
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any
 
 from edgetune.config import check_choice, check_float, check_int, from_mapping
 from edgetune.errors import EdgetuneError, UsageError
@@ -87,8 +88,8 @@ class DeviceProfile:
     idle_watts: float
     active_watts: float
     sensors: tuple = ("psutil",)
-    joules_per_gflop: Optional[float] = None
-    cpu_peak_gflops: Optional[float] = None
+    joules_per_gflop: float | None = None
+    cpu_peak_gflops: float | None = None
     accelerator: str = "cpu"
     accelerator_memory_bytes: int = 0
     unified_memory: bool = False
@@ -204,19 +205,19 @@ def _registry(dirs: tuple[str, ...]) -> Registry[DeviceProfile]:
     return reg
 
 
-def device_registry(dirs: Optional[Sequence[str | Path]] = None) -> Registry[DeviceProfile]:
+def device_registry(dirs: Sequence[str | Path] | None = None) -> Registry[DeviceProfile]:
     """Every profile in ``dirs`` (default :func:`device_dirs`), loaded once and cached."""
     chosen = device_dirs() if dirs is None else [Path(d) for d in dirs]
     return _registry(tuple(str(Path(d).resolve()) for d in chosen))
 
 
-def list_devices(dirs: Optional[Sequence[str | Path]] = None) -> list[DeviceProfile]:
+def list_devices(dirs: Sequence[str | Path] | None = None) -> list[DeviceProfile]:
     """Every profile, by name; copies, so callers may edit them freely."""
     reg = device_registry(dirs)
     return [copy.copy(reg.get(n)) for n in reg.names()]
 
 
-def get_device(name: str, dirs: Optional[Sequence[str | Path]] = None) -> DeviceProfile:
+def get_device(name: str, dirs: Sequence[str | Path] | None = None) -> DeviceProfile:
     """A profile by name (did-you-mean on typos), or by the path of a ``.toml`` file."""
     if isinstance(name, (str, Path)) and str(name).endswith(".toml"):
         return load_profile(name)
@@ -251,22 +252,22 @@ def fit_to_machine(profile: DeviceProfile, machine: Machine) -> DeviceProfile:
     return dataclasses.replace(profile, **changes) if changes else profile
 
 
-def _read(path: Path) -> Optional[str]:
+def _read(path: Path) -> str | None:
     try:
         return path.read_bytes().replace(b"\x00", b"").decode("utf-8", "replace").strip()
     except OSError:
         return None
 
 
-def _tegra_major(text: str) -> Optional[int]:
+def _tegra_major(text: str) -> int | None:
     m = re.search(r"\bR(\d+)\b", text)
     return int(m.group(1)) if m else None
 
 
 def detect(
-    root: str | Path = "/", *, which: Optional[Callable[[str], Optional[str]]] = None,
-    profiles: Optional[Iterable[DeviceProfile]] = None, machine: Optional[Machine] = None,
-    arch: Optional[str] = None,
+    root: str | Path = "/", *, which: Callable[[str], str | None] | None = None,
+    profiles: Iterable[DeviceProfile] | None = None, machine: Machine | None = None,
+    arch: str | None = None,
 ) -> Detection:
     """Guess this machine's profile, in order: device-tree model (Jetson, Raspberry Pi), L4T
     release file (Jetson), an NVIDIA GPU (driver in /proc or nvidia-smi), a generic profile
@@ -282,8 +283,8 @@ def detect(
     return Detection(fit_to_machine(found.profile, machine), found.reason, machine.describe())
 
 
-def _match(root: Path, which: Optional[Callable[[str], Optional[str]]],
-           profiles: Optional[Iterable[DeviceProfile]], arch: str) -> Detection:
+def _match(root: Path, which: Callable[[str], str | None] | None,
+           profiles: Iterable[DeviceProfile] | None, arch: str) -> Detection:
     if which is None:
         which = shutil.which if root.resolve() == Path("/") else (lambda _name: None)
     profs = list_devices() if profiles is None else list(profiles)
@@ -294,7 +295,7 @@ def _match(root: Path, which: Optional[Callable[[str], Optional[str]]],
     model = _read(root / "proc/device-tree/model") or _read(
         root / "sys/firmware/devicetree/base/model")
     if model:
-        best: Optional[tuple[int, DeviceProfile]] = None
+        best: tuple[int, DeviceProfile] | None = None
         for p in profs:
             for pat in p.detect.model:
                 if pat.lower() in model.lower() and (best is None or len(pat) > best[0]):
@@ -329,9 +330,9 @@ def _match(root: Path, which: Optional[Callable[[str], Optional[str]]],
 
 
 def detect_device(
-    root: str | Path = "/", *, which: Optional[Callable[[str], Optional[str]]] = None,
-    profiles: Optional[Iterable[DeviceProfile]] = None, machine: Optional[Machine] = None,
-    arch: Optional[str] = None,
+    root: str | Path = "/", *, which: Callable[[str], str | None] | None = None,
+    profiles: Iterable[DeviceProfile] | None = None, machine: Machine | None = None,
+    arch: str | None = None,
 ) -> DeviceProfile:
     """The profile :func:`detect` picks for this machine, with its RAM and cores."""
     return detect(root, which=which, profiles=profiles, machine=machine, arch=arch).profile

@@ -14,15 +14,14 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 _CGROUP_MEMORY = ("sys/fs/cgroup/memory.max", "sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 @dataclass(frozen=True)
 class Machine:
-    ram_bytes: Optional[int] = None
-    cores: Optional[int] = None
+    ram_bytes: int | None = None
+    cores: int | None = None
 
     def describe(self) -> str:
         parts = []
@@ -33,14 +32,14 @@ class Machine:
         return " and ".join(parts) + " read from this machine" if parts else ""
 
 
-def _text(path: Path) -> Optional[str]:
+def _text(path: Path) -> str | None:
     try:
         return path.read_text().strip()
     except (OSError, UnicodeDecodeError):
         return None
 
 
-def meminfo_total(root: Path) -> Optional[int]:
+def meminfo_total(root: Path) -> int | None:
     for line in (_text(root / "proc/meminfo") or "").splitlines():
         if line.startswith("MemTotal:"):
             try:
@@ -50,7 +49,7 @@ def meminfo_total(root: Path) -> Optional[int]:
     return None
 
 
-def cgroup_memory_limit(root: Path) -> Optional[int]:
+def cgroup_memory_limit(root: Path) -> int | None:
     """The cgroup's memory limit in bytes; None where unlimited ("max", or v1's huge value)."""
     for rel in _CGROUP_MEMORY:
         text = _text(root / rel)
@@ -59,7 +58,7 @@ def cgroup_memory_limit(root: Path) -> Optional[int]:
     return None
 
 
-def cgroup_cpu_limit(root: Path) -> Optional[int]:
+def cgroup_cpu_limit(root: Path) -> int | None:
     """⌈quota / period⌉ from cgroup v2's ``cpu.max`` ("200000 100000" → 2); None if unlimited."""
     parts = (_text(root / "sys/fs/cgroup/cpu.max") or "").split()
     if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit() and int(parts[1]) > 0:
@@ -67,7 +66,7 @@ def cgroup_cpu_limit(root: Path) -> Optional[int]:
     return None
 
 
-def affinity_cores(root: Path) -> Optional[int]:
+def affinity_cores(root: Path) -> int | None:
     """CPUs this process may run on; under a fake root, the ``processor`` lines of cpuinfo."""
     if root.resolve() == Path("/") and hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))

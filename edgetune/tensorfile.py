@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
-DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64",
-          np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.uint8): "U8",
-          np.dtype(np.bool_): "BOOL"}
+DTYPES: dict[np.dtype, str] = {
+    np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64",
+    np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.uint8): "U8",
+    np.dtype(np.bool_): "BOOL"}
 
 
 def save_tensors(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -41,7 +42,7 @@ def save_tensors(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for arr in arrays.values():
-            f.write(memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)))
+            f.write(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
         f.flush()
         os.fsync(f.fileno())
 
@@ -75,7 +76,7 @@ def load_tensors(path: str | Path, into: Mapping[str, np.ndarray] | None = None)
                 if end - start != arr.nbytes:
                     raise ValueError(f"{name}: {end - start} bytes for shape {shape} {dtype}")
                 f.seek(8 + size + start)
-                if arr.nbytes and f.readinto(memoryview(arr.reshape(-1).view(np.uint8))) != arr.nbytes:
+                if arr.nbytes and f.readinto(arr.reshape(-1).view(np.uint8).data) != arr.nbytes:
                     raise ValueError(f"{name}: the file ends early")
                 if into is not None and name in into and into[name] is not arr:
                     into[name][...] = arr

@@ -28,7 +28,7 @@ def build(name: str, method: str):
     name, _, pooling = name.partition("+")
     model = prepare_model(name, method, num_classes=CLASSES, seed=0, pooling=pooling or None)
     with torch.no_grad():  # move the identity-at-init parameters so their gradients are generic
-        for n, p in model.named_parameters():
+        for _, p in model.named_parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
     return model
@@ -77,7 +77,8 @@ def rtol_for(source) -> float:
     if isinstance(source, dict):
         method, config = source["method"]["name"], source["method"]["config"]
     else:
-        method, config = getattr(source, "peft_method", None), vars(getattr(source, "peft_config", None) or {})
+        method = getattr(source, "peft_method", None)
+        config = vars(getattr(source, "peft_config", None) or {})
     return numerics.method_rtol(method, config.get("degree", numerics.PROPULSION_DEGREE))
 
 

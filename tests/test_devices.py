@@ -1,9 +1,18 @@
 """Device profiles (devices/*.toml) and guessing the machine from fake filesystem roots."""
 
+import shutil
+
 import pytest
 
 from edgetune.devices import (
-    DeviceProfile, detect, detect_device, device_registry, get_device, list_devices, load_profile)
+    DeviceProfile,
+    detect,
+    detect_device,
+    device_registry,
+    get_device,
+    list_devices,
+    load_profile,
+)
 from edgetune.errors import EdgetuneError, UsageError
 
 NAMES = ["cuda-gpu", "generic-arm64", "generic-x86", "jetson-nano", "jetson-orin-nano", "raspberry-pi-5"]
@@ -75,9 +84,12 @@ def test_profile_by_path_and_custom_folder(tmp_path):
     (lambda t: t.replace("ram_gib", "ram_gb"), "unknown DeviceProfile key 'ram_gb'"),
     (lambda t: t.replace("peak_gflops = 100.0\n", ""), "missing required key(s): peak_gflops"),
     (lambda t: t.replace('["psutil"]', '["rapll"]'), "'rapll' must be one of rapl, ina3221, nvml, psutil"),
-    (lambda t: t.replace("active_watts = 5.0", "active_watts = 0.5"), "active_watts=0.5: must be >= idle_watts=1.0"),
-    (lambda t: t.replace('name = "my-board"', 'name = "other"'), "name='other' must match the file name 'my-board'"),
-    (lambda t: t + "\n[detect]\nmodle = ['x']\n", "unknown DetectRules [detect] key 'modle'; did you mean 'model'"),
+    (lambda t: t.replace("active_watts = 5.0", "active_watts = 0.5"),
+     "active_watts=0.5: must be >= idle_watts=1.0"),
+    (lambda t: t.replace('name = "my-board"', 'name = "other"'),
+     "name='other' must match the file name 'my-board'"),
+    (lambda t: t + "\n[detect]\nmodle = ['x']\n",
+     "unknown DetectRules [detect] key 'modle'; did you mean 'model'"),
     (lambda t: t + "ram_bytes = 5\n", "give ram_bytes or ram_gib, not both"),
     (lambda t: t + "= broken", "invalid TOML"),
 ])
@@ -116,11 +128,12 @@ def fake_root(tmp_path, files):
      "jetson-orin-nano"),
     ({"proc/driver/nvidia/gpus/0000:01:00.0/information": b"Model: NVIDIA GeForce RTX 4090\n"},
      "cuda-gpu"),
-    ({}, "generic-x86"),
-    ({"proc/device-tree/model": b"Raspberry Pi 4 Model B Rev 1.4\x00"}, "generic-x86"),
+    ({}, "generic-arm64"),
+    ({"proc/device-tree/model": b"Raspberry Pi 4 Model B Rev 1.4\x00"}, "generic-arm64"),
 ])
 def test_detect_from_fake_root(tmp_path, files, expected):
-    assert detect_device(fake_root(tmp_path, files), which=no_which).name == expected
+    # an aarch64 CPU, so that falling through every rule (to the fallback, generic-x86) fails
+    assert detect_device(fake_root(tmp_path, files), which=no_which, arch="aarch64").name == expected
 
 
 def test_detect_explains_itself_and_uses_nvidia_smi(tmp_path):
@@ -130,9 +143,20 @@ def test_detect_explains_itself_and_uses_nvidia_smi(tmp_path):
     assert d.profile.name == "generic-x86" and "Raspberry Pi 4 Model B" in d.reason
 
 
-def test_detect_on_a_fake_root_ignores_the_real_path(tmp_path):
-    # with a non-/ root and no `which`, nothing on this machine's PATH leaks in
-    assert detect_device(tmp_path).name == "generic-x86"
+def test_detect_on_a_fake_root_ignores_the_real_path(tmp_path, monkeypatch):
+    """With a non-/ root and no ``which``, nothing on this machine's PATH leaks in. An
+    nvidia-smi on PATH would make it a cuda-gpu, and the architecture picks arm64 (not the
+    fallback), so a leak, or detection falling through to the fallback, fails here."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    root = tmp_path / "root"
+    root.mkdir()
+    assert detect(root, which=shutil.which, arch="aarch64").profile.name == "cuda-gpu"  # what a leak gives
+    d = detect(root, arch="aarch64")
+    assert (d.profile.name, d.reason) == ("generic-arm64", "no known board or GPU found, a aarch64 CPU")
 
 
 def test_detect_the_real_machine_returns_a_known_profile():

@@ -6,6 +6,7 @@ import pytest
 
 from edgetune.export.costs import _block_costs, layer_costs, per_token
 from edgetune.export.exporter import _stem_trainable
+
 from export_cases import build
 
 

@@ -21,9 +21,18 @@ from onnxruntime.training.api import CheckpointState, Module
 from edgetune.export.onnx import MAX_IR_VERSION, export_mode, trace_whole
 from edgetune.export.peft import trainable_names
 from edgetune.schedule.alast.importance import class_token_delta
-from export_cases import (
-    CLASSES, COMBOS, assert_close, build, cases, gradient_atol, numpy_inputs, reference, rtol_for)
 
+from export_cases import (
+    CLASSES,
+    COMBOS,
+    assert_close,
+    build,
+    cases,
+    gradient_atol,
+    numpy_inputs,
+    reference,
+    rtol_for,
+)
 
 
 @pytest.fixture(scope="module", params=COMBOS, ids=[f"{m}-{k}" for m, k in COMBOS])
@@ -90,7 +99,8 @@ def test_cls_delta_has_one_definition():
     feeds = dict(zip(model.input_names, numpy_inputs(inputs)), keep=np.array(keep, np.int64))
     (out_delta,) = session.run(["cls_delta"], feeds)
     with torch.no_grad():
-        cls = np.stack([c.numpy() for c in model.forward_features(*inputs, keep=torch.tensor(keep)).cls_tokens])
+        features = model.forward_features(*inputs, keep=torch.tensor(keep))
+        cls = np.stack([c.numpy() for c in features.cls_tokens])
     assert out_delta.shape == (model.num_layers,)
     assert_close(out_delta, class_token_delta(cls[:-1], cls[1:]), "cls_delta", rtol_for(model))
 

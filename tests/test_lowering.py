@@ -13,8 +13,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
-from edgetune.export.onnx.lowering import (LOWERINGS, LoweringError, lower,  # noqa: E402
-                                           nonstandard_ops)
+from edgetune.export.onnx.lowering import LOWERINGS, LoweringError, lower, nonstandard_ops  # noqa: E402
+
 from numerics import assert_close_normwise  # noqa: E402
 
 ort = pytest.importorskip("onnxruntime")

@@ -30,10 +30,10 @@ from edgetune.export.onnx.inference import inference_model  # noqa: E402
 from edgetune.export.peft import load_adapter, merge_model, trainable_names  # noqa: E402
 from edgetune.merge import apply_recipe, merge_run  # noqa: E402
 from edgetune.train.config import TrainConfig  # noqa: E402
+from edgetune.train.trainer import Trainer, token_count  # noqa: E402
 
 from conftest import hf_twin  # noqa: E402
 from numerics import assert_close_normwise, method_rtol, normwise_error  # noqa: E402
-from edgetune.train.trainer import Trainer, token_count  # noqa: E402
 
 CLASSES = 3
 ADAPTER_TENSORS = ("lora_", "ia3_l", "propulsion_z", "base_layer")

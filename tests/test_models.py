@@ -134,7 +134,8 @@ def test_timm_hub_folder_loads_by_architecture_name(tmp_path):
     model = create_model("vit-tiny", 1000).eval()
     folder = tmp_path / "timm"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 1000}))
+    (folder / "config.json").write_text(
+        json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 1000}))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
     loaded = create_model(str(folder), num_classes=10)
     torch.testing.assert_close(loaded.blocks[11].mlp.fc2.weight, model.blocks[11].mlp.fc2.weight)
@@ -174,7 +175,8 @@ def test_checkpoint_errors_are_clear(tmp_path):
     cfg = json.loads((tmp_path / "vit" / "config.json").read_text())
     cfg["embed_dim"], cfg["num_heads"] = 32, 2
     (tmp_path / "vit" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(EdgetuneError, match=r"tensor '[a-z_.0-9]+' has shape \([0-9, ]+\), the model expects \([0-9, ]+\): the checkpoint is for a different configuration"):
+    with pytest.raises(EdgetuneError, match=r"tensor '[a-z_.0-9]+' has shape \([0-9, ]+\), the model expects "
+                                            r"\([0-9, ]+\): the checkpoint is for a different configuration"):
         create_model(str(tmp_path / "vit"), 3)
     (tmp_path / "vit" / "config.json").write_text("{not json")
     with pytest.raises(EdgetuneError, match="config.json: not valid JSON"):

@@ -5,13 +5,15 @@ import pytest
 import torch
 
 from edgetune.train.optim import AdamW, AdamWConfig, learning_rate
+
 from numerics import U, assert_close_normwise
 
 
 def test_adamw_matches_torch_without_eps_and_decay():
     """With ε = 0 and no decay, ONNX Runtime's (Hugging Face's) AdamW and torch's coincide."""
     rng = np.random.default_rng(0)
-    init = {"w": rng.standard_normal((4, 3)).astype(np.float32), "b": rng.standard_normal(3).astype(np.float32)}
+    init = {"w": rng.standard_normal((4, 3)).astype(np.float32),
+            "b": rng.standard_normal(3).astype(np.float32)}
     ours = AdamW({k: v.copy() for k, v in init.items()}, AdamWConfig(lr=0.01, weight_decay=0.0, eps=1e-30))
     tparams = {k: torch.tensor(v, requires_grad=True) for k, v in init.items()}
     ref = torch.optim.AdamW(list(tparams.values()), lr=0.01, weight_decay=0.0, eps=1e-30)

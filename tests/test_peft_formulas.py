@@ -10,6 +10,7 @@ from edgetune.export.peft.adapter import BottleneckAdapter
 from edgetune.export.peft.ia3 import IA3Linear
 from edgetune.export.peft.lora import LoraLinear
 from edgetune.export.peft.propulsion import PropulsionScale
+
 from numerics import assert_close_normwise, propulsion_rtol
 
 
@@ -65,7 +66,8 @@ def test_propulsion_is_output_times_z_to_the_k():
         prop.propulsion_z.copy_(torch.linspace(0.95, 1.05, 5))
     x = torch.randn(4, 6)
     z = prop.propulsion_z.detach()
-    assert_close_normwise(prop(x), (x @ base.weight.T + base.bias) * z ** 15, "z^15", rtol=propulsion_rtol(15))
+    assert_close_normwise(prop(x), (x @ base.weight.T + base.bias) * z ** 15, "z^15",
+                          rtol=propulsion_rtol(15))
     emb = nn.Embedding(10, 5)
     pe = PropulsionScale(emb, degree=3)
     with torch.no_grad():
@@ -107,7 +109,8 @@ def test_prompt_tokens_go_right_after_the_class_token():
     torch.testing.assert_close(y[:, 0], x[:, 0])
     torch.testing.assert_close(y[:, 1:3], prompt.embeddings.detach().expand(3, -1, -1))
     torch.testing.assert_close(y[:, 3:], x[:, 1:])
-    assert new_bias.shape == (3, 7) and bool((new_bias[:, 1:3] == 0).all()) and bool((new_bias[:, -1] < 0).all())
+    assert new_bias.shape == (3, 7)
+    assert bool((new_bias[:, 1:3] == 0).all()) and bool((new_bias[:, -1] < 0).all())
 
 
 def test_attention_is_softmax_qk_v():

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from edgetune.errors import UsageError
+from edgetune.errors import EdgetuneError, UsageError
 from edgetune.export import apply_method, create_model, list_methods, merge_model
 from edgetune.export.peft import adapter_modules, load_adapter, save_adapter, trainable_names
 
@@ -151,8 +151,14 @@ def test_load_rejects_an_adapter_for_another_model(tmp_path):
     _, tuned, _ = build("vit-micro", "lora")
     save_adapter(tuned, tmp_path / "a")
     other = create_model("bert-micro", 3)
-    with pytest.raises(Exception, match="does not fit this model|names no parameter|matched no"):
+    with pytest.raises(EdgetuneError) as e:
         load_adapter(other, tmp_path / "a")
+    assert type(e.value) is EdgetuneError  # the adapter's fault, not a usage error or a crash
+    lora = "lora_A.weight"
+    assert str(e.value).startswith(
+        f"{tmp_path / 'a'}: adapter does not fit this model (missing "
+        f"['base_model.model.bert.encoder.layer.0.attention.self.query.{lora}', ")
+    assert f"unexpected ['base_model.model.blocks.0.attn.qkv.{lora}', " in str(e.value)
 
 
 def test_method_errors_are_one_line_and_name_the_choice():

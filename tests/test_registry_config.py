@@ -28,7 +28,8 @@ def test_registry_suggests_close_names():
     reg.add("lora", 1)
     reg.add("ia3", 2)
     assert reg.get("lora") == 1
-    with pytest.raises(UsageError, match=r"unknown method 'lroa'; did you mean 'lora'\? \(choices: ia3, lora\)"):
+    with pytest.raises(UsageError,
+                       match=r"unknown method 'lroa'; did you mean 'lora'\? \(choices: ia3, lora\)"):
         reg.get("lroa")
     with pytest.raises(ValueError, match="registered twice"):
         reg.add("lora", 3)

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_train import bundle, data, synthetic_images  # noqa: F401  (fixtures)
 
 from edgetune.bundle import Bundle
 from edgetune.cli import main
 from edgetune.errors import DiskFullError, EdgetuneError, UsageError
 from edgetune.train import TrainConfig, Trainer, load_data
 from edgetune.train.runlock import LOCK, RunInUseError, RunLock
-from test_train import bundle, data, synthetic_images  # noqa: F401  (fixtures)
 
 STEPS = 6
 
@@ -74,7 +74,8 @@ def metric_steps(run):
 
 
 def leftovers(run):
-    return sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if ".tmp-" in p.name or ".old-" in p.name)
+    return sorted(p.relative_to(run).as_posix() for p in run.rglob("*")
+                  if ".tmp-" in p.name or ".old-" in p.name)
 
 
 def cli(*args, **kw):
@@ -102,7 +103,8 @@ def test_torn_metrics_lines_are_dropped_on_resume(sets, clean, tmp_path):
     assert_same_weights(t, clean)
 
 
-@pytest.mark.parametrize("victim", ["run.json", "checkpoints/last.json", "checkpoints/step-00000004/state.json"])
+@pytest.mark.parametrize("victim", ["run.json", "checkpoints/last.json",
+                                    "checkpoints/step-00000004/state.json"])
 def test_a_torn_run_file_is_a_one_line_error_naming_it(sets, bundle, data, tmp_path, victim):  # noqa: F811
     run = tmp_path / "run"
     interrupted_run(sets, run)
@@ -148,13 +150,15 @@ def test_resume_with_other_data_or_bundle_is_refused(sets, bundle, data, tmp_pat
     run = tmp_path / "run"
     interrupted_run(sets, run)
     with pytest.raises(UsageError, match=r"data=\S+train.npz, this run data=\S+val.npz; data.bytes=\d+, "
-                                         r"this run data.bytes=\d+; data.samples=96, this run data.samples=64"):
+                                         r"this run data.bytes=\d+; data.samples=96, "
+                                         r"this run data.samples=64"):
         make(sets, run, resume=True, train=load_data(b, data[1]))
     other = tmp_path / "other-bundle"  # the same files, another manifest
     shutil.copytree(bundle, other)
     manifest = json.loads((other / "manifest.json").read_text())
     (other / "manifest.json").write_text(json.dumps({**manifest, "created": "another export"}))
-    with pytest.raises(UsageError, match=r"has bundle=\S+ \(manifest sha256 \w+\), this run bundle=\S+other-bundle"):
+    with pytest.raises(UsageError,
+                       match=r"has bundle=\S+ \(manifest sha256 \w+\), this run bundle=\S+other-bundle"):
         Trainer(other, sets[1], None, TrainConfig(steps=STEPS, batch_size=8, threads=1), out=run, resume=True)
 
 
@@ -229,7 +233,8 @@ def fill_disk(monkeypatch, trainer, point):
 
     def fsync(fd):
         name = os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1]
-        if armed["on"] and name.startswith({"state": ".state.json.tmp-", "pointer": ".last.json.tmp-"}.get(point, "-")):
+        prefix = {"state": ".state.json.tmp-", "pointer": ".last.json.tmp-"}.get(point, "-")
+        if armed["on"] and name.startswith(prefix):
             armed["on"] = False
             raise _enospc()
         return real_fsync(fd)
@@ -248,7 +253,8 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(sets, clean, tmp_p
     with pytest.raises(DiskFullError) as e:
         t.fit()
     assert str(e.value) == (f"no space left on device while writing checkpoint step-00000004 in {run}; "
-                            "the previous checkpoint (step-00000002) is intact: free space and rerun with --resume")
+                            "the previous checkpoint (step-00000002) is intact: "
+                            "free space and rerun with --resume")
     monkeypatch.undo()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.json", "step-00000002"]
     assert json.loads((run / "checkpoints/last.json").read_text())["step"] == 2
@@ -329,7 +335,8 @@ def test_a_lock_held_by_another_process_dies_with_it(sets, tmp_path):
     run.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom edgetune.train.runlock import RunLock\n"
-                               "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(run)],
+                               "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
+         str(run)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -428,12 +435,15 @@ def test_the_run_folder_finds_its_files_and_checkpoints(tmp_path):
         folder.checkpoints.save(step, lambda tmp: None, {"step": step, "mode": "static"}, tags)
 
     save(2, ("last",))
-    assert folder.checkpoint("best").name == folder.checkpoint("last").name == "step-00000002"  # best falls back
+    # best falls back to last
+    assert folder.checkpoint("best").name == folder.checkpoint("last").name == "step-00000002"
     save(4, ("best",))
     save(6, ("last",))
-    assert folder.checkpoint("best").name == "step-00000004" and folder.checkpoint("last").name == "step-00000006"
+    assert folder.checkpoint("best").name == "step-00000004"
+    assert folder.checkpoint("last").name == "step-00000006"
     assert folder.state(folder.checkpoint("step-00000004"))["step"] == 4
-    with pytest.raises(UsageError, match=r"checkpoint='step-9': .* \(best, last, step-00000004, step-00000006\)"):
+    with pytest.raises(UsageError,
+                       match=r"checkpoint='step-9': .* \(best, last, step-00000004, step-00000006\)"):
         folder.checkpoint("step-9")
 
 

@@ -8,9 +8,20 @@ import pytest
 from edgetune.config import from_strings
 from edgetune.errors import UsageError
 from edgetune.schedule.alast import (
-    BUDGET_RULES, AlastConfig, AlastScheduler, class_token_importance, class_token_norms,
-    keep_counts, lowest_trained, nonincreasing, relative_importance, relative_target,
-    select_trained, update_budgets, waterfill)
+    BUDGET_RULES,
+    AlastConfig,
+    AlastScheduler,
+    class_token_importance,
+    class_token_norms,
+    keep_counts,
+    lowest_trained,
+    nonincreasing,
+    relative_importance,
+    relative_target,
+    select_trained,
+    update_budgets,
+    waterfill,
+)
 
 
 def cls_chain(*increments):
@@ -273,7 +284,8 @@ def test_scheduler_hand_trace():
     """L=2, N=10, α=0.1, b_min=0.2, top-1; Δ_l = (layer l's increment)²."""
     s = AlastScheduler(AlastConfig(rule="paper", alpha=0.1, b_min=0.2, selection="topk", n_train=1), 2, 10)
     # before any step: budgets 1, all tokens, tie → the deeper layer trains
-    assert (s.plan.keep.tolist(), s.plan.trained.tolist(), s.plan.lowest_trained) == ([10, 10], [False, True], 1)
+    assert (s.plan.keep.tolist(), s.plan.trained.tolist(), s.plan.lowest_trained) == (
+        [10, 10], [False, True], 1)
     expected = [
         # increments, budgets,  keep (layer 1 takes in ⌈b_1·10⌉), trained
         ((1, 2), [1.0, 1.0], [10, 10], [False, True]),   # Δ=[1,4], no previous Δ: no move

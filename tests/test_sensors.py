@@ -6,9 +6,19 @@ import pytest
 from edgetune.devices import get_device
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.sensors import (
-    Ina3221Meter, ModelledMeter, NvmlMeter, RaplMeter, SensorEnv,
-    available_memory_bytes, counter_delta, find_rails, make_energy_meter, probe_sensors,
-    process_rss_bytes, total_memory_bytes)
+    Ina3221Meter,
+    ModelledMeter,
+    NvmlMeter,
+    RaplMeter,
+    SensorEnv,
+    available_memory_bytes,
+    counter_delta,
+    find_rails,
+    make_energy_meter,
+    probe_sensors,
+    process_rss_bytes,
+    total_memory_bytes,
+)
 from edgetune.sensors import nvml as nvml_module
 
 MAX_UJ = 262143328850  # a real package max_energy_range_uj

@@ -1,42 +1,52 @@
-"""The device package must import and run its commands where torch does not exist."""
+"""The device package must import and run its commands where torch does not exist (the guard
+itself: tests/device_guard.py)."""
 
 import subprocess
 import sys
-import textwrap
 
 import pytest
+
+from device_guard import (
+    BLOCKED,
+    NOT_EAGER,
+    blocking_env,
+    import_every_device_module,
+    modules_on_disk,
+    workstation_imports,
+)
 
 
 @pytest.fixture
 def no_torch_env(tmp_path):
     """PYTHONPATH with a ``torch`` (and ``onnx``) whose import fails, as on a device."""
-    for name in ("torch", "onnx"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "__init__.py").write_text(
-            f'raise ModuleNotFoundError("No module named {name!r}", name={name!r})\n')
-    import os
-
-    return {**os.environ, "PYTHONPATH": str(tmp_path)}
+    return blocking_env(tmp_path / "shim")
 
 
 def test_every_device_module_imports_without_torch(no_torch_env):
-    code = textwrap.dedent("""
-        import importlib, pkgutil, sys
-        import edgetune
-        names = [m.name for m in pkgutil.walk_packages(edgetune.__path__, "edgetune.")
-                 if not m.name.startswith("edgetune.export")]
-        for name in names:
-            importlib.import_module(name)
-        assert "torch" not in sys.modules or sys.modules["torch"] is None
-        print(len(names))
-    """)
-    out = subprocess.run([sys.executable, "-c", code], env=no_torch_env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert int(out.stdout.strip()) >= 3  # cli, config, registry, ... all imported
+    got = import_every_device_module(no_torch_env)
+    # each module pkgutil found was imported, and pkgutil found every module file: none skipped
+    assert len(got["names"]) == len(set(got["names"])) == len(modules_on_disk())
+    assert sorted(got["names"]) == modules_on_disk()
+    assert not set(BLOCKED) & set(got["loaded"])
+
+
+def test_importing_the_device_package_loads_no_torch_onnx_or_pillow():
+    """Here torch, onnx and Pillow are installed: importing every device module must still not
+    load them (an import inside try/except, or through a library, shows up here)."""
+    got = import_every_device_module()
+    assert sorted(got["names"]) == modules_on_disk()
+    assert "numpy" in got["loaded"] and "click" in got["loaded"]   # the check sees real imports
+    assert [m for m in NOT_EAGER if m in got["loaded"]] == []
+
+
+def test_no_device_module_imports_the_workstation_side_anywhere():
+    """Imports inside functions run only on some path of some command: read the source."""
+    assert workstation_imports() == []
 
 
 def test_workstation_commands_explain_the_missing_extra(no_torch_env):
     out = subprocess.run([sys.executable, "-m", "edgetune.cli", "models"], env=no_torch_env,
                          capture_output=True, text=True)
     assert out.returncode == 2
-    assert out.stderr.strip() == "error: this command needs the workstation extra: pip install 'edgetune[export]'"
+    assert out.stderr.strip() == ("error: this command needs the workstation extra: "
+                                  "pip install 'edgetune[export]'")

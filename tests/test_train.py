@@ -209,6 +209,31 @@ def test_ram_cap_is_never_exceeded(bundle, data, tmp_path):
             rows = (run / "metrics.jsonl").read_text().splitlines()
             assert len(rows) == 6
 
+    # A cap below the uncapped peak that can be met must be met by training, not refused: at
+    # batch 256 the activations lift the uncapped peak well above the floor (what loading alone
+    # needs, from the refusal of a 1 MB cap); a cap halfway between them trains every step under
+    # it, with a smaller plan than the uncapped run's. A planner that refused every cap below the
+    # uncapped peak, or that never shrank the plan, fails here.
+    big = synthetic_images(tmp_path / "big.npz", n=256)
+    cmd = lambda out, *cap: _train_cmd(bundle, big, tmp_path / out, 3, "--schedule", "alast",  # noqa: E731
+                                       "--batch-size", "256", *cap)
+    free = run_measured(cmd("free256"))
+    assert free.returncode == 0, free.stderr[-400:]
+    probe = run_measured(cmd("probe256", "--ram-cap", "1MB"))
+    assert probe.returncode == 2 and not (tmp_path / "probe256" / "checkpoints").exists()
+    floor = parse_bytes(re.findall(r"--ram-cap (\d+MB)", probe.stderr)[-1])
+    assert floor < free.peak_rss_bytes, (floor, free.peak_rss_bytes)
+    cap = (floor + free.peak_rss_bytes) // 2
+    got = run_measured(cmd("cap256", "--ram-cap", f"{cap}B"))
+    assert got.returncode == 0, (cap, got.stderr[-400:])
+    assert got.peak_rss_bytes <= cap, (cap, got.peak_rss_bytes)
+    metrics = [[json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+               for name in ("free256", "cap256")]
+    assert len(metrics[1]) == 3
+    plan = lambda r: (r["micro_batch"], len(r["layers_trained"]), sum(r["tokens_kept"]))  # noqa: E731
+    assert all(plan(c) != plan(f) and all(x <= y for x, y in zip(plan(c), plan(f)))
+               for f, c in zip(*metrics)), metrics
+
 def test_energy_cap_holds_for_the_whole_run(bundle, data, tmp_path):
     """The modelled meter counts everything the run does (loading, warm-up, logging, the final
     checkpoint); under a cap at loading plus about half the steps' energy, the run stops

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class Dataset:
     def _inputs(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> "Subset":
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Subset:
         return Subset(self, indices)
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -42,12 +43,15 @@ class ImageFolderDataset(Dataset):
         except Exception as e:  # truncated or corrupt since it was listed
             raise DataError(file, f"cannot decode image ({first_line(e)})") from None
         a = a.reshape(a.shape[0], a.shape[1], -1)
-        return resize(a[None], self.spec.image_size)[0]
+        return resize(a[None], self._size())[0]
+
+    def _size(self) -> tuple[int, int]:
+        return cast(tuple[int, int], self.spec.image_size)  # a pair after ImageSpec.__post_init__
 
     def _inputs(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         image_module = _pillow(self.path)
         x = np.stack([self._decode(self.files[i], image_module) for i in idx]) if idx.size else \
-            np.zeros((0, *self.spec.image_size, self.spec.channels), np.float32)
+            np.zeros((0, *self._size(), self.spec.channels), np.float32)
         return {"pixel_values": normalize(x, self.spec.mean, self.spec.std)}
 
 

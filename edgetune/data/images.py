@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class ArrayImageDataset(Dataset):
         self.scale, self.label_names = scale, label_names
 
     def _inputs(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        x = resize(self.x[idx], self.spec.image_size)
+        x = resize(self.x[idx], cast(tuple[int, int], self.spec.image_size))  # a pair after __post_init__
         if x.shape[-1] != self.spec.channels:  # grayscale data, colour model
             x = np.repeat(x, self.spec.channels, axis=-1)
         return {"pixel_values": normalize(x, self.spec.mean, self.spec.std, self.scale)}

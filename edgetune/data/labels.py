@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def to_indices(
     sorted set of names as their vocabulary, which is returned so that val/test data reuse it.
     """
     lookup = {n: i for i, n in enumerate(names)} if names is not None else None
-    values: list[int | str] = []
+    values: list[Any] = []  # ints and names; ints only once the names are mapped
     for i, value in enumerate(raw):
         if lookup is not None and isinstance(value, str) and value.strip() in lookup:
             values.append(lookup[value.strip()])
@@ -67,7 +68,7 @@ def to_indices(
     if first_name is not None:
         if lookup is not None:
             raise DataError(path, f"{where(first_name)}: unknown label {values[first_name]!r} "
-                                  f"(known: {', '.join(names)})")
+                                  f"(known: {', '.join(names or ())})")
         first_int = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
         if first_int is not None:
             raise DataError(path, f"{where(first_int)}: label {values[first_int]} is a number "

@@ -30,12 +30,15 @@ def load_dataset(path: str | Path, spec: ImageSpec | TextSpec) -> Dataset:
                               "file or a folder of class subfolders)")
     if suffix == "folder":
         from edgetune.data.folder import load_image_folder
+        assert isinstance(spec, ImageSpec)  # the checks above: images need an ImageSpec
         return load_image_folder(path, spec)
     if suffix in IMAGE_FILES:
         from edgetune.data.images import load_npz
+        assert isinstance(spec, ImageSpec)
         return load_npz(path, spec)
     if suffix in TEXT_FILES:
         from edgetune.data.text import load_text
+        assert isinstance(spec, TextSpec)
         return load_text(path, spec)
     want = ".npz or a folder of class subfolders" if kind == "image" else ", ".join(TEXT_FILES)
     raise DataError(path, f"unsupported file type {suffix or '(no suffix)'!r}; "

@@ -6,7 +6,8 @@ does not depend on the numpy version either: a run resumed after an upgrade sees
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -95,7 +96,8 @@ class BatchSampler:
             if key in state and state[key] != getattr(self, key):
                 raise UsageError(f"cannot resume: the checkpoint's data order has {key}="
                                  f"{state[key]!r}, this run has {key}={getattr(self, key)!r}")
-        epoch, index = state.get("epoch"), state.get("index")
+        epoch: Any = state.get("epoch")
+        index: Any = state.get("index")
         for name, v in (("epoch", epoch), ("index", index)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise UsageError(f"cannot resume: sampler state {name}={v!r} must be an "

@@ -61,7 +61,7 @@ def load_text(path: str | Path, spec: TextSpec) -> TextDataset:
     empty = np.flatnonzero(lengths == 0)
     if empty.size:
         line = table.lines[int(empty[0])]
-        raise DataError(path, f"line {line}: text has no tokens for {spec.tokenizer_path.name}")
+        raise DataError(path, f"line {line}: text has no tokens for {Path(spec.tokenizer_path).name}")
     ids = np.full((len(texts), int(lengths.max())), pad_id, dtype=np.int64)
     for row, enc in enumerate(encodings):
         ids[row, :len(enc.ids)] = enc.ids

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from edgetune.data.errors import DataError, first_line
 
@@ -24,7 +24,8 @@ def load_tokenizer(path: str | Path, max_length: int):
         raise DataError(path, f"not a valid tokenizer.json ({first_line(e)})") from None
     pad_id = (tok.padding or {}).get("pad_id")
     if pad_id is None:
-        pad_id = next((tok.token_to_id(t) for t in PAD_TOKENS if tok.token_to_id(t) is not None), 0)
+        ids = (tok.token_to_id(t) for t in PAD_TOKENS)
+        pad_id = next((i for i in ids if i is not None), 0)
     tok.no_padding()
     tok.enable_truncation(max_length)
     return tok, int(pad_id)

@@ -6,8 +6,7 @@ sysfs paths hang off an injectable root so tests run them on fake trees.
 """
 
 from edgetune.sensors.base import CounterMeter, EnergyMeter, PowerMeter, counter_delta
-from edgetune.sensors.factory import (
-    ENERGY_READERS, SensorEnv, SensorStatus, make_energy_meter, probe_sensors)
+from edgetune.sensors.factory import ENERGY_READERS, SensorEnv, SensorStatus, make_energy_meter, probe_sensors
 from edgetune.sensors.ina3221 import Ina3221Meter, find_rails
 from edgetune.sensors.memory import available_memory_bytes, process_rss_bytes, total_memory_bytes
 from edgetune.sensors.modelled import ModelledMeter

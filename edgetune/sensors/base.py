@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import Callable, Optional, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from edgetune.errors import EdgetuneError, UsageError
 
 T = TypeVar("T")
 
 
-def pick_named(found: Sequence[T], names: Optional[Sequence[str]], key: Callable[[T], str],
+def pick_named(found: Sequence[T], names: Sequence[str] | None, key: Callable[[T], str],
                defaults: Callable[[Sequence[T]], list[T]], what: str, root: object) -> list[T]:
     """``names`` picked from ``found`` by ``key`` (an error lists what exists), or the defaults."""
     if names is None:
@@ -49,7 +50,7 @@ class EnergyMeter(ABC):
     def read_joules(self) -> float:
         """Joules since :meth:`start`."""
 
-    def sample(self) -> None:
+    def sample(self) -> None:  # noqa: B027 (an optional hook: a no-op unless a meter integrates)
         """Take a reading now (power meters integrate between samples; counters need none)."""
 
     def describe(self) -> str:
@@ -65,7 +66,7 @@ class CounterMeter(EnergyMeter):
     joules_per_unit: float = 1.0
 
     def __init__(self) -> None:
-        self._last: Optional[list[int]] = None
+        self._last: list[int] | None = None
         self._units = 0
 
     @abstractmethod
@@ -103,7 +104,7 @@ class PowerMeter(EnergyMeter):
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._t: Optional[float] = None
+        self._t: float | None = None
         self._p = 0.0
         self._joules = 0.0
 

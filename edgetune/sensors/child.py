@@ -15,8 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
 
 _LAUNCHER = """
 import os, sys
@@ -39,8 +39,8 @@ class ChildRun:
     seconds: float
 
 
-def run_measured(cmd: Sequence[str], env: Optional[Mapping[str, str]] = None,
-                 cwd: Optional[str] = None) -> ChildRun:
+def run_measured(cmd: Sequence[str], env: Mapping[str, str] | None = None,
+                 cwd: str | None = None) -> ChildRun:
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "maxrss")
         t0 = time.monotonic()

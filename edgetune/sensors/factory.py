@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from edgetune.devices import DeviceProfile, detect_device
 from edgetune.errors import EdgetuneError
@@ -41,7 +42,7 @@ class SensorStatus:
     detail: str  # what it reads, or why it cannot
 
 
-def _why(meter: EnergyMeter) -> Optional[str]:
+def _why(meter: EnergyMeter) -> str | None:
     why = getattr(meter, "why_unavailable", None)
     if why is not None:
         return why()
@@ -52,8 +53,8 @@ def _order(profile: DeviceProfile) -> list[str]:
     return [s for s in profile.sensors if s in ENERGY_READERS] + ["model"]
 
 
-def probe_sensors(profile: Optional[DeviceProfile] = None,
-                  env: Optional[SensorEnv] = None) -> list[SensorStatus]:
+def probe_sensors(profile: DeviceProfile | None = None,
+                  env: SensorEnv | None = None) -> list[SensorStatus]:
     """Each energy reader the profile lists (then the model), whether it works here and why."""
     profile = profile or detect_device()
     env = env or SensorEnv()
@@ -65,8 +66,8 @@ def probe_sensors(profile: Optional[DeviceProfile] = None,
     return out
 
 
-def make_energy_meter(profile: Optional[DeviceProfile] = None, prefer: Optional[str] = None,
-                      env: Optional[SensorEnv] = None) -> EnergyMeter:
+def make_energy_meter(profile: DeviceProfile | None = None, prefer: str | None = None,
+                      env: SensorEnv | None = None) -> EnergyMeter:
     """The first available reader in the profile's order, falling back to the model.
 
     ``prefer`` names one reader (rapl, ina3221, nvml, model); it must work here.

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 from edgetune.sensors.base import PowerMeter, pick_named
 
@@ -32,8 +32,8 @@ def _read_int(path: Path) -> int:
 class Rail:
     """One INA3221 channel; :meth:`watts` reads it now."""
 
-    def __init__(self, label: str, power_mw: Optional[Path] = None,
-                 voltage_mv: Optional[Path] = None, current_ma: Optional[Path] = None) -> None:
+    def __init__(self, label: str, power_mw: Path | None = None,
+                 voltage_mv: Path | None = None, current_ma: Path | None = None) -> None:
         self.label = label
         self.power_mw, self.voltage_mv, self.current_ma = power_mw, voltage_mv, current_ma
 
@@ -107,7 +107,7 @@ class Ina3221Meter(PowerMeter):
 
     name = "ina3221"
 
-    def __init__(self, root: str | Path = SYSFS, rails: Optional[Sequence[str]] = None,
+    def __init__(self, root: str | Path = SYSFS, rails: Sequence[str] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(clock)
         self.root = Path(root)
@@ -117,7 +117,7 @@ class Ina3221Meter(PowerMeter):
     def read_watts(self) -> float:
         return sum(r.watts() for r in self.rails)
 
-    def why_unavailable(self) -> Optional[str]:
+    def why_unavailable(self) -> str | None:
         if not self.rails:
             return f"no INA3221 rails under {self.root}"
         try:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import psutil
 
 
-def process_rss_bytes(pid: Optional[int] = None) -> int:
+def process_rss_bytes(pid: int | None = None) -> int:
     """Resident set size of ``pid`` (default: this process), bytes."""
     return int(psutil.Process(os.getpid() if pid is None else pid).memory_info().rss)
 

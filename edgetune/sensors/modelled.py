@@ -8,7 +8,7 @@ devices; 1, i.e. busy, for GPU devices, whose load the CPU share does not show).
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import psutil
 
@@ -27,14 +27,14 @@ class ModelledMeter(EnergyMeter):
     name = "model"
 
     def __init__(self, profile: DeviceProfile,
-                 utilisation: Union[float, Callable[[], float], None] = None,
+                 utilisation: float | Callable[[], float] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.profile = profile
         if utilisation is None:
             utilisation = cpu_utilisation if profile.accelerator == "cpu" else 1.0
         self.utilisation = utilisation
         self.clock = clock
-        self._t: Optional[float] = None
+        self._t: float | None = None
         self._joules = 0.0
 
     def _u(self) -> float:

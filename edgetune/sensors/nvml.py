@@ -8,7 +8,8 @@ Measures the GPU board only, not the host.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from edgetune.sensors.base import CounterMeter, EnergyMeter, PowerMeter
 
@@ -58,7 +59,7 @@ class NvmlMeter(EnergyMeter):
         self.index = index
         self.clock = clock
         self._lib = nvml
-        self._inner: Optional[EnergyMeter] = None
+        self._inner: EnergyMeter | None = None
         self.mode = ""
 
     def _handle(self) -> tuple[Any, Any]:
@@ -67,7 +68,7 @@ class NvmlMeter(EnergyMeter):
         self._lib.nvmlInit()
         return self._lib, self._lib.nvmlDeviceGetHandleByIndex(self.index)
 
-    def why_unavailable(self) -> Optional[str]:
+    def why_unavailable(self) -> str | None:
         try:
             lib, h = self._handle()
             lib.nvmlDeviceGetPowerUsage(h)

@@ -10,8 +10,8 @@ AMD CPUs expose the same layout. Since Linux 5.10 ``energy_uj`` is readable by r
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from edgetune.sensors.base import CounterMeter, pick_named
 
@@ -63,13 +63,13 @@ class RaplMeter(CounterMeter):
     name = "rapl"
     joules_per_unit = 1e-6
 
-    def __init__(self, root: str | Path = POWERCAP, domains: Optional[Sequence[str]] = None):
+    def __init__(self, root: str | Path = POWERCAP, domains: Sequence[str] | None = None):
         super().__init__()
         self.root = Path(root)
         self.domains = pick_named(find_domains(self.root), domains, lambda d: d.name,
                                   default_domains, "RAPL domain", self.root)
 
-    def why_unavailable(self) -> Optional[str]:
+    def why_unavailable(self) -> str | None:
         if not self.domains:
             return f"no RAPL package domains under {self.root}"
         for d in self.domains:
