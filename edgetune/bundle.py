@@ -53,7 +53,7 @@ class Bundle:
         self.manifest = manifest
 
     @classmethod
-    def open(cls, path: str | Path, verify: bool = True) -> "Bundle":
+    def open(cls, path: str | Path, verify: bool = True) -> Bundle:
         path = Path(path)
         file = path / MANIFEST
         if not path.is_dir():

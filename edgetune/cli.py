@@ -109,12 +109,12 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     from pathlib import Path
 
     from edgetune.bundle import Bundle
-    from edgetune.config import from_strings
-    from edgetune.devices import detect_device, get_device
-    from edgetune.schedule.alast import AlastConfig
     from edgetune.caps.limits import Caps
     from edgetune.caps.units import format_joules
+    from edgetune.config import from_strings
+    from edgetune.devices import detect_device, get_device
     from edgetune.runtime.ort_build import check_provider
+    from edgetune.schedule.alast import AlastConfig
     from edgetune.train import RunFolder, TrainConfig, Trainer, load_data, pick_mode
     from edgetune.train.modes import check_available, pick_provider
 
@@ -214,9 +214,9 @@ def plan(bundle, device_name, ram_cap, energy_cap, power_cap, batch_size, steps,
     import json
 
     from edgetune.bundle import Bundle
-    from edgetune.devices import detect_device, get_device
     from edgetune.caps.dry_run import format_report, plan_report
     from edgetune.caps.limits import Caps
+    from edgetune.devices import detect_device, get_device
 
     b = Bundle.open(bundle, verify=False)
     device = get_device(device_name) if device_name else detect_device()

@@ -12,8 +12,9 @@ A new op is one function here, registered with the entry keys that name trained 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 

@@ -24,6 +24,7 @@ from edgetune.runtime.placement import HOST, Placement  # noqa: E402
 from edgetune.runtime.sessions import read_index  # noqa: E402
 from edgetune.train.engines import AdaptiveEngine  # noqa: E402
 from edgetune.train.optim import AdamWConfig  # noqa: E402
+
 from numerics import assert_close_normwise, gradient_floor  # noqa: E402
 
 RESIDENT = [Placement("cpu", resident=True)] + (
@@ -91,12 +92,13 @@ def test_a_resident_run_follows_the_host_run(bundle, placement, tmp_path):
 
 def test_device_adamw_is_the_numpy_update():
     """The adamw graph against train/optim.py's AdamW over 4 steps, one parameter skipping one."""
+    import tempfile
+    from pathlib import Path
+
+    from edgetune.export.onnx.optim import write_optimizer
     from edgetune.runtime.device_optim import DeviceAdamW
     from edgetune.runtime.sessions import SessionCache
     from edgetune.train.optim import AdamW
-    import tempfile
-    from pathlib import Path
-    from edgetune.export.onnx.optim import write_optimizer
 
     rng = np.random.default_rng(1)
     params = {"a": rng.standard_normal((5, 7)).astype(np.float32),

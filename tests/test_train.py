@@ -2,8 +2,8 @@
 clean errors, and the whole export → train → eval path with torch blocked."""
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +15,7 @@ import pytest
 from edgetune.bundle import Bundle
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.train import TrainConfig, Trainer, load_data
+
 from numerics import RTOL, assert_close_normwise
 
 
@@ -189,8 +190,8 @@ def test_ram_cap_is_never_exceeded(bundle, data, tmp_path):
     under its cap; one that cannot refuses before training, naming a larger cap, and writes no
     checkpoint (refusing costs the libraries' import, so its own peak may pass a cap below
     them). The 115 % run must finish: a guard that always refused would fail here."""
-    from edgetune.sensors.child import run_measured
     from edgetune.caps.units import parse_bytes
+    from edgetune.sensors.child import run_measured
 
     free = run_measured(_train_cmd(bundle, data[0], tmp_path / "free", 6, "--schedule", "alast"))
     assert free.returncode == 0, free.stderr
@@ -298,8 +299,8 @@ def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data):
 def test_a_step_the_arena_refuses_runs_again_smaller(bundle, data):
     """ORT refusing an allocation mid-step (the RAM cap's backstop) drops that step's work and
     runs the same step again with a smaller plan; the run goes on."""
-    from edgetune.runtime.ort_env import ArenaFull
     from edgetune.caps import Caps
+    from edgetune.runtime.ort_env import ArenaFull
 
     b = Bundle.open(bundle)
     trainer = Trainer(b, load_data(b, data[0]), config=TrainConfig(steps=3, batch_size=8, mode="adaptive"),

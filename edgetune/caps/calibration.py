@@ -27,7 +27,8 @@ measurement), applied to the FLOP model's predictions.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from edgetune.errors import UsageError
 
@@ -48,9 +49,9 @@ class MemoryCalibration:
 
     def __init__(self, prior: float):
         self.prior = float(prior)
-        self.idle: Optional[tuple[float, float]] = None  # (max rss, P + O) before any step
-        self.peak_rss: Optional[float] = None     # max r_i over steps
-        self.max_model: Optional[float] = None    # max M_i over steps
+        self.idle: tuple[float, float] | None = None  # (max rss, P + O) before any step
+        self.peak_rss: float | None = None     # max r_i over steps
+        self.max_model: float | None = None    # max M_i over steps
 
     @property
     def calibrated(self) -> bool:

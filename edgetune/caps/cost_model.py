@@ -41,8 +41,9 @@ cap: :attr:`MemoryBreakdown.arena` is what a plan asks of it. W was measured on 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ class ModelCosts:
     largest_trainable: int = 0                # elements of the largest trainable tensor
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> "ModelCosts":
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> ModelCosts:
         """Read and check the manifest's ``layers``, ``params``, ``tokens`` and ``model``."""
         try:
             layers = manifest["layers"]

@@ -15,7 +15,8 @@ the CPU's peak FLOP/s, so real steps take longer). Caps no plan can meet raise
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from edgetune.caps.cost_model import activation_bytes_per_sample
 from edgetune.caps.limits import Caps
@@ -52,8 +53,8 @@ def _estimate_dict(planner: CapPlanner, est: StepEstimate) -> dict[str, Any]:
 
 
 def plan_report(manifest: Mapping[str, Any], profile: DeviceProfile, caps: Caps, batch_size: int,
-                schedule: str = "alast", steps: int = 1, alast: Optional[AlastConfig] = None,
-                settings: Optional[CapSettings] = None) -> dict[str, Any]:
+                schedule: str = "alast", steps: int = 1, alast: AlastConfig | None = None,
+                settings: CapSettings | None = None) -> dict[str, Any]:
     """JSON-ready dry run: the first step's plan and its predicted costs (see the module doc).
 
     ``steps``: the run's length, which spreads an energy cap over steps. ``settings`` default:

@@ -13,18 +13,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from edgetune.caps.units import (
-    format_bytes, format_joules, format_watts, parse_bytes, parse_joules, parse_watts)
+    format_bytes,
+    format_joules,
+    format_watts,
+    parse_bytes,
+    parse_joules,
+    parse_watts,
+)
 from edgetune.config import check_float, check_int
 
 
 @dataclass
 class Caps:
-    ram_bytes: Optional[int] = None
-    energy_joules: Optional[float] = None
-    power_watts: Optional[float] = None
+    ram_bytes: int | None = None
+    energy_joules: float | None = None
+    power_watts: float | None = None
 
     def __post_init__(self) -> None:
         if self.ram_bytes is not None:
@@ -34,8 +40,8 @@ class Caps:
                 check_float(self, name, lo=0.0, lo_open=True)
 
     @classmethod
-    def parse(cls, ram: Optional[str] = None, energy: Optional[str] = None,
-              power: Optional[str] = None) -> "Caps":
+    def parse(cls, ram: str | None = None, energy: str | None = None,
+              power: str | None = None) -> Caps:
         """From the CLI's strings; each ``None`` or empty string leaves that cap off."""
         return cls(parse_bytes(ram) if ram else None, parse_joules(energy) if energy else None,
                    parse_watts(power) if power else None)

@@ -47,15 +47,23 @@ Trainer wiring (one call each per step)::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import numpy as np
 
 from edgetune.caps.calibration import MemoryCalibration, RatioCalibration, base_prior
 from edgetune.caps.cost_model import (
-    EngineMemory, MemoryBreakdown, ModelCosts, StepFlops, check_engine, static_bytes, step_flops,
-    step_memory)
+    EngineMemory,
+    MemoryBreakdown,
+    ModelCosts,
+    StepFlops,
+    check_engine,
+    static_bytes,
+    step_flops,
+    step_memory,
+)
 from edgetune.caps.limits import Caps, effective_ram
 from edgetune.caps.units import format_bytes, format_joules, format_watts
 from edgetune.config import check_float, check_int
@@ -126,7 +134,7 @@ class CapPlanner:
 
     def __init__(self, inner: Planner, manifest: Mapping[str, Any], profile: DeviceProfile,
                  caps: Caps, total_steps: int, batch_size: int,
-                 settings: Optional[CapSettings] = None, base_bytes: Optional[float] = None):
+                 settings: CapSettings | None = None, base_bytes: float | None = None):
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise UsageError(f"total_steps={total_steps!r}: must be an integer >= 1")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -144,11 +152,11 @@ class CapPlanner:
         self.steps_done = 0
         self.spent_joules = 0.0
         self._pending_joules = 0.0
-        self._measured_joules: Optional[float] = None
-        self.last: Optional[StepEstimate] = None
+        self._measured_joules: float | None = None
+        self.last: StepEstimate | None = None
         self._checkpointed = False
         self.input_bytes_per_sample = 0.0      # the batch's inputs per sample (the trainer's)
-        self.arena_bytes: Optional[float] = None  # the shared arena's limit, when one is set
+        self.arena_bytes: float | None = None  # the shared arena's limit, when one is set
         self.arena_factor = 1.0                # × A + W; grows each time the arena refuses
         # Before anything is measured: a checkpoint write and the time between two steps at
         # the device's active power, for 20 ms + the checkpoint's bytes at 500 MB/s, and 20 ms.
@@ -161,7 +169,7 @@ class CapPlanner:
         self._reserve_measured = self._overhead_measured = False
         self.max_step_joules = 0.0             # the most a step has measured (a noisy meter's
                                                # worst case beats the calibrated mean)
-        self._inner_plan: Optional[StepPlan] = None
+        self._inner_plan: StepPlan | None = None
         self._shape: tuple[int, int] = (0, 0)
 
     # ---- limits ------------------------------------------------------------------------------
@@ -264,7 +272,7 @@ class CapPlanner:
         trained = np.asarray(base.trained, bool)
         floor = self.floor_tokens(n_tokens)
         allowance = self.energy_allowance()
-        ram_only: Optional[StepEstimate] = None
+        ram_only: StepEstimate | None = None
         for mb in self._micro_batches(max(1, min(int(base.micro_batch), batch_size))):
             for mask in self._masks(trained):
                 def at(s: float) -> StepEstimate:
@@ -300,7 +308,7 @@ class CapPlanner:
                                                          1, 0.0) + ("inside the safety margin",))
         raise EdgetuneError(self._ram_message(least, during=True))
 
-    def smallest(self, n_tokens: Optional[int] = None, batch_size: Optional[int] = None) -> StepEstimate:
+    def smallest(self, n_tokens: int | None = None, batch_size: int | None = None) -> StepEstimate:
         """The smallest plan: every layer at the keep floor, only the top layer trained, m = 1."""
         n = self.costs.tokens if n_tokens is None else n_tokens
         L = self.costs.num_layers
@@ -327,8 +335,8 @@ class CapPlanner:
         return (f"--ram-cap {cap}: {msg} does not fit with a {self.settings.safety:.0%} safety "
                 f"margin; the smallest cap that would work is --ram-cap {format_bytes(need, True)}")
 
-    def check_feasible(self, n_tokens: Optional[int] = None,
-                       batch_size: Optional[int] = None) -> StepEstimate:
+    def check_feasible(self, n_tokens: int | None = None,
+                       batch_size: int | None = None) -> StepEstimate:
         """Raise :class:`EdgetuneError` (every violated cap, each with the smallest value that
         would work) if even :meth:`smallest` cannot meet the caps; return that estimate."""
         est = self.smallest(n_tokens, batch_size)
@@ -440,11 +448,11 @@ class CapPlanner:
         prior = self.energy_reserve if self._reserve_measured else 0.0
         self.energy_reserve, self._reserve_measured = max(prior, float(joules)), True
 
-    def observe(self, cls_delta: np.ndarray, cls_norm: Optional[np.ndarray] = None) -> None:
+    def observe(self, cls_delta: np.ndarray, cls_norm: np.ndarray | None = None) -> None:
         self.inner.observe(cls_delta, cls_norm)
 
     @property
-    def budgets(self) -> Optional[np.ndarray]:
+    def budgets(self) -> np.ndarray | None:
         """The inner planner's ALaST budgets (before this planner shrinks them), or None."""
         return self.inner.budgets
 
@@ -466,7 +474,7 @@ class CapPlanner:
         the base is not fitted as if the steps alone had reached it."""
         self._checkpointed = True
 
-    def observe_energy(self, joules: float, seconds: Optional[float] = None) -> None:
+    def observe_energy(self, joules: float, seconds: float | None = None) -> None:
         """Measured energy (and duration) of the step just run; once per step."""
         if self.last is None:
             raise UsageError("observe_energy: no step planned yet")
@@ -480,7 +488,7 @@ class CapPlanner:
         if seconds is not None:
             self.time.observe(seconds, self.last.model_seconds)
 
-    def pause_seconds(self, step_seconds: Optional[float] = None) -> float:
+    def pause_seconds(self, step_seconds: float | None = None) -> float:
         """Idle time after the last step that keeps mean power ≤ the power cap (0 without one),
         from its measured energy and duration where observed, else the predictions."""
         if self.last is None:

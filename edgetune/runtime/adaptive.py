@@ -7,16 +7,15 @@ runs its ``first`` graphs (parameter gradients, no input gradient) where the bun
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from edgetune.errors import UsageError
 from edgetune.runtime.placement import HOST, Placement
-from edgetune.runtime.sessions import (ParamValues, ResidentParams, SessionCache, load_params,
-                                       read_index)
+from edgetune.runtime.sessions import ParamValues, ResidentParams, SessionCache, load_params, read_index
 from edgetune.schedule.alast.importance import class_token_delta, class_token_norm
 
 

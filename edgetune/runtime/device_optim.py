@@ -5,7 +5,7 @@ to the rounding of one fused kernel against numpy's passes)."""
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -12,7 +12,7 @@ Three builds install the same ``onnxruntime`` module, so an environment holds ex
 from __future__ import annotations
 
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 
 from edgetune.errors import UsageError
@@ -34,7 +34,7 @@ def onnxruntime() -> ModuleType:
     return ort
 
 
-@lru_cache(maxsize=None)
+@cache
 def distribution() -> str:
     """The installed build's distribution name ('' when none is installed)."""
     from importlib import metadata
@@ -48,7 +48,7 @@ def distribution() -> str:
     return ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def has_training_api() -> bool:
     """Whether ORT's on-device training API (static mode) is importable: the training build."""
     if importlib.util.find_spec("onnxruntime") is None:

@@ -13,18 +13,19 @@ the first call fixes the limit; later calls get what is there.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from edgetune.errors import EdgetuneError
 
-_ARENA: Optional[dict[str, Any]] = None   # {"ok": bool} once registered
+_ARENA: dict[str, Any] | None = None   # {"ok": bool} once registered
 
 
 class ArenaFull(EdgetuneError):
     """A graph asked the shared arena for more than its limit allows; nothing was updated."""
 
 
-def use_shared_arena(max_bytes: Optional[int] = None) -> bool:
+def use_shared_arena(max_bytes: int | None = None) -> bool:
     """Register the shared CPU arena (once per process) with ``max_bytes`` as its limit (None:
     unlimited). True if sessions can share it; a second call changes nothing."""
     global _ARENA
@@ -73,7 +74,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def arena_errors(what: str, cleanup: Optional[Callable[[], None]] = None) -> Iterator[None]:
+def arena_errors(what: str, cleanup: Callable[[], None] | None = None) -> Iterator[None]:
     """Turn ORT refusing an allocation inside the block into :class:`ArenaFull` naming
     ``what`` (after ``cleanup``); any other error passes through."""
     try:

@@ -9,8 +9,8 @@ the CPU, so it is tested on machines without a GPU.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 

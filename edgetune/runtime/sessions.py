@@ -96,7 +96,7 @@ class ParamValues(dict):
         self.params = params
         self._arrays: dict[str, np.ndarray] = {}
 
-    def refresh(self) -> "ParamValues":
+    def refresh(self) -> ParamValues:
         from onnxruntime import OrtValue
 
         for name, arr in self.params.items():
@@ -116,5 +116,5 @@ class ResidentParams(dict):
         super().__init__((name, placement.upload(arr)) for name, arr in params.items())
         params.clear()
 
-    def refresh(self) -> "ResidentParams":
+    def refresh(self) -> ResidentParams:
         return self

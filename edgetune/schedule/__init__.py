@@ -6,8 +6,8 @@ ALaST (:mod:`edgetune.schedule.alast`, arXiv 2408.08670). The RAM/energy/power c
 planner and shrink its plans (:mod:`edgetune.caps`).
 """
 
+from edgetune.schedule.alast import AlastConfig, AlastPlanner
 from edgetune.schedule.base import Planner, StepPlan
 from edgetune.schedule.static import StaticPlanner
-from edgetune.schedule.alast import AlastConfig, AlastPlanner
 
 __all__ = ["AlastConfig", "AlastPlanner", "Planner", "StaticPlanner", "StepPlan"]

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgetune.caps.planner import CapPlanner, CapReached
+from edgetune.caps.units import format_bytes, format_joules
 from edgetune.errors import EdgetuneError
 from edgetune.runtime.ort_env import ArenaFull
-from edgetune.caps.planner import CapPlanner, CapReached
 from edgetune.schedule.base import Planner, StepPlan
-from edgetune.caps.units import format_bytes, format_joules
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.engines import Batch, Engine

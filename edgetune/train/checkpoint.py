@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgetune.atomic import atomic_dir, atomic_write_text, remove_temporaries
 from edgetune.bundle import MODES

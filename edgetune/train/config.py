@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from edgetune.config import check_choice, check_float, check_int
 from edgetune.errors import UsageError
-from edgetune.schedule import AlastConfig
 from edgetune.runtime.ort_build import PROVIDERS
+from edgetune.schedule import AlastConfig
 from edgetune.train.modes import ENGINES, check_request
 
 SCHEDULES = ("static", "alast")

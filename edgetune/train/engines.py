@@ -10,18 +10,19 @@ Both take token keep counts per layer every step. Each class declares what it ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
+from edgetune.caps.cost_model import EngineMemory
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.runtime.ort_env import ArenaFull, arena_errors, session_options
-from edgetune.caps.cost_model import EngineMemory
-from edgetune.tensorfile import load_tensors, save_tensors
 from edgetune.runtime.ort_training import training_api
 from edgetune.runtime.placement import HOST, Placement
+from edgetune.tensorfile import load_tensors, save_tensors
 from edgetune.train.optim import AdamWConfig
 
 Batch = dict[str, np.ndarray]

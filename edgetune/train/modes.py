@@ -4,7 +4,7 @@ bundle ask here), and :func:`check_request` refuses what the engine cannot do.""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from edgetune.bundle import Bundle
 from edgetune.errors import UsageError

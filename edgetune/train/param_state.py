@@ -8,7 +8,8 @@ checkpoints cross to the host. Both update as ``train/optim.py`` states.
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol
+from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 

@@ -24,14 +24,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
 import numpy as np
 
 from edgetune.bundle import Bundle
+from edgetune.caps.cost_model import (
+    FP32,
+    ModelCosts,
+    checkpoint_bytes,
+    gradient_bytes,
+    host_bytes,
+    static_bytes,
+)
+from edgetune.caps.units import format_bytes
 from edgetune.errors import EdgetuneError
 from edgetune.runtime.ort_env import arena_registered, use_shared_arena
-from edgetune.caps.cost_model import (
-    FP32, ModelCosts, checkpoint_bytes, gradient_bytes, host_bytes, static_bytes)
-from edgetune.caps.units import format_bytes
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.modes import engine_class

@@ -59,7 +59,7 @@ class RunLock:
             os.ftruncate(fd, 0)  # before the unlock: a new holder's pid is never erased
         os.close(fd)  # closing the descriptor drops the lock
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 

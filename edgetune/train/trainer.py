@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from edgetune.bundle import Bundle
-from edgetune.data.base import Dataset
-from edgetune.data.sampler import BatchSampler
-from edgetune.errors import EdgetuneError, UsageError
-from edgetune.devices import DeviceProfile, detect_device
-from edgetune.runtime.ort_build import check_provider
-from edgetune.runtime.ort_env import ArenaFull
-from edgetune.runtime.placement import Placement
 from edgetune.caps.limits import Caps
 from edgetune.caps.planner import CapPlanner, CapReached, CapSettings
 from edgetune.caps.units import format_bytes
+from edgetune.data.base import Dataset
+from edgetune.data.sampler import BatchSampler
+from edgetune.devices import DeviceProfile, detect_device
+from edgetune.errors import EdgetuneError, UsageError
+from edgetune.runtime.ort_build import check_provider
+from edgetune.runtime.ort_env import ArenaFull
+from edgetune.runtime.placement import Placement
 from edgetune.schedule import AlastPlanner, Planner, StaticPlanner, StepPlan
 from edgetune.sensors.factory import make_energy_meter
 from edgetune.sensors.memory import process_rss_bytes
@@ -36,8 +37,7 @@ from edgetune.train.capping import Capped, Uncapped
 from edgetune.train.config import TrainConfig
 from edgetune.train.engines import Batch, Engine, StepStats
 from edgetune.train.evaluate import evaluate_engine, token_count
-from edgetune.train.modes import (check_available, engine_class, open_engine, pick_mode,
-                                  pick_provider)
+from edgetune.train.modes import check_available, engine_class, open_engine, pick_mode, pick_provider
 from edgetune.train.optim import AdamWConfig, learning_rate
 from edgetune.train.progress import MetricsLog, ProgressBar
 from edgetune.train.ram_guard import arena_budget, limit_arena
@@ -70,7 +70,7 @@ class Trainer:
     def __init__(self, bundle: str | Path | Bundle, train_data: Dataset, val_data: Dataset | None = None,
                  config: TrainConfig | None = None, out: str | Path | None = None,
                  callbacks: Sequence[Callback] = (), progress: bool = False, resume: bool = False,
-                 caps: "Caps | None" = None, device: "DeviceProfile | None" = None):
+                 caps: Caps | None = None, device: DeviceProfile | None = None):
         self.run = RunFolder(out) if out is not None else None
         if self.run is not None:  # refusals before any work: a typo in out= must not start a new run
             if resume:

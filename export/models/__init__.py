@@ -3,7 +3,7 @@
 from edgetune.export.models.base import EncoderClassifier, EncoderOutput
 from edgetune.export.models.bert import BertClassifier, BertConfig
 from edgetune.export.models.registry import ModelSpec, create_model, list_models, register_model
-from edgetune.export.models.vit import ViTConfig, VisionTransformer
+from edgetune.export.models.vit import VisionTransformer, ViTConfig
 
 __all__ = [
     "BertClassifier", "BertConfig", "EncoderClassifier", "EncoderOutput", "ModelSpec",

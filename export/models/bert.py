@@ -20,7 +20,6 @@ from edgetune.errors import UsageError
 from edgetune.export.models.base import EncoderClassifier
 from edgetune.export.models.layers import keep_top_tokens, multi_head_attention, prepend_prefix
 
-
 POOLINGS = ("cls", "mean")
 
 

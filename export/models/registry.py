@@ -10,19 +10,19 @@ it was trained with (mean or class token); ``pooling=`` overrides it.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.registry import Registry
 from edgetune.export.models.base import EncoderClassifier
 from edgetune.export.models.bert import POOLINGS, BertClassifier, BertConfig
 from edgetune.export.models.checkpoint import load_weights
+from edgetune.export.models.vit import VisionTransformer, ViTConfig
 from edgetune.jsonfile import read_json
-from edgetune.export.models.vit import ViTConfig, VisionTransformer
+from edgetune.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,14 @@ import onnx
 import torch
 
 from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.onnx.gradients import (
+    build_gradient,
+    forward_tensors,
+    optimize_for_training,
+    split,
+    subgraph,
+)
 from edgetune.export.onnx.lowering import lower
-from edgetune.export.onnx.gradients import (build_gradient, forward_tensors, optimize_for_training,
-                                            split, subgraph)
 from edgetune.export.onnx.parts import Traced, trace_block, trace_head, trace_stem
 from edgetune.export.onnx.trace import initializers_to_inputs, tensor_elem_types
 

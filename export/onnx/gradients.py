@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import onnx
 from onnx import helper
@@ -41,9 +41,8 @@ def quiet_stderr():
 
 def build_gradient(model: onnx.ModelProto, wrt: Iterable[str], loss: str) -> onnx.ModelProto:
     """Forward + backward of scalar ``loss``; outputs ``<w>_grad`` for each name in ``wrt``."""
-    from onnxruntime.capi._pybind_state import GradientGraphBuilder
-
     import onnxruntime
+    from onnxruntime.capi._pybind_state import GradientGraphBuilder
 
     quiet_ort()
     options = onnxruntime.SessionOptions()
@@ -66,9 +65,8 @@ def optimize_for_training(model: onnx.ModelProto, weights: Iterable[str]) -> onn
     Shape → BroadcastGradientArgs → ReduceSum for every one: a full copy of each gradient
     tensor at run time, and the forward's large tensors saved only for their shapes.
     """
-    from onnxruntime.capi._pybind_state import get_optimized_model
-
     import onnxruntime
+    from onnxruntime.capi._pybind_state import get_optimized_model
 
     quiet_ort()
     shapes = _symbolic_shapes(model)

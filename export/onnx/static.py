@@ -8,8 +8,8 @@ labels input is named ``labels``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import onnx
 import torch

@@ -10,15 +10,16 @@ trains, ``Mergeable.merge()`` returns a plain module computing the same function
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
 from edgetune.config import from_mapping, from_strings
 from edgetune.errors import UsageError
-from edgetune.registry import Registry
 from edgetune.export.models.base import EncoderClassifier
+from edgetune.registry import Registry
 
 
 @runtime_checkable

@@ -14,8 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from edgetune.config import check_names
-from edgetune.export.peft.base import (
-    default_targets, find_targets, matches, register_method, replace_module)
+from edgetune.export.peft.base import default_targets, find_targets, matches, register_method, replace_module
 
 DEFAULT_TARGETS = {"vit": ("qkv", "mlp.fc2"), "bert": ("key", "value", "output.dense")}
 DEFAULT_FEEDFORWARD = {"vit": ("mlp.fc2",), "bert": ("output.dense",)}

@@ -7,11 +7,20 @@ planner (:mod:`edgetune.schedule`).
 
 from edgetune.schedule.alast.allocation import nonincreasing, waterfill
 from edgetune.schedule.alast.budgets import (
-    BUDGET_RULES, initial_budgets, relative_importance, relative_target, update_budgets)
+    BUDGET_RULES,
+    initial_budgets,
+    relative_importance,
+    relative_target,
+    update_budgets,
+)
 from edgetune.schedule.alast.config import AlastConfig
 from edgetune.schedule.alast.freezing import SELECTIONS, lowest_trained, select_trained
 from edgetune.schedule.alast.importance import (
-    class_token_delta, class_token_importance, class_token_norm, class_token_norms)
+    class_token_delta,
+    class_token_importance,
+    class_token_norm,
+    class_token_norms,
+)
 from edgetune.schedule.alast.planner import AlastPlanner
 from edgetune.schedule.alast.scheduler import AlastPlan, AlastScheduler
 from edgetune.schedule.alast.tokens import keep_counts

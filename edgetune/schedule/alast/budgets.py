@@ -21,7 +21,8 @@ layers (first and last high, middle low), as in the paper's motivation.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def initial_budgets(n_layers: int) -> np.ndarray:
 
 
 def update_budgets(
-    budgets: np.ndarray, importance: np.ndarray, previous: Optional[np.ndarray],
+    budgets: np.ndarray, importance: np.ndarray, previous: np.ndarray | None,
     alpha: float, b_min: float,
 ) -> np.ndarray:
     """The paper's step, b ← clip(b + α·(Δ^i − Δ^{i−1}), b_min, 1); no ``previous``: no move."""
@@ -89,7 +90,7 @@ class BudgetRule(Protocol):
     """Moves the budgets one step; its state is JSON-ready (resume). A rule is built from the
     :class:`RuleSettings` (an ``AlastConfig``) and reads the fields it needs."""
 
-    def update(self, budgets: np.ndarray, delta: np.ndarray, base: Optional[np.ndarray]) -> np.ndarray: ...
+    def update(self, budgets: np.ndarray, delta: np.ndarray, base: np.ndarray | None) -> np.ndarray: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -105,7 +106,7 @@ class PaperRule:
 
     def __init__(self, config: RuleSettings):
         self.alpha, self.b_min = config.alpha, config.b_min
-        self.previous: Optional[np.ndarray] = None
+        self.previous: np.ndarray | None = None
 
     def update(self, budgets, delta, base=None):
         new = update_budgets(budgets, delta, self.previous, self.alpha, self.b_min)

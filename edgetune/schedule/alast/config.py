@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 from edgetune.config import check_choice, check_float, check_int
 from edgetune.errors import UsageError
 from edgetune.schedule.alast.budgets import BUDGET_RULES

@@ -10,8 +10,6 @@ lowest trained layer. Two rules, as sources differ:
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from edgetune.errors import UsageError
@@ -21,7 +19,7 @@ SELECTIONS = ("sample", "topk")
 
 def select_trained(
     budgets: np.ndarray, k: int, selection: str = "sample",
-    rng: Optional[np.random.Generator] = None,
+    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Boolean mask (L,) with exactly ``k`` True entries."""
     b = np.asarray(budgets, dtype=np.float64)

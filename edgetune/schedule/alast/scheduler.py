@@ -14,8 +14,9 @@ the RNG, the plan in force) is a JSON-ready dict, so a resumed run makes the sam
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class AlastPlan:
     keep: np.ndarray
     trained: np.ndarray
     lowest_trained: int
-    importance: Optional[np.ndarray] = None
+    importance: np.ndarray | None = None
 
     @property
     def trained_layers(self) -> list[int]:
@@ -86,7 +87,7 @@ class AlastScheduler:
         self.rng = np.random.default_rng(config.seed)
         self.budgets = initial_budgets(self.n_layers)
         self.rule = BUDGET_RULES.get(config.rule)(config)
-        self.importance: Optional[np.ndarray] = None
+        self.importance: np.ndarray | None = None
         self.steps = 0
         self.plan = self._make_plan(None)
 
@@ -100,7 +101,7 @@ class AlastScheduler:
         return self.step_importance(class_token_importance(cls), class_token_norms(cls))
 
     def step_importance(self, importance: np.ndarray,
-                        cls_norm: Optional[np.ndarray] = None) -> AlastPlan:
+                        cls_norm: np.ndarray | None = None) -> AlastPlan:
         """As :meth:`step`, from Δ (L,) already reduced (the runtime's ``cls_delta``) and the
         incoming class tokens' ‖CLS_{l−1}‖² (``cls_norm``; the ``"relative"`` rule needs it)."""
         delta = np.asarray(importance, dtype=np.float64)
@@ -117,11 +118,11 @@ class AlastScheduler:
         self.plan = self._make_plan(delta)
         return self.plan
 
-    def _make_plan(self, importance: Optional[np.ndarray]) -> AlastPlan:
+    def _make_plan(self, importance: np.ndarray | None) -> AlastPlan:
         trained = select_trained(self.budgets, self.k, self.config.selection, self.rng)
         return self._plan_from(trained, importance)
 
-    def _plan_from(self, trained: np.ndarray, importance: Optional[np.ndarray]) -> AlastPlan:
+    def _plan_from(self, trained: np.ndarray, importance: np.ndarray | None) -> AlastPlan:
         return AlastPlan(
             step=self.steps,
             budgets=self.budgets.copy(),

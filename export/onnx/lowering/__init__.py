@@ -8,8 +8,7 @@ lowering registered for its op type (one module per family: ``activations``, ``n
 (:data:`STOCK_CONTRIB`) stay; any other non-standard op is an error, never a silent pass.
 """
 
-from edgetune.export.onnx.lowering.base import (LOWERINGS, STOCK_CONTRIB, LoweringError, lower,
-                                                nonstandard_ops)
 from edgetune.export.onnx.lowering import activations, conv, indexing, loss, norm  # noqa: F401  (register)
+from edgetune.export.onnx.lowering.base import LOWERINGS, STOCK_CONTRIB, LoweringError, lower, nonstandard_ops
 
 __all__ = ["LOWERINGS", "STOCK_CONTRIB", "LoweringError", "lower", "nonstandard_ops"]

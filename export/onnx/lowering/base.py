@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -23,7 +23,7 @@ class LoweringError(EdgetuneError):
 class Builder:
     """Emits the standard nodes that replace one training op; names are unique per node."""
 
-    def __init__(self, node: onnx.NodeProto, ranks: dict[str, int], graph: "Constants"):
+    def __init__(self, node: onnx.NodeProto, ranks: dict[str, int], graph: Constants):
         self.node = node
         self._graph = graph
         self.prefix = (node.name or node.output[0]) + "/lowered"
