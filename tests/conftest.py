@@ -1,12 +1,68 @@
+import ast
 import importlib.util
+from pathlib import Path
 
 import pytest
 
 MICRO_MODELS = ["vit-micro", "bert-micro"]
+# What a test module imports at its top that only the workstation venv has.
+WORKSTATION = ("torch", "onnx", "transformers", "peft", "edgetune.export", "export_cases")
 
 
 def has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def needs_workstation(path: Path) -> bool:
+    """Whether a test file imports the workstation side at module level (``ast``; imports
+    inside functions do not count: those tests skip or use cached bundles themselves)."""
+    tree = ast.parse(path.read_text(), str(path))
+    for node in tree.body:
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        if any(n == w or n.startswith(w + ".") for n in names for w in WORKSTATION):
+            return True
+    return False
+
+
+_WORKSTATION_ONLY: list[str] = []
+
+
+def _training_api() -> bool:
+    from edgetune.runtime.ort_build import has_training_api
+
+    return has_training_api()
+
+
+# Static mode: ORT's training API, only in the training build (the workstation venv here).
+training_api = pytest.mark.skipif(not _training_api(),
+                                  reason="static mode runs ORT's training API (the training build)")
+
+
+def pytest_ignore_collect(collection_path, config):
+    """In a device venv (no torch), the workstation's test files are not collected: listed in
+    the report header, never silently."""
+    if has("torch") or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    if needs_workstation(collection_path):
+        _WORKSTATION_ONLY.append(collection_path.name)
+        return True
+    return None
+
+
+def pytest_report_header(config):
+    if not has("torch"):
+        import onnxruntime
+
+        return (f"device venv: onnxruntime {onnxruntime.__version__}, no torch; test files that "
+                "import the workstation side are not collected (listed at the end)")
+    return None
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _WORKSTATION_ONLY:
+        terminalreporter.write_line("workstation-only test files, not collected here: "
+                                    + ", ".join(sorted(_WORKSTATION_ONLY)))
 
 
 @pytest.fixture(autouse=True)

@@ -39,11 +39,17 @@ def available(caps: EngineCaps, provider: str = "cpu") -> bool:
     return (has_training_api() or not caps.training_api) and provider in caps.providers
 
 
+def _build() -> str:
+    from edgetune.runtime.ort_build import onnxruntime
+
+    return f"{distribution() or 'onnxruntime'} {onnxruntime().__version__}"
+
+
 def check_available(mode: str, provider: str = "cpu") -> None:
     caps = engine_class(mode).caps
     if caps.training_api and not has_training_api():
         raise UsageError(f"mode={mode!r}: the {mode} engine runs ORT's training API, which this "
-                         f"onnxruntime ({distribution() or 'none'}) does not have; use mode "
+                         f"onnxruntime ({_build()}) does not have; use mode "
                          "'adaptive' (with --schedule static it trains every layer and token "
                          'too), or install "edgetune[training]" (x86-64, Python <= 3.12)')
     if provider not in caps.providers:

@@ -1,0 +1,65 @@
+"""Micro bundles for the device-side tests, exported once and cached on disk.
+
+The suite runs twice (``make test``): with the workstation venv (torch, onnx, the training
+build), which exports, and with a device venv (stock onnxruntime, no torch), which cannot. A
+bundle exported by the first run is kept under ``build/test-bundles/`` (or
+``$EDGETUNE_TEST_BUNDLES``), keyed by its export arguments and a hash of the exporter's
+sources, so the second run trains the very same files on the other ONNX Runtime build, and a
+changed exporter never serves a stale bundle. Without torch and without a cached bundle, the
+test that needs it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("export", "edgetune/bundle.py", "edgetune/adapter_format.py", "edgetune/merge_ops.py")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGETUNE_TEST_BUNDLES", ROOT / "build" / "test-bundles"))
+
+
+def _sources_digest() -> str:
+    h = hashlib.sha256()
+    for entry in SOURCES:
+        path = ROOT / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            h.update(f.relative_to(ROOT).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def micro_bundle(model: str, method: str, **kwargs) -> Path:
+    """``export_bundle(model, method, ...)``, from the cache when it holds one."""
+    key = json.dumps({"model": model, "method": method, **kwargs}, sort_keys=True)
+    name = f"{model}-{method}-{hashlib.sha256(key.encode()).hexdigest()[:10]}-{_sources_digest()}"
+    folder = cache_dir() / name
+    if (folder / "manifest.json").is_file():
+        return folder
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip(f"bundle {model}/{method} not cached in {cache_dir()} and no torch to export "
+                    "it: run the workstation suite first (make test does)")
+    from edgetune.export import export_bundle
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        export_bundle(model, method, tmp / "b", **kwargs)
+        try:
+            (tmp / "b").rename(folder)
+        except OSError:  # another process cached it first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
