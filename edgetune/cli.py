@@ -7,6 +7,8 @@ the device commands must work where torch is not installed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import click
 
 from edgetune import __version__
@@ -55,10 +57,13 @@ def methods() -> None:
 @click.option("--out", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--mode", type=click.Choice([*MODES, "both"]), default="both", show_default=True,
               help="static: ORT's artifacts; adaptive: per-layer graphs for ALaST.")
-@click.option("--max-tokens", type=int, default=None, help="Longest text the device feeds (text models; default 128).")
-@click.option("--tokenizer", type=click.Path(), default=None, help="tokenizer.json for a text model without one.")
+@click.option("--max-tokens", type=int, default=None,
+              help="Longest text the device feeds (text models; default 128).")
+@click.option("--tokenizer", type=click.Path(), default=None,
+              help="tokenizer.json for a text model without one.")
 @click.option("--pooling", type=click.Choice(["cls", "mean"]), default=None,
-              help="BERT: classify from the class token or the mean of the tokens (default: what the checkpoint declares, else cls).")
+              help="BERT: classify from the class token or the mean of the tokens (default: what the "
+                   "checkpoint declares, else cls).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for newly initialised weights.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, tokenizer, pooling, seed,
@@ -81,10 +86,12 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
 @click.option("--epochs", type=float, default=0.0, help="Passes over --data (or --steps).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--warmup", type=int, default=0, show_default=True, help="Linear warm-up steps, then cosine decay.")
+@click.option("--warmup", type=int, default=0, show_default=True,
+              help="Linear warm-up steps, then cosine decay.")
 @click.option("--schedule", type=click.Choice(["static", "alast"]), default="static", show_default=True)
 @click.option("--mode", type=click.Choice(MODES), default=None,
-              help="Bundle mode to run (default: adaptive for alast or without the training build, else static if exported).")
+              help="Bundle mode to run (default: adaptive for alast or without the training build, "
+                   "else static if exported).")
 @click.option("--out", type=click.Path(), default=None, help="Run folder (default runs/<bundle name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -93,11 +100,13 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
 @click.option("--eval-every", type=int, default=0, help="Steps between validations (0: each epoch).")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
-@click.option("--set", "alast_settings", multiple=True, metavar="KEY=VALUE", help="ALaST option: token_budget, rule (relative|paper), alpha, n_train, b_min, selection, ...")
+@click.option("--set", "alast_settings", multiple=True, metavar="KEY=VALUE",
+              help="ALaST option: token_budget, rule (relative|paper), alpha, n_train, b_min, selection, ...")
 @click.option("--ram-cap", default=None, help="Peak RSS limit, e.g. 600MB or 1.5GiB.")
 @click.option("--energy-cap", default=None, help="Energy budget for the run, e.g. 5kJ.")
 @click.option("--power-cap", default=None, help="Mean power limit, e.g. 7W (met by pausing).")
-@click.option("--device", "device_name", default=None, help="Device profile (edgetune devices); default: detected.")
+@click.option("--device", "device_name", default=None,
+              help="Device profile (edgetune devices); default: detected.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default=None,
               help="ONNX Runtime execution provider (default: the device profile's accelerator "
                    "where this onnxruntime offers it, else cpu).")
@@ -149,7 +158,8 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
                    "starting at step 0", err=True)
     result = trainer.fit()
     line = (f"{run}: {result.steps} steps, loss {result.final_loss:.4f}, "
-            f"{result.seconds_per_step:.3f} s/step, peak RSS {result.peak_rss_mb:.0f} MB, {format_joules(result.energy_j)}")
+            f"{result.seconds_per_step:.3f} s/step, peak RSS {result.peak_rss_mb:.0f} MB, "
+            f"{format_joules(result.energy_j)}")
     if result.best_accuracy is not None:
         line += f", best val accuracy {result.best_accuracy:.4f}"
     click.echo(line)
@@ -178,7 +188,8 @@ def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, 
     if as_json:
         click.echo(json.dumps(res))
     else:
-        click.echo(f"{res['source']}: accuracy {res['accuracy']:.4f}, loss {res['loss']:.4f} on {res['count']} samples")
+        click.echo(f"{res['source']}: accuracy {res['accuracy']:.4f}, loss {res['loss']:.4f} "
+                   f"on {res['count']} samples")
 
 
 @main.command()
@@ -240,8 +251,8 @@ def devices() -> None:
     for d in list_devices():
         mark = "*" if d.name == found.profile.name else ""
         d = found.profile if mark else d  # this machine's row: its own RAM and cores
-        rows.append((mark + d.name, f"{round(d.ram_bytes / 2**30, 1):g} GiB", str(d.cores), f"{d.peak_gflops:.0f}",
-                     f"{d.idle_watts:g}-{d.active_watts:g} W", ",".join(d.sensors)))
+        rows.append((mark + d.name, f"{round(d.ram_bytes / 2**30, 1):g} GiB", str(d.cores),
+                     f"{d.peak_gflops:.0f}", f"{d.idle_watts:g}-{d.active_watts:g} W", ",".join(d.sensors)))
     _table(("device", "RAM", "cores", "GFLOP/s", "power", "sensors"), rows)
     click.echo(f"\nthis machine: {found.profile.name} ({found.reason})")
     if found.machine:
@@ -259,7 +270,7 @@ def _show(v) -> str:
     return str(v)
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[object, ...]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())

@@ -64,7 +64,7 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
     b = Bundle.open(bundle) if bundle is not None else _open_bundle(run, info)
     state = run_folder.state(folder)
     say(f"reading {folder.name} ({state.get('mode')} mode)")
-    trained = trained_arrays(folder, state.get("mode"))
+    trained = trained_arrays(folder, state["mode"])  # run_folder.state() checked it is a mode
     adapter = b.manifest.get("adapter")
     if not adapter:
         raise EdgetuneError(f"{b.path}: the manifest has no adapter layout; re-export the bundle")

@@ -42,7 +42,8 @@ def _block_costs(block, n: int, d: int, bias: bool, trained: bool,
                 saved[ptr] = t.untyped_storage().nbytes()
             return t
 
-        with FlopCounterMode(display=False) as fwd, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        with FlopCounterMode(display=False) as fwd, hooks:
             y, _, _ = block(x, key_bias, None)
         with FlopCounterMode(display=False) as bwd:
             y.backward(torch.ones_like(y))

@@ -33,8 +33,8 @@ cap: :attr:`MemoryBreakdown.arena` is what a plan asks of it. W was measured on 
 - What depends on the engine comes from its :class:`EngineMemory` (train/engines.py derives it
   from the engine's capabilities). G counts c copies: 2 where numpy holds the training state
   (the step's numpy sum, accumulated in place, and a block's ORT outputs while they are
-  copied out); 1 in ORT's training state (its own gradient buffers). Only layers trained this step (and the trainable parameters
-  outside the layers: the head, the stem) get gradients.
+  copied out); 1 in ORT's training state (its own gradient buffers). Only layers trained this
+  step (and the trainable parameters outside the layers: the head, the stem) get gradients.
 - Not modelled: the stem's and the head's FLOPs and activations (the manifest has no fit for
   them; small next to the blocks), transient AdamW temporaries (one parameter at a time).
 """

@@ -203,7 +203,9 @@ class CapPlanner:
         fits_arena = self.arena_bytes is None or self._arena_use(mem) <= self.arena_bytes
         flops = step_flops(self.costs, keep, trained, n_tokens, batch_size)
         model_j = self.profile.flops_joules(flops.total)
-        model_s = flops.total / (float(self.profile.cpu_peak_gflops) * 1e9)  # ORT runs on the CPU
+        peak = self.profile.cpu_peak_gflops
+        assert peak is not None  # DeviceProfile.__post_init__ fills it in (peak_gflops)
+        model_s = flops.total / (float(peak) * 1e9)  # ORT runs on the CPU
         joules, seconds = model_j * self.energy.ratio, model_s * self.time.ratio
         plan = StepPlan(keep, trained, int(micro_batch))
         return StepEstimate(plan, n_tokens, batch_size, mem, flops, model_j, model_s, joules,
@@ -275,7 +277,7 @@ class CapPlanner:
         ram_only: StepEstimate | None = None
         for mb in self._micro_batches(max(1, min(int(base.micro_batch), batch_size))):
             for mask in self._masks(trained):
-                def at(s: float) -> StepEstimate:
+                def at(s: float, mask: np.ndarray = mask, mb: int = mb) -> StepEstimate:
                     keep = self._scaled(inner_keep, floor, s)
                     return self.estimate(keep, mask, mb, n_tokens, batch_size, allowance,
                                          self._describe(base, keep, mask, mb, s))

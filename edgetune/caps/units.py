@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 
 from edgetune.errors import UsageError
 
@@ -23,14 +24,14 @@ ENERGY_UNITS = {"mJ": 1e-3, "J": 1.0, "kJ": 1e3, "MJ": 1e6, "Wh": 3600.0, "kWh":
 POWER_UNITS = {"mW": 1e-3, "W": 1.0, "kW": 1e3, "MW": 1e6}
 
 
-def _lookup(unit: str, units: dict[str, float]) -> float | None:
+def _lookup(unit: str, units: Mapping[str, float]) -> float | None:
     if unit in units:
         return units[unit]
     matches = {units[u] for u in units if u.lower() == unit.lower()}
     return matches.pop() if len(matches) == 1 else None  # "mw": milli or mega? refuse
 
 
-def _parse(text: object, units: dict[str, float], what: str, examples: str) -> float:
+def _parse(text: object, units: Mapping[str, float], what: str, examples: str) -> float:
     allowed = ", ".join(units)
     if not isinstance(text, str):
         raise UsageError(f"{what}={text!r}: must be a string with a unit, e.g. {examples}")

@@ -156,8 +156,8 @@ class AdaptiveRunner:
             stem = self.parts["stem"]
             wanted = [p + "_grad" for p in stem["trainable"]]
             file = self._graph("stem", "backward_train")
-            got = run(file, wanted, {**params, **stem_vals, "dtokens": dy})
-            grads.update((p, out(g)) for p, g in zip(stem["trainable"], got))
+            stem_grads = run(file, wanted, {**params, **stem_vals, "dtokens": dy})
+            grads.update((p, out(g)) for p, g in zip(stem["trainable"], stem_grads))
             backward["stem"] = file
         return StepResult(float(res["loss"].numpy()), res["logits"].numpy(), grads,
                           np.array(deltas, dtype=np.float32), attns, backward,

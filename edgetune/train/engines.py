@@ -83,6 +83,19 @@ class Engine(Protocol):
     def load(self, folder: Path) -> None: ...
 
 
+class EngineClass(Protocol):
+    """An engine class itself: what it can do, and how to open one or read a checkpoint
+    without one (what :mod:`edgetune.train.modes` looks up by mode)."""
+
+    mode: str
+    caps: EngineCaps
+
+    def __call__(self, folder: str | Path, index: dict, threads: int = 0,
+                 optim: AdamWConfig | None = None, placement: Placement = HOST) -> Engine: ...
+
+    def read_trained(self, folder: Path) -> dict[str, np.ndarray]: ...
+
+
 def _hits(logits: np.ndarray, labels: np.ndarray) -> int:
     return int((np.asarray(logits).argmax(-1) == labels).sum())
 
@@ -174,7 +187,8 @@ class StaticEngine:
         return {n: np.array(self.state.parameters[n].data) for n in self.trainable}
 
     def save(self, folder: Path) -> None:
-        self.api.CheckpointState.save_checkpoint(self.state, str(folder / ORT_CHECKPOINT), include_optimizer_state=True)
+        self.api.CheckpointState.save_checkpoint(self.state, str(folder / ORT_CHECKPOINT),
+                                                 include_optimizer_state=True)
 
     def load(self, folder: Path) -> None:
         self._build(self.api.CheckpointState.load_checkpoint(str(folder / ORT_CHECKPOINT)))
@@ -218,7 +232,7 @@ class AdaptiveEngine:
         self._trainable_blocks = set(self.runner.trainable_blocks())
 
     def train_step(self, micro_batches, keep, trained, lr) -> StepStats:
-        train = [i for i in np.flatnonzero(trained) if i in self._trainable_blocks]
+        train = [int(i) for i in np.flatnonzero(trained) if i in self._trainable_blocks]
         train_stem = bool(trained[0])
         grads: dict = {}
         loss, correct, count, deltas, norms = 0.0, 0, 0, [], []
@@ -234,6 +248,7 @@ class AdaptiveEngine:
             correct += _hits(res.logits, mb["labels"])
             count += n
             deltas.append(res.cls_delta)
+            assert res.cls_norm is not None  # AdaptiveRunner.step always measures it
             norms.append(res.cls_norm)
         self.state.step(grads, lr)
         return StepStats(loss / count, correct, count, np.mean(deltas, axis=0), np.mean(norms, axis=0))

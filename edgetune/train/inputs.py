@@ -7,6 +7,7 @@ from pathlib import Path
 from edgetune.bundle import Bundle
 from edgetune.data import ImageSpec, TextSpec, load_dataset
 from edgetune.data.base import Dataset
+from edgetune.errors import UsageError
 
 
 def data_spec(bundle: Bundle, labels: tuple[str, ...] | None = None, text_column: str = "text",
@@ -15,7 +16,10 @@ def data_spec(bundle: Bundle, labels: tuple[str, ...] | None = None, text_column
     if inp["kind"] == "image":
         return ImageSpec(image_size=inp["image_size"], channels=inp["channels"], mean=tuple(inp["mean"]),
                          std=tuple(inp["std"]), num_classes=bundle.num_classes, labels=labels)
-    return TextSpec(tokenizer_path=bundle.tokenizer_path, max_length=inp["max_tokens"],
+    tokenizer = bundle.tokenizer_path
+    if tokenizer is None:  # what TextSpec says of a missing path
+        raise UsageError("TextSpec.tokenizer_path=None: must be a path to a tokenizer.json")
+    return TextSpec(tokenizer_path=tokenizer, max_length=inp["max_tokens"],
                     num_classes=bundle.num_classes, text_column=text_column,
                     label_column=label_column, labels=labels)
 

@@ -10,13 +10,13 @@ from edgetune.bundle import Bundle
 from edgetune.errors import UsageError
 from edgetune.runtime.ort_build import distribution, has_training_api
 from edgetune.runtime.placement import HOST, Placement
-from edgetune.train.engines import AdaptiveEngine, Engine, EngineCaps, StaticEngine
+from edgetune.train.engines import AdaptiveEngine, Engine, EngineCaps, EngineClass, StaticEngine
 from edgetune.train.optim import AdamWConfig
 
-ENGINES: dict[str, type] = {"static": StaticEngine, "adaptive": AdaptiveEngine}  # fastest first
+ENGINES: dict[str, EngineClass] = {"static": StaticEngine, "adaptive": AdaptiveEngine}  # fastest first
 
 
-def engine_class(mode: str) -> type:
+def engine_class(mode: str) -> EngineClass:
     if mode not in ENGINES:
         raise UsageError(f"mode={mode!r}: must be one of {', '.join(ENGINES)}")
     return ENGINES[mode]

@@ -8,12 +8,13 @@ RSS now: this process with ORT imported and (adaptive) the engine open: paramete
 moments loaded, no session yet. S: what comes outside the arena still — in static mode, where
 ORT's training API must have the arena before it opens, its state (parameters, their
 prepacked copies of the frozen weights in the kernels: measured 182 MB for minilm-l6 LoRA,
-P = 91 MB; its gradient buffers and AdamW moments come from the arena, which must hold them). X: the sessions and their first runs outside the arena (kernels, thread pools,
-scratch), 4 MiB + 0.3 MiB per graph file + 30 × the graph files' bytes, an upper fit of what
-was measured under a 1 MiB arena: vit-micro adaptive 23 MB (26 files, 0.42 MB), vit-tiny
-static 28 (3, 0.93), vit-tiny adaptive 83 (123, 2.4), minilm-l6 adaptive 48 (63, 1.3). The gradients are not outside: numpy views ORT's outputs
-without a copy, so they count against the arena (:func:`arena_state_bytes`). H: the batch and
-AdamW's temporaries
+P = 91 MB; its gradient buffers and AdamW moments come from the arena, which must hold them).
+X: the sessions and their first runs outside the arena (kernels, thread pools, scratch),
+4 MiB + 0.3 MiB per graph file + 30 × the graph files' bytes, an upper fit of what was
+measured under a 1 MiB arena: vit-micro adaptive 23 MB (26 files, 0.42 MB), vit-tiny
+static 28 (3, 0.93), vit-tiny adaptive 83 (123, 2.4), minilm-l6 adaptive 48 (63, 1.3).
+The gradients are not outside: numpy views ORT's outputs without a copy, so they count
+against the arena (:func:`arena_state_bytes`). H: the batch and AdamW's temporaries
 (cost_model.host_bytes); C: a checkpoint write (cost_model.checkpoint_bytes). The arena then holds
 activations and working sets only, and an allocation past its limit fails inside the step
 (``ArenaFull``): the trainer drops that step's work and retries it with a smaller plan

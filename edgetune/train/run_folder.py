@@ -58,15 +58,18 @@ class RunFolder:
         silently start a new one)."""
         last = self.checkpoints.pointer("last").is_file()
         if not self.has_info() and not last:
-            raise UsageError(f"--resume: {self.path} holds no run (no checkpoint); drop --resume to start one")
+            raise UsageError(f"--resume: {self.path} holds no run (no checkpoint); "
+                             "drop --resume to start one")
         if not self.has_info():
-            raise EdgetuneError(f"--resume: {self.info_file} is missing, so this run's settings cannot be "
-                                "checked against the checkpoint's; drop --resume and train into another --out")
+            raise EdgetuneError(f"--resume: {self.info_file} is missing, so this run's settings "
+                                "cannot be checked against the checkpoint's; drop --resume and train "
+                                "into another --out")
 
     def require_fresh(self) -> None:
         """Refuse to start a new run in a folder that holds one (its checkpoints would mix)."""
         if self.checkpoints.dir.exists():
-            raise UsageError(f"{self.path} already holds a run: pass --resume to continue it, or another --out")
+            raise UsageError(f"{self.path} already holds a run: pass --resume to continue it, "
+                             "or another --out")
 
     def check_free(self) -> None:
         """:class:`~edgetune.train.runlock.RunInUseError` if another process trains here."""

@@ -77,7 +77,8 @@ def _resumed(info: dict[str, Any]) -> dict[str, Any]:
             out.update({f"{name}.{k}": fp[k] for k in ("bytes", "samples") if k in fp})
     if "caps" in info:
         caps = info["caps"] or {}
-        for key, flag in (("ram_bytes", "ram_cap"), ("energy_joules", "energy_cap"), ("power_watts", "power_cap")):
+        for key, flag in (("ram_bytes", "ram_cap"), ("energy_joules", "energy_cap"),
+                          ("power_watts", "power_cap")):
             out[flag] = caps.get(key)
     return out
 

@@ -172,6 +172,7 @@ class Trainer:
         start, first = time.monotonic(), self.step
         log = self.run.metrics_log(self.step or None) if self.run else None
         if self.run:
+            assert self.info is not None  # recorded whenever there is a run folder
             self.run.write_info(self.info)
         bar = ProgressBar(self.total_steps) if self.progress else None
         self._loss, self._peak_rss, self.stopped = float("nan"), 0.0, None
@@ -317,14 +318,16 @@ class Trainer:
             self.limits.observe_checkpoint(self.meter.read_joules() - before)
 
     def _resume(self) -> None:
-        assert self.run is not None
+        assert self.run is not None and self.info is not None
         check_resume(self.run.read_info(), self.info, self.run.info_file)
-        state = self.run.checkpoints.state("last")
-        if state is None:
+        folder = self.run.checkpoints.path("last")
+        if folder is None:
             return  # run.json but no checkpoint: the run stopped before its first; start at step 0
+        state = self.run.state(folder)
         if state["mode"] != self.engine.mode:
-            raise UsageError(f"{self.run}: the run used mode {state['mode']!r}, this one {self.engine.mode!r}")
-        self.engine.load(self.run.checkpoints.path("last"))
+            raise UsageError(f"{self.run}: the run used mode {state['mode']!r}, "
+                             f"this one {self.engine.mode!r}")
+        self.engine.load(folder)
         self.planner.load_state_dict(state["planner"])
         self.step = int(state["step"])
         self.best_accuracy = state.get("best_accuracy")

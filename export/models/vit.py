@@ -36,7 +36,8 @@ class ViTConfig:
         check_float(self, "mlp_ratio", lo=0.0, lo_open=True)
         check_float(self, "layer_norm_eps", lo=0.0, lo_open=True)
         if self.image_size % self.patch_size:
-            raise UsageError(f"ViTConfig.patch_size={self.patch_size}: must divide image_size={self.image_size}")
+            raise UsageError(f"ViTConfig.patch_size={self.patch_size}: "
+                             f"must divide image_size={self.image_size}")
         if self.embed_dim % self.num_heads:
             raise UsageError(f"ViTConfig.num_heads={self.num_heads}: must divide embed_dim={self.embed_dim}")
 

@@ -39,8 +39,8 @@ class IA3Linear(nn.Module):
         self.ia3_l = nn.Parameter(torch.ones(shape))
 
     def forward(self, x: Tensor) -> Tensor:
-        l = self.ia3_l.flatten()
-        return self.base_layer(x * l) if self.feedforward else self.base_layer(x) * l
+        scale = self.ia3_l.flatten()
+        return self.base_layer(x * scale) if self.feedforward else self.base_layer(x) * scale
 
     def adapter_params(self) -> list[str]:
         return ["ia3_l"]
