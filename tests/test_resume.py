@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import training_api
 from test_train import bundle, data, synthetic_images  # noqa: F401  (fixtures)
 
 from edgetune.bundle import Bundle
@@ -21,6 +20,8 @@ from edgetune.cli import main
 from edgetune.errors import DiskFullError, EdgetuneError, UsageError
 from edgetune.train import TrainConfig, Trainer, load_data
 from edgetune.train.runlock import LOCK, RunInUseError, RunLock
+
+from conftest import training_api
 
 STEPS = 6
 

@@ -11,12 +11,12 @@ import time
 
 import numpy as np
 import pytest
+from bundles import micro_bundle
 
 from edgetune.bundle import Bundle
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.train import TrainConfig, Trainer, load_data
 
-from bundles import micro_bundle
 from conftest import training_api
 from numerics import RTOL, assert_close_normwise
 
