@@ -53,13 +53,14 @@ def cuda_device() -> str | None:
 
 
 def export(out: Path) -> None:
+    from edgetune.bundle import MANIFEST
     from edgetune.export import export_bundle
 
     for model, cfg in MODELS.items():
         for method in ("full", "lora"):
             text = {"max_tokens": cfg["tokens"]} if "tokens" in cfg else {}
             folder = out / f"{model}-{method}"
-            if not (folder / "manifest.json").is_file():
+            if not (folder / MANIFEST).is_file():
                 print(f"exporting {folder}", flush=True)
                 export_bundle(model, method, folder, mode="adaptive", overwrite=True, **text)
 

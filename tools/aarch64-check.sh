@@ -38,16 +38,18 @@ rng = np.random.default_rng(0)
 y = rng.integers(0, 2, 128).astype(np.int64)           # class 1 brighter: learnable fast
 x = (rng.integers(0, 160, (128, 32, 32, 3)) + 80 * y[:, None, None, None]).astype(np.uint8)
 np.savez(out / "images.npz", x=x, y=y)
+from edgetune.data.tokenizer import build_word_level_tokenizer
 words = [("good great fine lovely", 1), ("bad awful poor dull", 0)]
+rows = []
+for i in range(128):
+    text, label = words[i % 2]
+    rows.append((" ".join(rng.choice(text.split(), 6)), label))
 with open(out / "text.csv", "w") as f:
-    f.write("text,label\n")
-    for i in range(128):
-        text, label = words[i % 2]
-        picks = rng.choice(text.split(), 6)
-        f.write(f"{' '.join(picks)},{label}\n")
+    f.write("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+tok = build_word_level_tokenizer([t for t, _ in rows], out / "tokenizer.json")
 export_bundle("vit-micro", "lora", out / "vit-micro-lora", num_classes=2, overwrite=True)
 export_bundle("bert-micro", "lora", out / "bert-micro-lora", num_classes=2, max_tokens=16,
-              overwrite=True)
+              tokenizer=tok, overwrite=True)
 PY
 
 log "copying the project's own files (git ls-files) into $ROOT$WORK/src"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from edgetune.bundle import TOKENIZER_FILE
 from edgetune.config import check_int
 from edgetune.errors import UsageError
 
@@ -77,7 +78,7 @@ class ImageSpec:
 class TextSpec:
     """Text as the model takes it: ``input_ids`` and ``attention_mask``, int64 N×L."""
 
-    tokenizer_path: str | Path = "tokenizer.json"
+    tokenizer_path: str | Path = TOKENIZER_FILE
     max_length: int = 128
     num_classes: int = 2
     text_column: str = "text"

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from edgetune.bundle import PARAMS_FILE  # an adaptive checkpoint holds the trainable ones
 from edgetune.caps.cost_model import EngineMemory
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.runtime.ort_env import ArenaFull, arena_errors, session_options
@@ -27,7 +28,6 @@ from edgetune.train.optim import AdamWConfig
 
 Batch = dict[str, np.ndarray]
 ORT_CHECKPOINT = "ort_checkpoint"          # a static checkpoint: ORT's whole state
-PARAMS_FILE = "params.safetensors"         # an adaptive checkpoint: the trainable parameters
 OPTIMIZER_FILE = "optimizer.safetensors"   # and the AdamW moments
 
 
