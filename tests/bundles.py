@@ -63,3 +63,17 @@ def micro_bundle(model: str, method: str, **kwargs) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def micro_tokenizer() -> Path:
+    """A word-level tokenizer for the micro text bundles, built once into the cache folder."""
+    from edgetune.data.tokenizer import build_word_level_tokenizer
+
+    path = cache_dir() / "micro-tokenizer.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        words = "the a good bad film plot actor scene great dull fine poor story end".split()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        build_word_level_tokenizer([" ".join(words)], tmp)
+        tmp.replace(path)
+    return path

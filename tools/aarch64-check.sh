@@ -5,16 +5,20 @@
 #      pip install "<this checkout>[cpu]" from the project's own files (stock onnxruntime);
 #   3. there: edgetune devices, then edgetune train on each bundle with --schedule static and
 #      --schedule alast, and a check that the loss falls (mean of the last third of the steps
-#      below the mean of the first third).
+#      below the mean of the first third);
+#   4. with --suite: the device side of the test suite there (pip install ".[cpu,test]", then
+#      pytest on the micro bundles the workstation suite cached in build/test-bundles: run
+#      `make test` on the host first), as `make test`'s second run does on x86-64.
 # Slow under emulation (minutes), so not part of `make test`.  Must run as root.
 #
-#   tools/aarch64-check.sh [--steps N] [ROOT]      # ROOT defaults to /work/arm64/root
+#   tools/aarch64-check.sh [--steps N] [--suite] [ROOT]   # ROOT defaults to /work/arm64/root
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=30
+STEPS=40 SUITE=0
 while [[ "${1:-}" == --* ]]; do
   case $1 in
     --steps) STEPS=$2; shift ;;
+    --suite) SUITE=1 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -65,14 +69,14 @@ in_root "$WORK/venv/bin/python" -c "import platform, sys, onnxruntime; print('ar
 in_root "$WORK/venv/bin/edgetune" devices
 
 status=0
-for b in vit-micro-lora:images.npz bert-micro-lora:text.csv; do
-  bundle=${b%%:*} data=${b##*:}
+for b in vit-micro-lora:images.npz:3e-3 bert-micro-lora:text.csv:1e-2; do
+  IFS=: read -r bundle data lr <<< "$b"
   for schedule in static alast; do
     run=$WORK/runs/$bundle-$schedule
     log "arm64: edgetune train $bundle --schedule $schedule ($STEPS steps)"
     start=$(date +%s)
     in_root "$WORK/venv/bin/edgetune" train "$WORK/$bundle" --data "$WORK/$data" --steps "$STEPS" \
-      --batch-size 16 --lr 3e-3 --schedule "$schedule" --out "$run"
+      --batch-size 16 --lr "$lr" --schedule "$schedule" --out "$run"
     in_root "$WORK/venv/bin/python" - "$run/metrics.jsonl" "$bundle" "$schedule" "$(( $(date +%s) - start ))" <<'PY' || status=1
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -86,5 +90,13 @@ sys.exit(0 if ok else 1)
 PY
   done
 done
+if [[ $SUITE == 1 ]]; then
+  [[ -d build/test-bundles ]] || { log "no build/test-bundles: run make test on the host first"; exit 1; }
+  log "arm64: the device-side suite (pip install '$WORK/src[cpu,test]', cached micro bundles)"
+  cp -r build/test-bundles "$ROOT$WORK/test-bundles"
+  in_root "$WORK/venv/bin/pip" install -q "$WORK/src[cpu,test]"
+  in_root /usr/bin/env EDGETUNE_TEST_BUNDLES="$WORK/test-bundles" \
+    /bin/sh -c "cd $WORK/src && $WORK/venv/bin/python -m pytest -q -p no:cacheprovider tests" || status=1
+fi
 tools/aarch64-root.sh --umount "$ROOT"
 exit $status
