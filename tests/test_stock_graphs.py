@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from bundles import micro_bundle, micro_tokenizer
 
 MODELS = ("vit-micro", "bert-micro")
