@@ -2,7 +2,8 @@
 
 Exports one model + method twice in adaptive mode: with ORT's own gradient kernels (the graphs
 only the training build runs) and lowered (what bundles ship). Each is timed in a fresh
-process — every layer trained, every token kept, the same batch — on the training build, and
+process (its peak RSS measured from outside) — every layer trained, every token kept, the
+same batch — on the training build, and
 the lowered one also on stock onnxruntime (``--stock-python``, a venv with stock onnxruntime
 and no torch). Rounds alternate the configurations; the table prints medians and ratios.
 
@@ -15,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -58,13 +58,14 @@ def export(model: str, method: str, out: Path, lowered: bool) -> Path:
 
 
 def time_child(python: str, folder: Path, args) -> dict:
+    from edgetune.sensors.child import run_measured
+
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    run = subprocess.run([python, "-c", CHILD, str(folder), str(args.batch), str(args.tokens),
-                          str(args.steps), str(args.image_size)],
-                         capture_output=True, text=True, env=env, timeout=1800)
+    run = run_measured([python, "-c", CHILD, str(folder), str(args.batch), str(args.tokens),
+                        str(args.steps), str(args.image_size)], env=env)
     if run.returncode != 0:
         raise SystemExit(f"{python} on {folder}: {run.stderr[-1500:]}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return {**json.loads(run.stdout.strip().splitlines()[-1]), "peak_mb": run.peak_rss_bytes / 1e6}
 
 
 def main() -> None:
@@ -86,11 +87,13 @@ def main() -> None:
         if args.stock_python:
             configs["stock onnxruntime, lowered"] = (args.stock_python, low)
         times: dict[str, list[float]] = {k: [] for k in configs}
+        peaks: dict[str, list[float]] = {k: [] for k in configs}
         versions = {}
         for _ in range(args.rounds):
             for name, (python, folder) in configs.items():
                 res = time_child(python, folder, args)
                 times[name].append(res["median"])
+                peaks[name].append(res["peak_mb"])
                 versions[name] = res["ort"]
     base = statistics.median(times["training build, ORT grad ops"])
     print(f"\n{args.model} + {args.method}, batch {args.batch}, every layer and token, "

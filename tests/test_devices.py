@@ -139,7 +139,8 @@ def test_detect_from_fake_root(tmp_path, files, expected):
 def test_detect_explains_itself_and_uses_nvidia_smi(tmp_path):
     d = detect(tmp_path, which=lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None)
     assert (d.profile.name, d.reason) == ("cuda-gpu", "/usr/bin/nvidia-smi")
-    d = detect(fake_root(tmp_path, {"proc/device-tree/model": b"Raspberry Pi 4 Model B\x00"}), which=no_which)
+    d = detect(fake_root(tmp_path, {"proc/device-tree/model": b"Raspberry Pi 4 Model B\x00"}),
+               which=no_which, arch="x86_64")  # the architecture given: the test runs on any CPU
     assert d.profile.name == "generic-x86" and "Raspberry Pi 4 Model B" in d.reason
 
 
@@ -176,7 +177,7 @@ CPUINFO_2 = b"processor\t: 0\nmodel name\t: x\n\nprocessor\t: 1\nmodel name\t: x
 
 def test_a_detected_generic_profile_takes_the_machines_ram_and_cores(tmp_path):
     root = fake_root(tmp_path, {"proc/meminfo": MEMINFO_24G, "proc/cpuinfo": CPUINFO_2})
-    d = detect(root, which=no_which)
+    d = detect(root, which=no_which, arch="x86_64")
     generic = get_device("generic-x86")
     assert d.profile.name == "generic-x86"
     assert (d.profile.ram_bytes, d.profile.cores) == (24683584 * 1024, 2)

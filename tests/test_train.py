@@ -141,7 +141,9 @@ def test_bad_data_is_one_line_exit_2_and_writes_nothing(bundle, tmp_path):
     np.savez(bad, x=np.zeros((4, 32, 32, 3), np.uint8), y=np.array([0, 1, 5, 0]))
     out = subprocess.run(_train_cmd(bundle, bad, tmp_path / "run", 3), capture_output=True, text=True)
     assert out.returncode == 2
-    assert len(out.stderr.strip().splitlines()) == 1 and "bad.npz" in out.stderr
+    # onnxruntime's own CPU probe prints a warning on CPUs it does not know (qemu's aarch64)
+    ours = [ln for ln in out.stderr.strip().splitlines() if not ln.startswith("onnxruntime cpuid_info")]
+    assert len(ours) == 1 and "bad.npz" in out.stderr
     assert not (tmp_path / "run").exists()
 
 

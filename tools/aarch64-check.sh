@@ -94,7 +94,7 @@ if [[ $SUITE == 1 ]]; then
   [[ -d build/test-bundles ]] || { log "no build/test-bundles: run make test on the host first"; exit 1; }
   log "arm64: the device-side suite (pip install '$WORK/src[cpu,test]', cached micro bundles)"
   cp -r build/test-bundles "$ROOT$WORK/test-bundles"
-  in_root "$WORK/venv/bin/pip" install -q "$WORK/src[cpu,test]"
+  in_root "$WORK/venv/bin/pip" install -q -e "$WORK/src[cpu,test]"  # as make test's device venv
   in_root /usr/bin/env EDGETUNE_TEST_BUNDLES="$WORK/test-bundles" \
     /bin/sh -c "cd $WORK/src && $WORK/venv/bin/python -m pytest -q -p no:cacheprovider tests" || status=1
 fi
