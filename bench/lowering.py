@@ -98,10 +98,12 @@ def main() -> None:
     base = statistics.median(times["training build, ORT grad ops"])
     print(f"\n{args.model} + {args.method}, batch {args.batch}, every layer and token, "
           f"median of {args.rounds} rounds × {args.steps} steps")
-    print("| configuration | onnxruntime | s/step | vs ORT grad ops |\n|---|---|---:|---:|")
+    print("| configuration | onnxruntime | s/step | vs ORT grad ops | peak RSS (VmHWM) |\n"
+          "|---|---|---:|---:|---:|")
     for name, ts in times.items():
         m = statistics.median(ts)
-        print(f"| {name} | {versions[name]} | {m:.3f} | {m / base:.2f}× |")
+        print(f"| {name} | {versions[name]} | {m:.3f} | {m / base:.2f}× | "
+              f"{statistics.median(peaks[name]):.0f} MB |")
 
 
 if __name__ == "__main__":
