@@ -48,13 +48,15 @@ print(json.dumps({"ort": onnxruntime.__version__, "median": statistics.median(ti
 """
 
 
-def export(model: str, method: str, out: Path, lowered: bool) -> Path:
+def export(model: str, method: str, out: Path, lowered: bool, tokens: int) -> Path:
     from edgetune.export import export_bundle
+    from edgetune.export.models.registry import create_model
 
+    text = {} if create_model(model, 2).family == "vit" else {"max_tokens": tokens}
     if lowered:
-        return export_bundle(model, method, out, mode="adaptive", max_tokens=64, overwrite=True) / "adaptive"
+        return export_bundle(model, method, out, mode="adaptive", overwrite=True, **text) / "adaptive"
     with mock.patch("edgetune.export.onnx.adaptive.lower", lambda graph, what="": graph):
-        return export_bundle(model, method, out, mode="adaptive", max_tokens=64, overwrite=True) / "adaptive"
+        return export_bundle(model, method, out, mode="adaptive", overwrite=True, **text) / "adaptive"
 
 
 def time_child(python: str, folder: Path, args) -> dict:
@@ -80,8 +82,8 @@ def main() -> None:
     p.add_argument("--stock-python", default="", help="python of a venv with stock onnxruntime")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-lowering-") as tmp:
-        raw = export(args.model, args.method, Path(tmp) / "raw", lowered=False)
-        low = export(args.model, args.method, Path(tmp) / "lowered", lowered=True)
+        raw = export(args.model, args.method, Path(tmp) / "raw", lowered=False, tokens=args.tokens)
+        low = export(args.model, args.method, Path(tmp) / "lowered", lowered=True, tokens=args.tokens)
         configs = {"training build, ORT grad ops": (sys.executable, raw),
                    "training build, lowered": (sys.executable, low)}
         if args.stock_python:
