@@ -42,7 +42,10 @@ def _sources_digest() -> str:
 
 def micro_bundle(model: str, method: str, **kwargs) -> Path:
     """``export_bundle(model, method, ...)``, from the cache when it holds one."""
-    key = json.dumps({"model": model, "method": method, **kwargs}, sort_keys=True)
+    # a file argument (the tokenizer) counts by its content: the cache moves between machines
+    named = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest() if k == "tokenizer" else v
+             for k, v in kwargs.items()}
+    key = json.dumps({"model": model, "method": method, **named}, sort_keys=True)
     name = f"{model}-{method}-{hashlib.sha256(key.encode()).hexdigest()[:10]}-{_sources_digest()}"
     folder = cache_dir() / name
     if (folder / "manifest.json").is_file():
@@ -53,6 +56,7 @@ def micro_bundle(model: str, method: str, **kwargs) -> Path:
     from edgetune.export import export_bundle
 
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _clear_if_other_toolchain()
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     try:
         export_bundle(model, method, tmp / "b", **kwargs)
@@ -65,15 +69,39 @@ def micro_bundle(model: str, method: str, **kwargs) -> Path:
     return folder
 
 
+WORDS = "the a good bad film plot actor scene great dull fine poor story end"
+
+
 def micro_tokenizer() -> Path:
-    """A word-level tokenizer for the micro text bundles, built once into the cache folder."""
+    """A word-level tokenizer for the micro text bundles, built once into the cache folder
+    (named by its words: another word list is another file)."""
     from edgetune.data.tokenizer import build_word_level_tokenizer
 
-    path = cache_dir() / "micro-tokenizer.json"
+    path = cache_dir() / f"micro-tokenizer-{hashlib.sha256(WORDS.encode()).hexdigest()[:10]}.json"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        words = "the a good bad film plot actor scene great dull fine poor story end".split()
+        words = WORDS.split()
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         build_word_level_tokenizer([" ".join(words)], tmp)
         tmp.replace(path)
     return path
+
+
+def _clear_if_other_toolchain() -> None:
+    """The exporter's output depends on torch, onnx and the training build too: where the
+    workstation's versions differ from those that filled the cache, empty it first."""
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("torch", "onnx", "onnxruntime-training-cpu"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    stamp = cache_dir() / "toolchain.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == versions:
+        return
+    for entry in cache_dir().iterdir():
+        if entry.is_dir() and not entry.name.startswith(".export-"):
+            shutil.rmtree(entry, ignore_errors=True)
+    stamp.write_text(json.dumps(versions))

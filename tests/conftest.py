@@ -52,10 +52,10 @@ def pytest_ignore_collect(collection_path, config):
 
 def pytest_report_header(config):
     if not has("torch"):
-        import onnxruntime
+        from edgetune.runtime.ort_build import describe
 
-        return (f"device venv: onnxruntime {onnxruntime.__version__}, no torch; test files that "
-                "import the workstation side are not collected (listed at the end)")
+        return (f"device venv, no torch ({describe()}); test files that import the "
+                "workstation side are not collected (listed at the end)")
     return None
 
 

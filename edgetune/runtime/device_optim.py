@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from edgetune.errors import EdgetuneError
+from edgetune.runtime.placement import HostView
 from edgetune.train.optim import AdamWConfig
 
 
@@ -56,11 +57,12 @@ class DeviceAdamW:
             p, m, v = self._run("adamw", ["p_out", "m_out", "v_out"], feeds)
             self.params[name], self.m[name], self.v[name] = p, m, v
 
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """Host copies, in :class:`~edgetune.train.optim.AdamW`'s checkpoint layout."""
-        out = {}
+    def state_arrays(self) -> dict:
+        """:class:`~edgetune.train.optim.AdamW`'s checkpoint layout; moments as host views
+        (copied a tensor at a time when written)."""
+        out: dict[str, object] = {}
         for k in self.names:
-            out[f"m/{k}"], out[f"v/{k}"] = self.m[k].numpy(), self.v[k].numpy()
+            out[f"m/{k}"], out[f"v/{k}"] = HostView(self.m[k]), HostView(self.v[k])
             out[f"t/{k}"] = np.asarray(self.t[k], dtype=np.int64)
         return out
 

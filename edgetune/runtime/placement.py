@@ -2,9 +2,10 @@
 path) or an execution provider's device (``OrtValue``s bound with IO binding, the CUDA path).
 
 Resident placement keeps parameters, activations, gradients and optimizer state on the device
-from step to step; only what the scheduler reads (losses, the class tokens, attention rows)
-and checkpoints cross to the host. ``Placement("cpu", resident=True)`` runs that same path on
-the CPU, so it is tested on machines without a GPU.
+from step to step; only what the scheduler reads (losses, attention rows and, for now, each
+block's output, from which the class-token Δ is taken) and checkpoints cross to the host.
+``Placement("cpu", resident=True)`` runs that same path on the CPU, so it is tested on machines
+without a GPU.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class Placement:
         """The session's providers, most preferred first (the CPU one runs what the GPU lacks)."""
         if self.provider == "cpu":
             return ["CPUExecutionProvider"]
-        return [(PROVIDERS[self.provider], {"device_id": str(self.device_id)}),
-                "CPUExecutionProvider"]
+        options = {"device_id": str(self.device_id), "arena_extend_strategy": "kSameAsRequested"}
+        return [(PROVIDERS[self.provider], options), "CPUExecutionProvider"]
 
     def upload(self, array: np.ndarray):
         """A device ``OrtValue`` holding a copy of ``array`` (float32 or int64, C-contiguous)."""
@@ -66,3 +67,20 @@ class Placement:
 
 
 HOST = Placement()
+
+
+class HostView:
+    """A device ``OrtValue`` (float32) as checkpoint writers read it: dtype, shape and nbytes
+    without a copy; the host copy is made when the data is asked for (``np.asarray``), so a
+    streamed write holds one tensor's copy at a time."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, value):
+        self.value = value
+        self.shape = tuple(value.shape())
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * 4
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.value.numpy()
+        return arr if dtype is None else arr.astype(dtype)

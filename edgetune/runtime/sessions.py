@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.bundle import INDEX_FILE, INDEX_FORMAT
-from edgetune.errors import EdgetuneError
+from edgetune.errors import EdgetuneError, UsageError
 from edgetune.jsonfile import read_json
 from edgetune.runtime.ort_env import arena_errors, session_options
 from edgetune.runtime.placement import HOST, Placement
@@ -54,6 +54,12 @@ class SessionCache:
             with arena_errors(f"opening {file}"):
                 sess = onnxruntime.InferenceSession(str(self.folder / file), self.options,
                                                     providers=self.placement.providers())
+            want = self.placement.providers()[0]
+            want = want[0] if isinstance(want, tuple) else want
+            if sess.get_providers()[0] != want:
+                raise UsageError(f"provider={self.placement.provider!r}: onnxruntime could not start "
+                                 f"{want} (a driver, CUDA or cuDNN library missing or of another "
+                                 "version?); it would run on the CPU instead: use --provider cpu")
             self._sessions[file] = sess
             self._inputs[file] = [i.name for i in sess.get_inputs()]
         return self._sessions[file]

@@ -59,13 +59,15 @@ def check_available(mode: str, provider: str = "cpu") -> None:
 
 
 def pick_mode(schedule: str, bundle_modes: Sequence[str], ram_capped: bool,
-              provider: str = "cpu") -> str:
+              provider: str = "cpu", weight_decay: float = 0.0) -> str:
     """The bundle mode a run uses when none is named: the fastest exported engine this
-    environment runs (:func:`available`) that can run ``schedule``; under a RAM cap one whose
+    environment runs (:func:`available`) that can run ``schedule`` (and ``weight_decay``, when
+    asked for); under a RAM cap one whose
     plans can freeze layers and whose checkpoints stream, where exported. Where the bundle has
     none that can, the most capable (the bundle's mode check then names what to re-export)."""
     able = [m for m, cls in ENGINES.items()
-            if follows(cls.caps, schedule) and available(cls.caps, provider)]
+            if follows(cls.caps, schedule) and available(cls.caps, provider)
+            and (cls.caps.weight_decay or not weight_decay)]
     able = able or [m for m, cls in ENGINES.items() if follows(cls.caps, schedule)]
     have = [m for m in able if m in bundle_modes]
     frugal = [m for m in have if ENGINES[m].caps.freeze_per_step and ENGINES[m].caps.streams_checkpoint]

@@ -79,8 +79,11 @@ class DeviceState:
     def step(self, grads, lr) -> None:
         self.optimizer.step(grads, lr)
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {n: self.runner.values[n].numpy() for n in self.names}
+    def arrays(self) -> dict:
+        """Host views: a checkpoint write copies one tensor at a time."""
+        from edgetune.runtime.placement import HostView
+
+        return {n: HostView(self.runner.values[n]) for n in self.names}
 
     def optimizer_arrays(self) -> dict[str, np.ndarray]:
         return self.optimizer.state_arrays()

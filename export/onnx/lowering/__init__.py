@@ -6,6 +6,7 @@ a short closed form in standard ops (opset 17); :func:`lower` rewrites every suc
 lowering registered for its op type (one module per family: ``activations``, ``norm``,
 ``indexing``, ``loss``, ``conv``). Contrib ops that stock CPU and CUDA builds implement
 (:data:`STOCK_CONTRIB`) stay; any other non-standard op is an error, never a silent pass.
+The lowerings are for float32 graphs (their constants are float32), what bundles hold.
 """
 
 from edgetune.export.onnx.lowering import activations, conv, indexing, loss, norm  # noqa: F401  (register)

@@ -12,6 +12,8 @@ def conv_grad(b: Builder) -> None:
     the forward's stride, cut to the kernel size; dB = Σ_{n,p} dy."""
     dy, x, _w = b.input(0), b.input(1), b.input(2)
     a = b.attrs
+    if "kernel_shape" not in a:
+        raise LoweringError(f"ConvGrad {b.node.name!r}: no kernel_shape attribute")
     kernel = list(a["kernel_shape"])
     r = len(kernel)
     if int(a.get("group", 1)) != 1:

@@ -14,15 +14,13 @@ def softmax_cross_entropy_grad(b: Builder) -> None:
     dloss, log_prob, labels = b.input(0), b.input(1), b.input(2)
     if b.input(3):
         raise LoweringError(f"{b.node.name!r}: class weights have no lowering")
-    if log_prob in b.ranks and b.ranks[log_prob] != 2:
-        raise LoweringError(f"{b.node.name!r}: only (N, C) logits lower")
     reduction = b.attrs.get("reduction", b"mean")
     reduction = reduction.decode() if isinstance(reduction, bytes) else reduction
     ignored = b.op("Equal", labels, b.const(int(b.attrs.get("ignore_index", -100))))
     labels = b.op("Where", ignored, b.const(0), labels)
     mask = b.op("Cast", b.op("Not", ignored), to=1)  # (N,) float
-    depth = b.op("Shape", log_prob, start=1, end=2)
-    onehot = b.op("OneHot", labels, depth, b.const([0.0, 1.0], np.float32), axis=-1)
+    depth = b.op("Shape", log_prob, start=1, end=2)  # C: classes are axis 1, any rank
+    onehot = b.op("OneHot", labels, depth, b.const([0.0, 1.0], np.float32), axis=1)  # (N, C, …)
     diff = b.op("Sub", b.op("Exp", log_prob), onehot)
     if reduction == "mean":
         weight = b.op("Div", b.op("Mul", mask, dloss), b.op("ReduceSum", mask, keepdims=0))
@@ -32,4 +30,4 @@ def softmax_cross_entropy_grad(b: Builder) -> None:
         weight = b.op("Mul", mask, dloss)
     else:
         raise LoweringError(f"{b.node.name!r}: reduction {reduction!r} unknown")
-    b.op("Mul", diff, b.op("Unsqueeze", weight, b.const([-1])), out=b.node.output[0])
+    b.op("Mul", diff, b.op("Unsqueeze", weight, b.const([1])), out=b.node.output[0])
