@@ -18,6 +18,7 @@ No torch, no onnx: numpy, onnxruntime(-training) and safetensors only.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,13 +28,13 @@ import numpy as np
 
 from edgetune.adapter_format import CONFIG_FILE, WEIGHTS_FILE, save_adapter_arrays
 from edgetune.atomic import atomic_dir
-from edgetune.bundle import INDEX_FILE, INFERENCE_DIR, Bundle
+from edgetune.bundle import INDEX_FILE, INFERENCE_DIR, INFERENCE_MODEL, Bundle
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.merge_ops import apply_recipe, recipe_inputs
 from edgetune.train.modes import engine_class
 from edgetune.train.run_folder import RunFolder
 
-INFERENCE_FILE = "inference.onnx"
+INFERENCE_FILE = INFERENCE_MODEL
 ADAPTER_DIR = "adapter"
 MERGED_JSON = "merged.json"
 FORMAT = "edgetune-merged/1"
@@ -135,7 +136,12 @@ def _inference_index(b: Bundle) -> dict[str, Any]:
 
 
 def _model_inputs(index: dict) -> list[str]:
-    return [n for n in index["static"]["inputs"] if n != "labels"]
+    described = index["model"] if "model" in index else index["static"]
+    return [n for n in described["inputs"] if n != "labels"]
+
+
+def _trainable(index: dict) -> list[str]:
+    return list((index["model"] if "model" in index else index["static"])["trainable"])
 
 
 def merged_values(index: dict[str, Any], trained: dict[str, np.ndarray],
@@ -144,13 +150,13 @@ def merged_values(index: dict[str, Any], trained: dict[str, np.ndarray],
     recipe's merged tensors (``edgetune.merge_ops``). ``current(name)``: the graph's value now
     (the base weights)."""
     recipe = index["merge"].get("tensors", {})
-    needed = list(index["static"]["trainable"])
+    needed = _trainable(index)
     needed += sorted(recipe_inputs(recipe.values()))
     missing = [n for n in needed if n not in trained]
     if missing:
         raise EdgetuneError(f"the checkpoint holds no value for {', '.join(missing[:3])} "
                             f"(checkpoint and bundle disagree)")
-    values = {n: trained[n] for n in index["static"]["trainable"]}
+    values = {n: trained[n] for n in _trainable(index)}
     for name, entry in recipe.items():
         base = trained[entry["base"]] if entry.get("base") in trained else current(name)
         values[name] = apply_recipe(entry, base, trained)
@@ -159,8 +165,42 @@ def merged_values(index: dict[str, Any], trained: dict[str, np.ndarray],
 
 def write_inference(folder: Path, index: dict[str, Any], trained: dict[str, np.ndarray],
                     target: Path) -> bool:
-    """Set the trained (and merged) values into the inference artifacts' checkpoint and write the
-    inference model to ``target``. True where the adapter was folded into the weights."""
+    """Write the inference model with the trained (and merged) values to ``target``. True where
+    the adapter was folded into the weights. The bundle's ``inference.onnx`` holds every
+    parameter at a known byte offset: the values are written there, a tensor at a time (numpy
+    only: any ONNX Runtime build, no ``onnx`` package). Bundles from before hold ORT's training
+    artifacts instead, which need the training build."""
+    if "model" not in index:
+        return _write_inference_ort(folder, index, trained, target)
+    model = index["model"]
+    tensors = model["tensors"]
+    shutil.copyfile(folder / model["file"], target)
+    with open(target, "r+b") as f:
+        def current(name: str) -> np.ndarray:
+            if name not in tensors:
+                raise EdgetuneError(f"{folder}: the inference graph has no parameter {name!r}")
+            entry = tensors[name]
+            f.seek(entry["offset"])
+            count = int(np.prod(entry["shape"], dtype=np.int64))
+            return np.frombuffer(f.read(4 * count), np.float32).reshape(entry["shape"])
+
+        for name, value in merged_values(index, trained, current).items():
+            if name not in tensors:
+                raise EdgetuneError(f"{folder}: the inference graph has no parameter {name!r}")
+            have = tuple(tensors[name]["shape"])
+            if tuple(value.shape) != have:
+                raise EdgetuneError(f"{name}: the checkpoint's value has shape {tuple(value.shape)}, "
+                                    f"the inference graph needs {have}")
+            f.seek(tensors[name]["offset"])
+            f.write(np.ascontiguousarray(value, dtype=np.float32).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    return bool(index["merge"].get("merged"))
+
+
+def _write_inference_ort(folder: Path, index: dict[str, Any], trained: dict[str, np.ndarray],
+                         target: Path) -> bool:
+    """Bundles exported before ``inference.onnx``: ORT's training artifacts (training build)."""
     from edgetune.runtime.ort_training import training_api
 
     api = training_api()

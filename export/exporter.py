@@ -26,8 +26,7 @@ from edgetune.errors import EdgetuneError, UsageError
 from edgetune.export.costs import layer_costs
 from edgetune.export.models.base import EncoderClassifier
 from edgetune.export.onnx.bundle import export_mode, prepare_model
-from edgetune.export.onnx.inference import inference_model
-from edgetune.export.onnx.static import export_static
+from edgetune.export.onnx.inference import inference_model, write_inference_model
 from edgetune.export.peft import trainable_names
 from edgetune.export.peft.hf_format import adapter_layout, hf_adapter_config
 
@@ -65,10 +64,10 @@ def export_bundle(model: str | Path | EncoderClassifier, method: str | None = "l
             export_mode(model, None, tmp / m, mode=m, batch=TRACE_BATCH, tokens=trace_tokens)
         say("exporting the inference artifacts")
         plain, plain_trainable, merge = inference_model(model, trainable)
-        inference = export_static(plain, plain_trainable, tmp / INFERENCE_DIR, TRACE_BATCH,
-                                  trace_tokens, inference=True)
+        inference = write_inference_model(plain, plain_trainable, tmp / INFERENCE_DIR,
+                                          TRACE_BATCH, trace_tokens)
         (tmp / INFERENCE_DIR / INDEX_FILE).write_text(
-            json.dumps({"static": inference, "merge": merge}, indent=1))
+            json.dumps({"model": inference, "merge": merge}, indent=1))
         if inputs.get("tokenizer"):
             shutil.copyfile(inputs.pop("tokenizer_source"), tmp / inputs["tokenizer"])
         say("measuring per-layer costs")

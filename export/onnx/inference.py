@@ -15,10 +15,12 @@ so their inference graph is the unmerged model and the recipe is empty (``merged
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from edgetune.bundle import INFERENCE_MODEL
 from edgetune.errors import EdgetuneError
 from edgetune.export.models.base import EncoderClassifier
 from edgetune.export.peft.base import METHODS, Mergeable, MergeRecipe
@@ -79,3 +81,50 @@ def inference_model(model: EncoderClassifier, trainable: list[str]
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def write_inference_model(model: EncoderClassifier, trainable: list[str], folder: Path,
+                          batch: int, tokens: int | None) -> dict:
+    """Trace ``model`` (inputs → logits) into ``folder/inference.onnx``, one self-contained file,
+    and return its index entry: inputs, outputs, the trainable names and, for every parameter,
+    the byte offset of its float32 data in the file. ``edgetune merge`` writes trained values
+    at those offsets, so the device needs neither the ``onnx`` package nor ORT's training API.
+
+    Offsets are found by serialising with a random marker in each parameter's place (unique in
+    the file, else another draw), then the real values are written there and read back.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from edgetune.export.onnx.static import trace_inference
+    from edgetune.export.onnx.trace import clamp_ir
+
+    graph = clamp_ir(trace_inference(model, batch, tokens))
+    params = {n for n, _ in model.named_parameters()}
+    real = {t.name: numpy_helper.to_array(t).astype(np.float32)
+            for t in graph.graph.initializer if t.name in params}
+    for attempt in range(4):
+        rng = np.random.default_rng(attempt)
+        markers = {n: rng.bytes(a.nbytes) for n, a in real.items()}
+        for t in graph.graph.initializer:
+            if t.name in markers:
+                t.CopyFrom(numpy_helper.from_array(real[t.name], t.name))
+                t.raw_data = markers[t.name]
+        blob = bytearray(graph.SerializeToString())
+        offsets = {n: blob.find(m) for n, m in markers.items()}
+        if all(o >= 0 and blob.find(markers[n], o + 1) < 0 for n, o in offsets.items()):
+            break
+    else:  # pragma: no cover - 4 draws of random bytes colliding
+        raise EdgetuneError("could not place the inference model's parameters")
+    for n, o in offsets.items():
+        blob[o:o + real[n].nbytes] = real[n].tobytes()
+    check = onnx.load_model_from_string(bytes(blob))
+    for t in check.graph.initializer:
+        if t.name in real and not np.array_equal(numpy_helper.to_array(t), real[t.name]):
+            raise EdgetuneError(f"inference model: {t.name} did not round-trip")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / INFERENCE_MODEL).write_bytes(bytes(blob))
+    return {"file": INFERENCE_MODEL, "inputs": list(model.input_names), "outputs": ["logits"],
+            "trainable": [n for n in trainable if n in real],
+            "tensors": {n: {"offset": o, "shape": list(real[n].shape)} for n, o in offsets.items()}}

@@ -81,20 +81,15 @@ def trace_inference(model: EncoderClassifier, batch: int = 2, tokens: int | None
 
 
 def export_static(model: EncoderClassifier, trainable: list[str], out_dir: str | Path,
-                  batch: int = 2, tokens: int | None = None, optimizer: str = "AdamW",
-                  inference: bool = False) -> dict:
-    """Write ORT's artifacts into ``out_dir``; returns the index entry describing them.
-
-    ``inference``: trace the plain model (no ``keep`` input, no ALaST outputs) instead; its
-    eval graph becomes the merged inference model.
-    """
+                  batch: int = 2, tokens: int | None = None, optimizer: str = "AdamW") -> dict:
+    """Write ORT's artifacts into ``out_dir``; returns the index entry describing them."""
     from onnxruntime.training import artifacts
 
     quiet_ort()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # generate_artifacts wants it to exist
-    graph = trace_inference(model, batch, tokens) if inference else trace_whole(model, batch, tokens)
-    extra = ["logits"] if inference else ["logits", "cls_delta"]
+    graph = trace_whole(model, batch, tokens)
+    extra = ["logits", "cls_delta"]
     present = {t.name for t in graph.graph.initializer}
     params = [n for n, _ in model.named_parameters() if n in present]
     requires_grad = [n for n in params if n in set(trainable)]
