@@ -3,6 +3,7 @@
 ``inference.onnx`` gives the trained engine's logits."""
 
 import numpy as np
+from test_train import bundle, data  # noqa: F401  (fixtures)
 
 from edgetune.bundle import Bundle
 from edgetune.merge import merge_run
@@ -10,7 +11,6 @@ from edgetune.train import TrainConfig, Trainer, load_data
 from edgetune.train.evaluate import token_count
 
 from numerics import assert_close_normwise
-from test_train import bundle, data  # noqa: F401  (fixtures)
 
 
 def test_merge_writes_an_inference_model_any_build_runs(bundle, data, tmp_path):  # noqa: F811
