@@ -5,7 +5,8 @@
       tokenizer.json       text models
       static/              ORT's artifacts (graphs.json + training/eval/optimizer + checkpoint)
       adaptive/            per-block graphs (graphs.json + <part>/<variant>.onnx + params)
-      inference/           artifacts that ``edgetune merge`` turns into an inference model
+      inference/           inference.onnx (the plain model, parameters at known offsets) and the
+                           recipe ``edgetune merge`` follows to write a run's values into it
 """
 
 from __future__ import annotations
