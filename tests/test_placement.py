@@ -75,6 +75,9 @@ def test_a_resident_run_follows_the_host_run(bundle, placement, tmp_path):
         b = dev.train_step(micro, keep, trained, 5e-3)
         assert_close_normwise(b.loss, a.loss, f"loss step {i}")
         assert_close_normwise(b.cls_delta, a.cls_delta, f"cls_delta step {i}")
+    # the class tokens were taken on the device (only B·D floats crossed per block)
+    assert dev.runner.index["optimizer"]["class_token"] in dev.runner.sessions._sessions
+    assert host.runner.index["optimizer"]["class_token"] not in host.runner.sessions._sessions
     got, want = dev.trainable_arrays(), host.trainable_arrays()
     assert sorted(got) == sorted(want)
     # BERT's key bias has an exactly-zero gradient (rounding noise on both sides): the floor

@@ -72,10 +72,10 @@ class AdaptiveRunner:
         """Inference: logits and cls_delta, from the plain forward graphs."""
         params = self.values.refresh()
         x, bias, _ = self._stem(params, self._inputs(inputs), "forward")
-        deltas, prev = [], _cls(x)
+        deltas, prev = [], self._cls(x)
         for i, block in enumerate(self.blocks):
             x, bias, _ = self._block_forward(params, block, x, bias, keep[i], "forward")
-            cur = _cls(x)
+            cur = self._cls(x)
             deltas.append(float(class_token_delta(prev, cur)))
             prev = cur
         (logits,) = self.sessions.run_ort(self._graph("head", "forward"), ["logits"],
@@ -121,7 +121,7 @@ class AdaptiveRunner:
         x, bias, stem_vals = self._stem(params, self._inputs(inputs),
                                         "forward_train" if stem_on else "forward")
         kept: dict[int, dict] = {}
-        deltas, norms, attns, prev = [], [], [], _cls(x)
+        deltas, norms, attns, prev = [], [], [], self._cls(x)
         for i, block in enumerate(self.blocks):
             mode = self._mode(block, i, trained, lowest)
             variant = "forward" if i < lowest else f"forward_{mode}"
@@ -129,7 +129,7 @@ class AdaptiveRunner:
             if i >= lowest:
                 need = self.sessions.input_names(self._backward_file(block, i, trained, lowest))
                 kept[i] = {n: values[n] for n in need if n in values}
-            cur = _cls(x)
+            cur = self._cls(x)
             deltas.append(float(class_token_delta(prev, cur)))
             norms.append(float(class_token_norm(prev)))
             prev = cur
@@ -162,6 +162,15 @@ class AdaptiveRunner:
         return StepResult(float(res["loss"].numpy()), res["logits"].numpy(), grads,
                           np.array(deltas, dtype=np.float32), attns, backward,
                           np.array(norms, dtype=np.float32))
+
+    def _cls(self, x) -> np.ndarray:
+        """The class token (B, D) of a block's (B, N, D) output, on the host. Resident: taken
+        on the device by the bundle's ``class_token`` graph (B·D floats cross, not B·N·D)."""
+        graph = self.index.get("optimizer", {}).get("class_token")
+        if self.placement.resident and graph is not None:
+            (cls,) = self.placement.run(self.sessions.get(graph), ["cls"], {"x": x})
+            return np.array(cls.numpy())
+        return _cls(x)
 
     def _out(self, value):
         """A gradient as the optimizer takes it: numpy on the host, the OrtValue when resident."""

@@ -2,8 +2,9 @@
 path) or an execution provider's device (``OrtValue``s bound with IO binding, the CUDA path).
 
 Resident placement keeps parameters, activations, gradients and optimizer state on the device
-from step to step; only what the scheduler reads (losses, attention rows and, for now, each
-block's output, from which the class-token Δ is taken) and checkpoints cross to the host.
+from step to step; only what the scheduler reads (losses, attention rows, each block's class
+token, taken on the device by the bundle's ``class_token`` graph) and checkpoints cross to the
+host.
 ``Placement("cpu", resident=True)`` runs that same path on the CPU, so it is tested on machines
 without a GPU.
 """

@@ -1,4 +1,5 @@
-"""Optimizer graphs for engines that keep their state on an accelerator (standard ONNX ops).
+"""Graphs for runs that keep their state on an accelerator (standard ONNX ops): the optimizer,
+and the class token the scheduler reads.
 
 Elementwise over tensors of any shape, so one graph serves every parameter:
 
@@ -6,6 +7,8 @@ Elementwise over tensors of any shape, so one graph serves every parameter:
   m' = β1 m + (1−β1) g, v' = β2 v + (1−β2) g², p'' = p − (step·m')/(√v' + ε), p' = p'' − decay·p''
   (``step`` = lr·√(1−β2^t)/(1−β1^t), ``decay`` = lr·λ: ORT's and edgetune's numpy AdamW).
 - ``accumulate``: (acc, g, w) → acc + w·g (gradients summed over micro-batches; acc may be 0).
+- ``class_token``: x (B, N, D) → x[:, 0] (B, D): what ALaST's Δ needs of a block's output, so
+  only B·D floats per block cross to the host, not B·N·D.
 """
 
 from __future__ import annotations
@@ -51,9 +54,18 @@ def accumulate_graph() -> onnx.ModelProto:
     return _model(nodes, ["acc", "g", "w"], ["acc_out"], "accumulate")
 
 
+def class_token_graph() -> onnx.ModelProto:
+    zero = helper.make_node("Constant", [], ["zero"],
+                            value=helper.make_tensor("zero", TensorProto.INT64, [], [0]))
+    take = helper.make_node("Gather", ["x", "zero"], ["cls"], axis=1)
+    return _model([zero, take], ["x"], ["cls"], "class_token")
+
+
 def write_optimizer(folder: Path) -> dict[str, str]:
     """Write the graphs under ``folder/optim/``; returns name → relative path for the index."""
-    files = {"adamw": "optim/adamw.onnx", "accumulate": "optim/accumulate.onnx"}
-    save_model(adamw_graph(), folder / files["adamw"])
-    save_model(accumulate_graph(), folder / files["accumulate"])
+    graphs = {"adamw": adamw_graph(), "accumulate": accumulate_graph(),
+              "class_token": class_token_graph()}
+    files = {name: f"optim/{name}.onnx" for name in graphs}
+    for name, graph in graphs.items():
+        save_model(graph, folder / files[name])
     return files
