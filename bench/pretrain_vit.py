@@ -46,7 +46,7 @@ def read_idx(path: Path) -> np.ndarray:
         if magic[:2] != b"\0\0" or magic[2] != 0x08:
             raise SystemExit(f"{path}: not an unsigned-byte IDX file")
         dims = struct.unpack(">" + "I" * magic[3], f.read(4 * magic[3]))
-        return np.frombuffer(f.read(), np.uint8).reshape(dims)
+        return np.frombuffer(f.read(), np.uint8).reshape(dims).copy()  # writable: torch wants it
 
 
 def load(split: str) -> tuple[np.ndarray, np.ndarray]:
