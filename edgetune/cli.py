@@ -64,16 +64,20 @@ def methods() -> None:
 @click.option("--pooling", type=click.Choice(["cls", "mean"]), default=None,
               help="BERT: classify from the class token or the mean of the tokens (default: what the "
                    "checkpoint declares, else cls).")
+@click.option("--image-size", type=int, default=None,
+              help="ViT: another resolution than the model's (same patches; a checkpoint's "
+                   "position embedding is resampled), e.g. pretrained at 28 px, fine-tuned at 56.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for newly initialised weights.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, tokenizer, pooling, seed,
-               overwrite):
+def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, tokenizer, pooling,
+               image_size, seed, overwrite):
     """Write an ONNX Runtime training bundle for MODEL (a name from `edgetune models` or a
     checkpoint folder) with a PEFT method injected."""
     from edgetune.export import export_bundle
 
     export_bundle(model, method, out, method_config=list(settings), num_classes=num_classes, mode=mode,
-                  max_tokens=max_tokens, tokenizer=tokenizer, pooling=pooling, seed=seed,
+                  max_tokens=max_tokens, tokenizer=tokenizer, pooling=pooling,
+                  image_size=image_size, seed=seed,
                   overwrite=overwrite, log=lambda msg: click.echo(msg, err=True))
     click.echo(out)
 

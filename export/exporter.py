@@ -38,12 +38,14 @@ def export_bundle(model: str | Path | EncoderClassifier, method: str | None = "l
                   out: str | Path = "bundle", *, method_config: Any = None, num_classes: int = 2,
                   mode: str = "both", max_tokens: int | None = None,
                   tokenizer: str | Path | None = None, image_mean: float = 0.5,
-                  image_std: float = 0.5, pooling: str | None = None, seed: int = 0,
+                  image_std: float = 0.5, pooling: str | None = None,
+                  image_size: int | None = None, seed: int = 0,
                   overwrite: bool = False,
                   log: Callable[[str], None] | None = None) -> Path:
     """Export and return the bundle's path. ``model``: a registered name, a checkpoint folder
     or a model object; ``max_tokens``: the longest text the device will feed (text models);
-    ``pooling``: a BERT's "cls" or "mean" (default: what the checkpoint declares)."""
+    ``pooling``: a BERT's "cls" or "mean" (default: what the checkpoint declares);
+    ``image_size``: a ViT at another resolution (its position embedding resampled)."""
     if mode not in MODE_CHOICES:
         raise UsageError(f"mode={mode!r}: must be one of {', '.join(MODE_CHOICES)}")
     say = log or (lambda msg: None)
@@ -53,7 +55,7 @@ def export_bundle(model: str | Path | EncoderClassifier, method: str | None = "l
     name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     t0 = time.perf_counter()
     say(f"building {name} with {method}")
-    model = prepare_model(model, method, method_config, num_classes, seed, pooling)
+    model = prepare_model(model, method, method_config, num_classes, seed, pooling, image_size)
     inputs, tokens, text_tokens = _input_spec(model, max_tokens, tokenizer, image_mean, image_std)
     trainable = trainable_names(model)
     modes = MODES if mode == "both" else (mode,)

@@ -6,6 +6,7 @@ when its class count differs (fine-tuning to a new task), keys the model has no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,11 +21,14 @@ _IGNORED_SUFFIXES = ("position_ids",)
 _HEAD_PREFIXES = ("head.", "classifier.")
 
 
-def load_weights(model: nn.Module, file: str | Path, key_prefix: str = "") -> list[str]:
+def load_weights(model: nn.Module, file: str | Path, key_prefix: str = "",
+                 resize: Callable[[str, torch.Tensor, torch.Size], torch.Tensor | None] | None = None
+                 ) -> list[str]:
     """Copy the tensors of safetensors ``file`` into ``model``; returns the keys left as
     initialised (a new head). ``key_prefix`` is put in front of checkpoint keys that lack it
     (a bare ``BertModel`` checkpoint loaded into ``bert.*``). Raises on missing or mis-shaped
-    backbone weights."""
+    backbone weights. ``resize(name, value, shape)``: a tensor of ``shape`` for a checkpoint
+    tensor of another shape (a position embedding at another resolution), or None."""
     file = Path(file)
     if not file.is_file():
         raise EdgetuneError(f"{file}: no such checkpoint file")
@@ -40,6 +44,9 @@ def load_weights(model: nn.Module, file: str | Path, key_prefix: str = "") -> li
         name = key if key in own or not key_prefix else key_prefix + key
         if name not in own:
             continue  # e.g. a masked-LM head in a pretraining checkpoint
+        if own[name].shape != value.shape and resize is not None:
+            resized = resize(name, value, own[name].shape)
+            value = resized if resized is not None else value
         if own[name].shape != value.shape:
             if name.startswith(_HEAD_PREFIXES):
                 continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from edgetune.errors import EdgetuneError, UsageError
 from edgetune.export.models.base import EncoderClassifier
 from edgetune.export.models.bert import POOLINGS, BertClassifier, BertConfig
 from edgetune.export.models.checkpoint import load_weights
-from edgetune.export.models.vit import VisionTransformer, ViTConfig
+from edgetune.export.models.vit import VisionTransformer, ViTConfig, resample_pos_embed
 from edgetune.jsonfile import read_json
 from edgetune.registry import Registry
 
@@ -52,10 +52,12 @@ def list_models() -> list[ModelSpec]:
 
 
 def create_model(name_or_path: str | Path, num_classes: int = 2,
-                 pooling: str | None = None) -> EncoderClassifier:
+                 pooling: str | None = None, image_size: int | None = None) -> EncoderClassifier:
     """A registered preset by name, or a checkpoint folder (``config.json`` + ``model.safetensors``).
 
-    ``pooling`` (BERT only): ``"cls"`` or ``"mean"``; None keeps the preset's or folder's own."""
+    ``pooling`` (BERT only): ``"cls"`` or ``"mean"``; None keeps the preset's or folder's own.
+    ``image_size`` (ViT only): another resolution than the preset's or checkpoint's, same patch
+    size; a checkpoint's position embedding is resampled to the new grid."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise UsageError(f"num_classes={num_classes!r}: must be an integer >= 2")
     if pooling is not None and pooling not in POOLINGS:
@@ -65,13 +67,18 @@ def create_model(name_or_path: str | Path, num_classes: int = 2,
     rng = torch.get_rng_state()  # a reload below initialises the new head as one build would
     if text in MODELS:
         model = MODELS.get(text).build(num_classes)
+        if image_size is not None and model.family == "vit":
+            assert isinstance(model, VisionTransformer)
+            model = VisionTransformer(replace(model.config, image_size=image_size))
     elif path.is_dir():
-        model = load_folder(path, num_classes, pooling)
+        model = load_folder(path, num_classes, pooling, image_size)
     else:
         if "/" in text or path.suffix:
             raise EdgetuneError(f"{text}: no such checkpoint folder")
         MODELS.get(text)  # raises "unknown model ... did you mean"
         raise AssertionError("unreachable")
+    if image_size is not None and model.family != "vit":
+        raise UsageError(f"image_size={image_size}: only ViT models take it ({text} is a {model.family})")
     if pooling is not None:
         if model.family != "bert":
             raise UsageError(f"pooling={pooling!r}: only BERT models choose their pooling "
@@ -84,7 +91,8 @@ def create_model(name_or_path: str | Path, num_classes: int = 2,
     return model
 
 
-def load_folder(folder: Path, num_classes: int, pooling: str | None = None) -> EncoderClassifier:
+def load_folder(folder: Path, num_classes: int, pooling: str | None = None,
+                image_size: int | None = None) -> EncoderClassifier:
     cfg = read_json(folder / "config.json")
     kind = cfg.get("model_type")
     if kind is None and cfg.get("architecture") in TIMM_ARCHITECTURES:  # a timm hub folder
@@ -96,12 +104,20 @@ def load_folder(folder: Path, num_classes: int, pooling: str | None = None) -> E
     elif kind == "vit":
         fields = {k: cfg[k] for k in ViTConfig.__dataclass_fields__ if k in cfg}
         fields["num_classes"] = num_classes
+        if image_size is not None:
+            fields["image_size"] = image_size
         model = VisionTransformer(ViTConfig(**fields))
-        load_weights(model, weights)
+        load_weights(model, weights, resize=_resize_pos_embed)
     else:
         raise EdgetuneError(f"{folder / 'config.json'}: model_type={kind!r}: must be 'bert' or 'vit'")
     model.source_dir = folder
     return model
+
+
+def _resize_pos_embed(name: str, value: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    if name != "pos_embed" or len(shape) != 3 or value.ndim != 3:
+        return None
+    return resample_pos_embed(value, shape[1] - 1)
 
 
 # timm's architecture names → our ViTConfig fields.

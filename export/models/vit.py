@@ -7,6 +7,7 @@ to a linear head. Loads timm-layout safetensors checkpoints (``patch_embed.proj`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -144,3 +145,19 @@ def _init_weights(model: nn.Module) -> None:
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
+
+
+def resample_pos_embed(pos: Tensor, num_patches: int) -> Tensor:
+    """A (1, 1 + g², D) position embedding for ``num_patches`` = G² patches: the class token's
+    row kept, the g × g grid resized to G × G bicubically (timm's ``resample_abs_pos_embed``;
+    the usual low-resolution pretrain, high-resolution fine-tune, Dosovitskiy et al. §3.2)."""
+    import torch.nn.functional as F
+
+    old, new = math.isqrt(pos.shape[1] - 1), math.isqrt(num_patches)
+    if old * old != pos.shape[1] - 1 or new * new != num_patches:
+        raise UsageError(f"pos_embed with {pos.shape[1] - 1} patches cannot be resized to "
+                         f"{num_patches}: both must be square grids")
+    cls, grid = pos[:, :1], pos[:, 1:]
+    grid = grid.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)

@@ -29,13 +29,15 @@ from edgetune.export.peft import apply_method, trainable_names
 
 
 def prepare_model(model: str | EncoderClassifier, method: str | None, method_config: Any = None,
-                  num_classes: int = 2, seed: int = 0, pooling: str | None = None) -> EncoderClassifier:
+                  num_classes: int = 2, seed: int = 0, pooling: str | None = None,
+                  image_size: int | None = None) -> EncoderClassifier:
     """A model with its method applied (a registered name is built with ``seed``)."""
     if isinstance(model, (str, Path)):
         torch.manual_seed(seed)
-        model = create_model(model, num_classes, pooling)
-    elif pooling is not None:
-        raise UsageError("pooling= applies to a model built by name; set it on the model object")
+        model = create_model(model, num_classes, pooling, image_size)
+    elif pooling is not None or image_size is not None:
+        raise UsageError("pooling= and image_size= apply to a model built by name or folder; "
+                         "set them on the model object")
     current = getattr(model, "peft_method", None)
     if method is None and current is None:
         raise UsageError("no PEFT method: pass method= (e.g. 'lora', or 'full')")
