@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         history.append({"step": step, "test_accuracy": acc, "seconds": round(time.time() - t0, 1)})
         print(f"epoch done at step {step}: test accuracy {acc:.4f}", flush=True)
     with atomic_dir(Path(args.out), overwrite=True) as tmp:
-        (tmp / "config.json").write_text(json.dumps({"model_type": "vit", **MODEL}, indent=1))
+        # image_mean/std: the exporter normalises the device's pixels the same way by default
+        (tmp / "config.json").write_text(json.dumps({"model_type": "vit", **MODEL, "image_mean": MEAN,
+                                                     "image_std": STD}, indent=1))
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         (tmp / "results.json").write_text(json.dumps({
             "dataset": "Fashion-MNIST (Debian dataset-fashion-mnist)", "model": MODEL,

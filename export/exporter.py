@@ -37,8 +37,8 @@ TRACE_BATCH, TRACE_TOKENS = 2, 16  # only size the trace: batch and tokens stay 
 def export_bundle(model: str | Path | EncoderClassifier, method: str | None = "lora",
                   out: str | Path = "bundle", *, method_config: Any = None, num_classes: int = 2,
                   mode: str = "both", max_tokens: int | None = None,
-                  tokenizer: str | Path | None = None, image_mean: float = 0.5,
-                  image_std: float = 0.5, pooling: str | None = None,
+                  tokenizer: str | Path | None = None, image_mean: float | None = None,
+                  image_std: float | None = None, pooling: str | None = None,
                   image_size: int | None = None, seed: int = 0,
                   overwrite: bool = False,
                   log: Callable[[str], None] | None = None) -> Path:
@@ -81,6 +81,14 @@ def export_bundle(model: str | Path | EncoderClassifier, method: str | None = "l
     return out
 
 
+def _pixel_statistics(model: EncoderClassifier) -> tuple[float, float]:
+    """(mean, std) of pixels / 255 that a checkpoint folder's config.json declares
+    (``image_mean``, ``image_std``: what it was pretrained with), else (0.5, 0.5)."""
+    folder = getattr(model, "source_dir", None)
+    cfg = json.loads((Path(folder) / "config.json").read_text()) if folder is not None else {}
+    return float(cfg.get("image_mean", 0.5)), float(cfg.get("image_std", 0.5))
+
+
 def _input_spec(model: EncoderClassifier, max_tokens, tokenizer, mean, std) -> tuple[dict, int, int]:
     """(inputs entry, tokens entering layer 1 at most, text tokens or 0)."""
     prompt = model.prompt.embeddings.shape[0] if getattr(model, "prompt", None) is not None else 0
@@ -89,6 +97,9 @@ def _input_spec(model: EncoderClassifier, max_tokens, tokenizer, mean, std) -> t
         if max_tokens is not None:
             raise UsageError(f"max_tokens={max_tokens}: only text models take it (a ViT sees "
                              f"{c.num_patches + 1} tokens at {c.image_size} px)")
+        own = _pixel_statistics(model)  # what a checkpoint was pretrained with, else 0.5
+        mean = own[0] if mean is None else mean
+        std = own[1] if std is None else std
         spec = {"kind": "image", "image_size": c.image_size, "channels": c.in_chans,
                 "mean": [mean] * c.in_chans, "std": [std] * c.in_chans, "extra_tokens": prompt}
         return spec, c.num_patches + 1 + prompt, 0

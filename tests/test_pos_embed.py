@@ -23,7 +23,8 @@ def folder(tmp_path):
         model.pos_embed[:, 1:] = torch.linspace(-1, 1, 32)
         model.pos_embed[:, 0] = 3.0
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit", **CFG}))
+    stats = {"image_mean": 0.25, "image_std": 0.4}  # what it was "pretrained" with
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit", **CFG, **stats}))
     return tmp_path, model
 
 
@@ -57,3 +58,14 @@ def test_image_size_is_for_vision_models():
     with pytest.raises(UsageError, match="image_size=64: only ViT models take it"):
         create_model("bert-micro", 2, image_size=64)
     assert create_model("vit-micro", 2, image_size=64).config.num_patches == 64
+
+
+def test_the_export_normalises_as_the_checkpoint_was_pretrained(folder, tmp_path):
+    from edgetune.export import export_bundle
+
+    path, _ = folder
+    out = export_bundle(path, "lora", tmp_path / "b", num_classes=3, image_size=32, mode="adaptive")
+    spec = json.loads((out / "manifest.json").read_text())["inputs"]
+    assert (spec["image_size"], spec["mean"], spec["std"]) == (32, [0.25], [0.4])
+    out = export_bundle(path, "lora", tmp_path / "c", num_classes=3, mode="adaptive", image_mean=0.5)
+    assert json.loads((out / "manifest.json").read_text())["inputs"]["mean"] == [0.5]  # asked for
