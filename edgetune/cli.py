@@ -126,18 +126,15 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     from edgetune.caps.units import format_joules
     from edgetune.config import from_strings
     from edgetune.devices import detect_device, get_device
-    from edgetune.runtime.ort_build import check_provider
     from edgetune.schedule.alast import AlastConfig
-    from edgetune.train import RunFolder, TrainConfig, Trainer, load_data, pick_mode
-    from edgetune.train.modes import check_available, pick_provider
+    from edgetune.train import RunFolder, TrainConfig, Trainer, load_data
+    from edgetune.train.modes import resolve
 
     caps = Caps.parse(ram=ram_cap, energy=energy_cap, power=power_cap)
     device = get_device(device_name) if device_name else detect_device()
     b = Bundle.open(bundle)
-    provider = check_provider(provider or pick_provider(device.accelerator))
-    if mode is None:
-        mode = pick_mode(schedule, b.modes, caps.ram_bytes is not None, provider)
-    check_available(mode, provider)
+    mode, provider = resolve(schedule, b.modes, mode=mode or "", provider=provider or "",
+                             accelerator=device.accelerator, ram_capped=caps.ram_bytes is not None)
     cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
                       schedule=schedule, mode=mode, provider=provider, seed=seed, threads=threads,
                       checkpoint_every=checkpoint_every, eval_every=eval_every,

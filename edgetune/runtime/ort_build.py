@@ -56,6 +56,11 @@ def has_training_api() -> bool:
     return importlib.util.find_spec("onnxruntime.training") is not None
 
 
+def build_name() -> str:
+    """The installed build and its version, e.g. 'onnxruntime 1.32.0'."""
+    return f"{distribution() or 'onnxruntime'} {onnxruntime().__version__}"
+
+
 def available_providers() -> list[str]:
     """Short names (:data:`PROVIDERS`) of the execution providers this build offers."""
     names = set(onnxruntime().get_available_providers())
@@ -70,7 +75,7 @@ def check_provider(provider: str) -> str:
     if provider not in have:
         hint = ('pip install "edgetune[cuda]" in an environment without another onnxruntime, on '
                 'a machine with an NVIDIA driver' if provider == "cuda" else INSTALL)
-        raise UsageError(f"provider={provider!r}: this onnxruntime ({distribution() or 'none'}) "
+        raise UsageError(f"provider={provider!r}: this onnxruntime ({build_name()}) "
                          f"offers {', '.join(have) or 'none'}; {hint}")
     return provider
 
@@ -79,7 +84,6 @@ def describe() -> str:
     """One line for ``edgetune devices``: the build, its version, providers, training API."""
     if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime: not installed; " + INSTALL
-    ort = onnxruntime()
     api = "with" if has_training_api() else "without"
-    return (f"onnxruntime: {distribution() or 'onnxruntime'} {ort.__version__}, providers "
+    return (f"onnxruntime: {build_name()}, providers "
             f"{', '.join(available_providers())}, {api} the training API (static mode)")

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from edgetune.errors import EdgetuneError
+from edgetune.runtime.ort_build import onnxruntime as ort_module
 
 _ARENA: dict[str, Any] | None = None   # {"ok": bool} once registered
 
@@ -30,7 +31,7 @@ def use_shared_arena(max_bytes: int | None = None) -> bool:
     unlimited). True if sessions can share it; a second call changes nothing."""
     global _ARENA
     if _ARENA is None:
-        import onnxruntime
+        onnxruntime = ort_module()
 
         cfg: dict[str, int] = {"arena_extend_strategy": 1}  # kSameAsRequested: no doubling
         if max_bytes is not None:
@@ -53,7 +54,7 @@ def session_options(threads: int = 0):
     """Options for every session: ``threads`` intra-op threads (0: ORT's default), idle workers
     sleep instead of spinning (with one session per block, a finished session's spinning
     workers would steal the cores from the next one), the shared arena."""
-    import onnxruntime
+    onnxruntime = ort_module()
 
     onnxruntime.set_default_logger_severity(3)
     opts = onnxruntime.SessionOptions()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from edgetune.bundle import Bundle
 from edgetune.errors import UsageError
-from edgetune.runtime.ort_build import distribution, has_training_api
+from edgetune.runtime.ort_build import build_name, check_provider, has_training_api
 from edgetune.runtime.placement import HOST, Placement
 from edgetune.train.engines import AdaptiveEngine, Engine, EngineCaps, EngineClass, StaticEngine
 from edgetune.train.optim import AdamWConfig
@@ -39,17 +39,11 @@ def available(caps: EngineCaps, provider: str = "cpu") -> bool:
     return (has_training_api() or not caps.training_api) and provider in caps.providers
 
 
-def _build() -> str:
-    from edgetune.runtime.ort_build import onnxruntime
-
-    return f"{distribution() or 'onnxruntime'} {onnxruntime().__version__}"
-
-
 def check_available(mode: str, provider: str = "cpu") -> None:
     caps = engine_class(mode).caps
     if caps.training_api and not has_training_api():
         raise UsageError(f"mode={mode!r}: the {mode} engine runs ORT's training API, which this "
-                         f"onnxruntime ({_build()}) does not have; use mode "
+                         f"onnxruntime ({build_name()}) does not have; use mode "
                          "'adaptive' (with --schedule static it trains every layer and token "
                          'too), or install "edgetune[training]" (x86-64, Python <= 3.12)')
     if provider not in caps.providers:
@@ -93,3 +87,20 @@ def pick_provider(accelerator: str) -> str:
     from edgetune.runtime.ort_build import available_providers
 
     return accelerator if accelerator in available_providers() else "cpu"
+
+
+def resolve(schedule: str, bundle_modes: Sequence[str], *, mode: str = "", provider: str = "",
+            accelerator: str = "cpu", ram_capped: bool = False,
+            weight_decay: float = 0.0) -> tuple[str, str]:
+    """(mode, provider) of a run: each as named, else picked (:func:`pick_provider`,
+    :func:`pick_mode`), then checked against this environment and the engine (the CLI's
+    ``train`` before it loads data, and :class:`~edgetune.train.Trainer`)."""
+    provider = check_provider(provider or pick_provider(accelerator))
+    if provider != "cpu" and ram_capped:
+        raise UsageError(f"--ram-cap with provider={provider!r}: the cap models host memory "
+                         "only (parameters, activations and AdamW live on the GPU there); "
+                         "drop --ram-cap or use --provider cpu")
+    mode = mode or pick_mode(schedule, bundle_modes, ram_capped, provider, weight_decay)
+    check_available(mode, provider)
+    check_request(mode, schedule, weight_decay)
+    return mode, provider

@@ -39,6 +39,7 @@ from edgetune.caps.cost_model import (
 )
 from edgetune.caps.units import format_bytes
 from edgetune.errors import EdgetuneError
+from edgetune.runtime.ort_build import onnxruntime
 from edgetune.runtime.ort_env import arena_registered, use_shared_arena
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
@@ -92,7 +93,7 @@ def arena_budget(bundle: Bundle, mode: str, cap_bytes: int, safety: float, batch
     """The arena's limit (module docstring), bytes; :class:`EdgetuneError` with the smallest
     cap that could work where less than :data:`MIN_ARENA` is left. Imports ORT first: its
     libraries are a large part of RSS now."""
-    import onnxruntime  # noqa: F401
+    onnxruntime()  # imported now: its libraries count in RSS
 
     if engine_class(mode).caps.ort_state:
         from edgetune.runtime.ort_training import training_api

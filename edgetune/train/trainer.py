@@ -26,7 +26,6 @@ from edgetune.data.base import Dataset
 from edgetune.data.sampler import BatchSampler
 from edgetune.devices import DeviceProfile, detect_device
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.runtime.ort_build import check_provider
 from edgetune.runtime.ort_env import ArenaFull
 from edgetune.runtime.placement import Placement
 from edgetune.schedule import AlastPlanner, Planner, StaticPlanner, StepPlan
@@ -37,14 +36,7 @@ from edgetune.train.capping import Capped, Uncapped
 from edgetune.train.config import TrainConfig
 from edgetune.train.engines import Batch, Engine, StepStats
 from edgetune.train.evaluate import evaluate_engine, token_count
-from edgetune.train.modes import (
-    check_available,
-    check_request,
-    engine_class,
-    open_engine,
-    pick_mode,
-    pick_provider,
-)
+from edgetune.train.modes import engine_class, open_engine, resolve
 from edgetune.train.optim import AdamWConfig, learning_rate
 from edgetune.train.progress import MetricsLog, ProgressBar
 from edgetune.train.ram_guard import arena_budget, limit_arena
@@ -123,17 +115,10 @@ class Trainer:
     def _with_mode(self, config: TrainConfig) -> TrainConfig:
         """``config`` with its provider and mode picked where it names none (train/modes.py),
         and both checked against this environment and the engine's capabilities."""
-        provider = check_provider(config.provider or pick_provider(self.device.accelerator))
-        if provider != "cpu" and self.caps is not None and self.caps.ram_bytes is not None:
-            raise UsageError(f"--ram-cap with provider={provider!r}: the cap models host memory "
-                             "only (parameters, activations and AdamW live on the GPU there); "
-                             "drop --ram-cap or use --provider cpu")
-        if config.mode:
-            check_available(config.mode, provider)
-            return dataclasses.replace(config, provider=provider)
-        ram_capped = self.caps is not None and self.caps.ram_bytes is not None
-        mode = pick_mode(config.schedule, self.bundle.modes, ram_capped, provider, config.weight_decay)
-        check_request(mode, config.schedule, config.weight_decay)
+        mode, provider = resolve(config.schedule, self.bundle.modes, mode=config.mode,
+                                 provider=config.provider, accelerator=self.device.accelerator,
+                                 ram_capped=self.caps is not None and self.caps.ram_bytes is not None,
+                                 weight_decay=config.weight_decay)
         return dataclasses.replace(config, mode=mode, provider=provider)
 
     def _open_engine(self, batch_size: int, input_bytes: float) -> tuple[Engine, int | None]:
