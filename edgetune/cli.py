@@ -164,6 +164,11 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     if result.best_accuracy is not None:
         line += f", best val accuracy {result.best_accuracy:.4f}"
     click.echo(line)
+    if result.inference is not None and result.inference.budgets is not None:
+        from edgetune.train.inference_tokens import describe
+
+        click.echo(describe(result.inference, int(b.manifest["tokens"])) +
+                   " (eval and merge follow this; --tokens all|trained to override)")
     if result.stopped:
         click.echo(f"stopped early: {result.stopped}", err=True)
 
@@ -177,20 +182,26 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
 @click.option("--threads", type=int, default=0)
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
+@click.option("--tokens", type=click.Choice(["run", "all", "trained"]), default="run", show_default=True,
+              help="Tokens kept: the run's choice from its validation (ALaST runs), every token, or "
+                   "the budgets it trained with.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, label_column, as_json):
+def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, label_column, tokens,
+             as_json):
     """Loss and accuracy of a run's checkpoint (or a bundle's initial weights) on --data."""
     import json
 
     from edgetune.train.evaluate import evaluate_path
 
     res = evaluate_path(run_or_bundle, data, checkpoint=checkpoint, batch_size=batch_size,
-                        threads=threads, text_column=text_column, label_column=label_column)
+                        threads=threads, text_column=text_column, label_column=label_column,
+                        tokens=tokens)
     if as_json:
         click.echo(json.dumps(res))
     else:
+        kept = "every token" if res["keep"] is None else f"keep {res['keep']}"
         click.echo(f"{res['source']}: accuracy {res['accuracy']:.4f}, loss {res['loss']:.4f} "
-                   f"on {res['count']} samples")
+                   f"on {res['count']} samples ({kept})")
 
 
 @main.command()
@@ -199,14 +210,17 @@ def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, 
               help="best (falls back to last), last, or a checkpoint folder name.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder (default RUN/merged).")
 @click.option("--bundle", type=click.Path(), default=None, help="The bundle, if it moved since training.")
+@click.option("--tokens", type=click.Choice(["run", "all", "trained"]), default="run", show_default=True,
+              help="Tokens kept: the run's choice from its validation (ALaST runs), every token, or "
+                   "the budgets it trained with.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-def merge(run, checkpoint, out, bundle, overwrite):
+def merge(run, checkpoint, out, bundle, overwrite, tokens):
     """Write RUN's inference.onnx (plain onnxruntime) and its adapter in Hugging Face PEFT format;
     LoRA, IA3 and Propulsion are folded into the weights."""
     from edgetune.merge import merge_run
 
     path = merge_run(run, checkpoint=checkpoint, out=out, overwrite=overwrite, bundle=bundle,
-                     log=lambda msg: click.echo(msg, err=True))
+                     tokens=tokens, log=lambda msg: click.echo(msg, err=True))
     click.echo(path)
 
 

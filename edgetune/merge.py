@@ -6,6 +6,11 @@
       tokenizer.json              text models
       merged.json                 what was written, from which run, checkpoint and bundle
 
+Tokens: an ALaST run's checkpoint says whether inference keeps every token or the budgets it
+trained with (train/inference_tokens.py, decided on its validation split); ``tokens`` follows
+that (``run``) or overrides it. The budgets are written into the graph's ``token_budgets``
+tensor, so the merged model drops tokens as training did, with no extra input.
+
 The trained values come from the run's checkpoint (static mode: ORT's checkpoint; adaptive
 mode: ``params.safetensors``). The inference model starts from the bundle's ``inference/``
 artifacts: for LoRA, IA3 and Propulsion their graph is the merged model (no adapter branch) and
@@ -28,9 +33,10 @@ import numpy as np
 
 from edgetune.adapter_format import CONFIG_FILE, WEIGHTS_FILE, save_adapter_arrays
 from edgetune.atomic import atomic_dir
-from edgetune.bundle import INDEX_FILE, INFERENCE_DIR, INFERENCE_MODEL, Bundle
+from edgetune.bundle import INDEX_FILE, INFERENCE_DIR, INFERENCE_MODEL, TOKEN_BUDGETS, Bundle
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.merge_ops import apply_recipe, recipe_inputs
+from edgetune.train.inference_tokens import ALL, RUN, STATE_KEY, TRAINED, TokenChoice, budgets_for
 from edgetune.train.modes import engine_class
 from edgetune.train.run_folder import RunFolder
 
@@ -43,12 +49,13 @@ OUTPUTS = ["logits"]
 
 def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None = None,
               overwrite: bool = False, bundle: str | Path | None = None,
-              log: Callable[[str], None] | None = None) -> Path:
+              log: Callable[[str], None] | None = None, tokens: str = RUN) -> Path:
     """Write ``out`` (default ``RUN/merged``) atomically and return its path.
 
     ``checkpoint``: ``best`` (falls back to ``last`` where the run never validated), ``last``
     or a checkpoint folder name (``step-00000030``). ``bundle``: where the run's bundle is now,
-    if it moved since training (run.json records the path it had).
+    if it moved since training (run.json records the path it had). ``tokens``: ``run`` (the
+    checkpoint's choice), ``all`` or ``trained``.
     """
     say = log or (lambda msg: None)
     run = Path(run)
@@ -64,6 +71,7 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     b = Bundle.open(bundle) if bundle is not None else _open_bundle(run, info)
     state = run_folder.state(folder)
+    budgets = budgets_for(TokenChoice.from_dict(state.get(STATE_KEY)), tokens)
     say(f"reading {folder.name} ({state.get('mode')} mode)")
     trained = trained_arrays(folder, state["mode"])  # run_folder.state() checked it is a mode
     adapter = b.manifest.get("adapter")
@@ -71,9 +79,11 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
         raise EdgetuneError(f"{b.path}: the manifest has no adapter layout; re-export the bundle")
     tensors = adapter_tensors(adapter["tensors"], trained, folder)
     inference = _inference_index(b)
+    budgets = _graph_budgets(inference, budgets, tokens, b, say)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         say("writing the inference model")
-        merged = write_inference(b.path / INFERENCE_DIR, inference, trained, tmp / INFERENCE_FILE)
+        merged = write_inference(b.path / INFERENCE_DIR, inference, trained, tmp / INFERENCE_FILE,
+                                 budgets)
         say("writing the adapter")
         save_adapter_arrays(tensors, adapter["config"], b.manifest["method"],
                             b.manifest["model"]["family"], tmp / ADAPTER_DIR)
@@ -85,6 +95,8 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
             "checkpoint": folder.name, "step": state.get("step"), "mode": state.get("mode"),
             "model": b.manifest["model"]["name"], "method": b.manifest["method"]["name"],
             "merged": merged,
+            "tokens": ALL if budgets is None else TRAINED,
+            "token_budgets": None if budgets is None else list(budgets),
             "inference": {"file": INFERENCE_FILE, "inputs": _model_inputs(inference),
                           "outputs": OUTPUTS, "preprocessing": b.inputs},
             "adapter": {"folder": ADAPTER_DIR, "peft_type": adapter["config"].get("peft_type"),
@@ -135,6 +147,19 @@ def _inference_index(b: Bundle) -> dict[str, Any]:
     return index
 
 
+def _graph_budgets(index: dict, budgets: tuple[float, ...] | None, tokens: str, b: Bundle,
+                   say: Callable[[str], None]) -> tuple[float, ...] | None:
+    """``budgets`` where the inference graph can drop tokens; bundles exported before it could
+    keep every token (an error where the user asked for the budgets, a note where the run chose)."""
+    if budgets is None or TOKEN_BUDGETS in index.get("model", {}).get("tensors", {}):
+        return budgets
+    why = f"{b.path}: its inference graph keeps every token (exported before token budgets)"
+    if tokens == TRAINED:
+        raise EdgetuneError(f"{why}; re-export the bundle to merge with --tokens trained")
+    say(f"note: {why}, though the run chose its trained budgets; re-export to keep them")
+    return None
+
+
 def _model_inputs(index: dict) -> list[str]:
     described = index["model"] if "model" in index else index["static"]
     return [n for n in described["inputs"] if n != "labels"]
@@ -164,13 +189,16 @@ def merged_values(index: dict[str, Any], trained: dict[str, np.ndarray],
 
 
 def write_inference(folder: Path, index: dict[str, Any], trained: dict[str, np.ndarray],
-                    target: Path) -> bool:
+                    target: Path, budgets: tuple[float, ...] | None = None) -> bool:
     """Write the inference model with the trained (and merged) values to ``target``. True where
     the adapter was folded into the weights. The bundle's ``inference.onnx`` holds every
     parameter at a known byte offset: the values are written there, a tensor at a time (numpy
     only: any ONNX Runtime build, no ``onnx`` package). Bundles from before hold ORT's training
-    artifacts instead, which need the training build."""
+    artifacts instead, which need the training build. ``budgets``: the token budgets to write
+    (None: the graph's own, every token)."""
     if "model" not in index:
+        if budgets is not None:
+            raise EdgetuneError(f"{folder}: this inference graph keeps every token; re-export the bundle")
         return _write_inference_ort(folder, index, trained, target)
     model = index["model"]
     tensors = model["tensors"]
@@ -184,7 +212,10 @@ def write_inference(folder: Path, index: dict[str, Any], trained: dict[str, np.n
             count = int(np.prod(entry["shape"], dtype=np.int64))
             return np.frombuffer(f.read(4 * count), np.float32).reshape(entry["shape"])
 
-        for name, value in merged_values(index, trained, current).items():
+        values = merged_values(index, trained, current)
+        if budgets is not None:
+            values[TOKEN_BUDGETS] = np.asarray(budgets, np.float32)
+        for name, value in values.items():
             if name not in tensors:
                 raise EdgetuneError(f"{folder}: the inference graph has no parameter {name!r}")
             have = tuple(tensors[name]["shape"])

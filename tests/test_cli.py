@@ -99,7 +99,7 @@ def test_eval_json_scores_the_best_checkpoint(flow):
     assert f"best val accuracy {res['accuracy']:.4f}" in trained.stdout
     text = run("eval", str(run_dir), "--data", str(tmp / "data.npz"))
     assert text.stdout == (f"{res['source']}: accuracy {res['accuracy']:.4f}, loss {res['loss']:.4f} "
-                           "on 32 samples\n")
+                           "on 32 samples (every token)\n")
 
 
 def test_merge_writes_the_inference_model_and_the_adapter(flow):

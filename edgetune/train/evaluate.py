@@ -1,4 +1,5 @@
-"""Evaluation: loss and accuracy of an engine on a dataset, every token kept."""
+"""Evaluation: loss and accuracy of an engine on a dataset, at every token or at an ALaST run's
+trained budgets (train/inference_tokens.py decides which by default)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ from edgetune.bundle import MANIFEST, Bundle
 from edgetune.data.base import Dataset
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.train.engines import Engine
+from edgetune.train.inference_tokens import (
+    ALL,
+    RUN,
+    STATE_KEY,
+    TRAINED,
+    TokenChoice,
+    budgets_for,
+    keep_for,
+)
 from edgetune.train.inputs import load_data
 from edgetune.train.modes import open_engine, pick_mode
 from edgetune.train.run_folder import RUN_INFO, RunFolder
@@ -28,11 +38,13 @@ def token_count(batch: dict[str, np.ndarray], bundle: Bundle) -> int:
     return int(bundle.manifest["tokens"])
 
 
-def evaluate_engine(engine: Engine, bundle: Bundle, data: Dataset, batch_size: int = 32) -> dict:
+def evaluate_engine(engine: Engine, bundle: Bundle, data: Dataset, batch_size: int = 32,
+                    budgets: tuple[float, ...] | None = None) -> dict:
+    """Mean loss and accuracy over ``data``; ``budgets``: keep ⌈b_l·N⌉ tokens (None: every token)."""
     total_loss, hits, n = 0.0, 0, 0
     for lo in range(0, len(data), batch_size):
         batch = data.batch(np.arange(lo, min(lo + batch_size, len(data))))
-        keep = np.full(engine.num_layers, token_count(batch, bundle), np.int64)
+        keep = keep_for(budgets, token_count(batch, bundle), engine.num_layers)
         logits = engine.predict(batch, keep)
         labels = batch["labels"]
         total_loss += cross_entropy(logits, labels) * len(labels)
@@ -44,7 +56,8 @@ def evaluate_engine(engine: Engine, bundle: Bundle, data: Dataset, batch_size: i
 
 
 def open_run(run: Path, checkpoint: str = "best", threads: int = 0) -> tuple[Bundle, Engine, dict, Path]:
-    """A run's bundle and an engine holding its ``checkpoint`` (best falls back to last)."""
+    """A run's bundle, an engine holding its ``checkpoint`` (best falls back to last), run.json
+    and the checkpoint folder."""
     folder = RunFolder(run)
     info = folder.read_info()
     bundle = Bundle.open(info["bundle"])
@@ -56,18 +69,40 @@ def open_run(run: Path, checkpoint: str = "best", threads: int = 0) -> tuple[Bun
     return bundle, engine, info, checkpoint_dir
 
 
+def checkpoint_choice(run: Path, checkpoint_dir: Path) -> TokenChoice:
+    """The token choice a checkpoint carries (train/inference_tokens.py)."""
+    return TokenChoice.from_dict(RunFolder(run).state(checkpoint_dir).get(STATE_KEY))
+
+
 def evaluate_path(path: str | Path, data: str | Path, checkpoint: str = "best", batch_size: int = 32,
-                  threads: int = 0, text_column: str = "text", label_column: str = "label") -> dict:
-    """Evaluate a run folder's checkpoint, or a bundle's initial weights, on the file ``data``."""
+                  threads: int = 0, text_column: str = "text", label_column: str = "label",
+                  tokens: str = RUN) -> dict:
+    """Evaluate a run folder's checkpoint, or a bundle's initial weights, on the file ``data``.
+
+    ``tokens``: ``run`` (what the run chose from its validation), ``all`` or ``trained`` (the
+    ALaST budgets the checkpoint was trained with). The result says which (``tokens``), the
+    budgets and the keep counts at the bundle's token count (``keep``, None for every token).
+    """
     path = Path(path)
+    if tokens not in (RUN, ALL, TRAINED):
+        raise UsageError(f"tokens={tokens!r}: must be one of {RUN}, {ALL}, {TRAINED}")
     if RunFolder(path).has_info():
         bundle, engine, info, folder = open_run(path, checkpoint, threads)
         labels, source = info.get("labels"), f"{path} ({folder.name})"
+        choice = checkpoint_choice(path, folder)
     elif (path / MANIFEST).is_file():
         bundle = Bundle.open(path)
         engine = open_engine(bundle, pick_mode("static", bundle.modes, False), threads)
         labels, source = None, f"{path} (initial weights)"
+        choice = TokenChoice(ALL, reason="a bundle's initial weights")
+        if tokens == TRAINED:
+            raise UsageError(f"{path}: a bundle has no trained budgets; evaluate a run folder")
     else:
         raise EdgetuneError(f"{path}: neither a run folder (no {RUN_INFO}) nor a bundle (no {MANIFEST})")
+    budgets = budgets_for(choice, tokens)
     ds = load_data(bundle, data, tuple(labels) if labels else None, text_column, label_column)
-    return {"source": source, **evaluate_engine(engine, bundle, ds, batch_size)}
+    keep = None if budgets is None else keep_for(budgets, int(bundle.manifest["tokens"]),
+                                                 engine.num_layers).tolist()
+    return {"source": source, **evaluate_engine(engine, bundle, ds, batch_size, budgets),
+            "tokens": ALL if budgets is None else TRAINED,
+            "budgets": None if budgets is None else list(budgets), "keep": keep, "choice": choice.to_dict()}

@@ -4,6 +4,9 @@
     result = trainer.fit()            # resumable: Trainer(..., resume=True).fit()
     trainer.evaluate(test_data)       # {"loss": ..., "accuracy": ..., "count": ...}
 
+An ALaST run validates both at every token and at its budgets, and keeps the better for
+inference (``trainer.choice``, train/inference_tokens.py); ``evaluate`` follows that choice.
+
 Silent unless ``progress=True``. ``callbacks`` get each step's record (a dict).
 """
 
@@ -36,6 +39,16 @@ from edgetune.train.capping import Capped, Uncapped
 from edgetune.train.config import TrainConfig
 from edgetune.train.engines import Batch, Engine, StepStats
 from edgetune.train.evaluate import evaluate_engine, token_count
+from edgetune.train.inference_tokens import (
+    ALL,
+    RUN,
+    STATE_KEY,
+    TokenChoice,
+    budgets_for,
+    decide,
+    is_every_token,
+    undecided,
+)
 from edgetune.train.modes import engine_class, open_engine, resolve
 from edgetune.train.optim import AdamWConfig, learning_rate
 from edgetune.train.progress import MetricsLog, ProgressBar
@@ -58,6 +71,7 @@ class TrainResult:
     energy_j: float = 0.0        # this process's, from the meter: loading to the last checkpoint
     stopped: str | None = None   # why the run ended before total_steps (the energy cap)
     steps_run: int = 0           # the steps this fit() ran
+    inference: TokenChoice | None = None  # which tokens inference keeps (the last checkpoint's)
 
     @property
     def seconds_per_step(self) -> float:
@@ -106,6 +120,7 @@ class Trainer:
         self.best_accuracy: float | None = None
         self.stopped: str | None = None
         self._val_joules: float | None = None
+        self.choice: TokenChoice | None = None  # the last validation's token choice
         if resume:
             self._resume()
         first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
@@ -186,7 +201,8 @@ class Trainer:
         # the final checkpoint's write counts too (ORT serialises the whole state at once)
         self._peak_rss = max(self._peak_rss, peak_rss_bytes() / MB)
         return TrainResult(self.step, self._loss, self.best_accuracy, time.monotonic() - start,
-                           self._peak_rss, self.meter.read_joules(), self.stopped, self.step - first)
+                           self._peak_rss, self.meter.read_joules(), self.stopped, self.step - first,
+                           self._choice())
 
     def _energy(self) -> float:
         """Joules since the last call: a cap is on the whole run (logging, validation and
@@ -269,33 +285,66 @@ class Trainer:
             record["val_skipped"] = "energy cap"
             return
         record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-        if self.best_accuracy is None or val["accuracy"] > self.best_accuracy:
-            self.best_accuracy = val["accuracy"]
+        if "trained" in val:  # an ALaST run: at its budgets too, and which inference keeps
+            record.update(val_loss_trained=val["trained"]["loss"],
+                          val_accuracy_trained=val["trained"]["accuracy"])
+        assert self.choice is not None  # set by _validate
+        record["inference_tokens"] = self.choice.tokens
+        score = max(val["accuracy"], val.get("trained", val)["accuracy"])  # the chosen way's
+        if self.best_accuracy is None or score > self.best_accuracy:
+            self.best_accuracy = score
             self._checkpoint(("best",))
 
-    def evaluate(self, data: Dataset, batch_size: int | None = None) -> dict[str, float]:
-        """Loss and accuracy over ``data``, every token kept. Under a RAM cap in batches no
-        larger than the last step's micro-batch, halved while the arena refuses them."""
+    def evaluate(self, data: Dataset, batch_size: int | None = None, tokens: str = RUN) -> dict[str, float]:
+        """Loss and accuracy over ``data``. ``tokens``: ``run`` (the run's choice so far; every
+        token before any validation), ``all``, or ``trained`` (the budgets now in force). Under
+        a RAM cap in batches no larger than the last step's micro-batch, halved while the arena
+        refuses them."""
+        budgets = budgets_for(self._choice(), tokens)
+        return self._evaluate(data, batch_size, budgets)
+
+    def _evaluate(self, data: Dataset, batch_size: int | None,
+                  budgets: tuple[float, ...] | None) -> dict[str, float]:
         size = self.limits.eval_batch(batch_size or self.config.batch_size)
         while True:
             try:
-                return evaluate_engine(self.engine, self.bundle, data, size)
+                return evaluate_engine(self.engine, self.bundle, data, size, budgets)
             except ArenaFull:
                 if size == 1:
                     raise EdgetuneError("validation: one sample at every token does not fit the "
                                         "arena; raise --ram-cap or drop --val") from None
                 size = max(1, size // 2)
 
-    def _validate(self) -> dict[str, float] | None:
+    def _validate(self) -> dict | None:
         """Validation, unless the energy cap cannot pay for it (its estimate: the last one's
-        measured energy, else its forward FLOPs at every token)."""
+        measured energy, else its forward FLOPs at every token, twice for an ALaST run). An
+        ALaST run whose budgets drop tokens validates at them too (``val["trained"]``) and
+        decides which tokens inference keeps (``self.choice``)."""
         assert self.val_data is not None
-        if not self.limits.affords(self._val_joules, len(self.val_data)):
+        budgets = self._budgets()
+        both = budgets is not None and not is_every_token(budgets, int(self.bundle.manifest["tokens"]))
+        if not self.limits.affords(self._val_joules, len(self.val_data) * (2 if both else 1)):
             return None
         before = self.meter.read_joules()
-        val = self.evaluate(self.val_data)
+        val: dict = dict(self._evaluate(self.val_data, None, None))
+        if both:
+            assert budgets is not None
+            val["trained"] = self._evaluate(self.val_data, None, budgets)
+            self.choice = decide(budgets, val["accuracy"], val["trained"]["accuracy"])
+        else:
+            self.choice = undecided(budgets) if budgets is None else \
+                TokenChoice(ALL, budgets, None, "the budgets keep every token")
         self._val_joules = self.meter.read_joules() - before
         return val
+
+    def _budgets(self) -> tuple[float, ...] | None:
+        b = self.planner.budgets
+        return None if b is None else tuple(float(x) for x in b)
+
+    def _choice(self) -> TokenChoice:
+        """The token choice a checkpoint written now carries: the last validation's, else
+        every token (undecided), with the budgets in force recorded."""
+        return self.choice if self.choice is not None else undecided(self._budgets())
 
     # ---- state -------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
@@ -306,7 +355,8 @@ class Trainer:
 
     def _state(self) -> dict[str, Any]:
         return {"step": self.step, "mode": self.engine.mode, "planner": self.planner.state_dict(),
-                "best_accuracy": self.best_accuracy, "total_steps": self.total_steps}
+                "best_accuracy": self.best_accuracy, "total_steps": self.total_steps,
+                STATE_KEY: self._choice().to_dict()}
 
     def _checkpoint(self, tags: tuple[str, ...]) -> None:
         if self.run:
@@ -328,6 +378,8 @@ class Trainer:
         self.planner.load_state_dict(state["planner"])
         self.step = int(state["step"])
         self.best_accuracy = state.get("best_accuracy")
+        if state.get(STATE_KEY, {}).get("val_accuracy") is not None:
+            self.choice = TokenChoice.from_dict(state[STATE_KEY])
 
 
 def _split(batch: Batch, micro: int) -> list[Batch]:

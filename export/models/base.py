@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from edgetune.export.models.layers.token_keep import budget_keep
+
 
 @dataclass
 class EncoderOutput:
@@ -49,9 +51,14 @@ class EncoderClassifier(nn.Module):
     def forward(self, *inputs: Tensor, keep: Tensor | None = None) -> Tensor:
         return self.forward_features(*inputs, keep=keep).logits
 
-    def forward_features(self, *inputs: Tensor, keep: Tensor | None = None) -> EncoderOutput:
-        """keep: None (keep every token) or an int64 tensor (L,): tokens kept after layer l."""
+    def forward_features(self, *inputs: Tensor, keep: Tensor | None = None,
+                         budgets: Tensor | None = None) -> EncoderOutput:
+        """keep: None (keep every token) or an int64 tensor (L,): tokens kept after layer l.
+        budgets: instead of keep, per-layer budgets (L,) turned into counts for these inputs'
+        tokens (``budget_keep``), as a merged inference graph drops them."""
         x, bias = self.embed(*inputs)
+        if budgets is not None:
+            keep = budget_keep(budgets, x)
         cls_tokens, cls_attn = [x[:, 0]], []
         for i, block in enumerate(self.blocks):
             x, bias, attn = block(x, bias, None if keep is None else keep[i])

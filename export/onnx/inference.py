@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgetune.bundle import INFERENCE_MODEL
+from edgetune.bundle import INFERENCE_MODEL, TOKEN_BUDGETS
 from edgetune.errors import EdgetuneError
 from edgetune.export.models.base import EncoderClassifier
 from edgetune.export.peft.base import METHODS, Mergeable, MergeRecipe
@@ -101,7 +101,7 @@ def write_inference_model(model: EncoderClassifier, trainable: list[str], folder
     from edgetune.export.onnx.trace import clamp_ir
 
     graph = clamp_ir(trace_inference(model, batch, tokens))
-    params = {n for n, _ in model.named_parameters()}
+    params = {n for n, _ in model.named_parameters()} | {TOKEN_BUDGETS}
     real = {t.name: numpy_helper.to_array(t).astype(np.float32)
             for t in graph.graph.initializer if t.name in params}
     for attempt in range(4):

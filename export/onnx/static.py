@@ -15,7 +15,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from edgetune.bundle import STATIC_FILES
+from edgetune.bundle import STATIC_FILES, TOKEN_BUDGETS
 from edgetune.export.models.base import EncoderClassifier
 from edgetune.export.onnx.gradients import quiet_ort, quiet_stderr
 from edgetune.export.onnx.trace import clamp_file, strip_prefix, to_onnx
@@ -60,16 +60,22 @@ def trace_whole(model: EncoderClassifier, batch: int = 2, tokens: int | None = N
 
 
 class _Logits(nn.Module):
+    """inputs → logits, with the token budgets a tensor of the graph (``TOKEN_BUDGETS``, all 1:
+    every token kept) that ``edgetune merge`` overwrites with an ALaST run's."""
+
     def __init__(self, model: EncoderClassifier):
         super().__init__()
         self.model = model
+        self.register_parameter(TOKEN_BUDGETS, nn.Parameter(torch.ones(model.num_layers),
+                                                            requires_grad=False))
 
     def forward(self, *inputs: Tensor):
-        return self.model(*inputs)
+        return self.model.forward_features(*inputs, budgets=getattr(self, TOKEN_BUDGETS)).logits
 
 
 def trace_inference(model: EncoderClassifier, batch: int = 2, tokens: int | None = None) -> onnx.ModelProto:
-    """The plain model (inputs → logits, every token kept), for ``edgetune merge``."""
+    """The plain model (inputs → logits; every token kept until ``edgetune merge`` writes an
+    ALaST run's budgets into its ``token_budgets``)."""
     model.eval()
     example = model.example_inputs(batch, tokens)
     text = "attention_mask" in model.input_names

@@ -30,3 +30,22 @@ def keep_top_tokens(
     if key_bias is not None:
         key_bias = torch.cat([key_bias[:, :1], torch.gather(key_bias, 1, idx)], dim=1)
     return x, key_bias
+
+
+def budget_keep(budgets: Tensor, x: Tensor) -> Tensor:
+    """Keep counts (L,) int64 from per-layer budgets (L,) for the tokens of ``x`` (B, N, D):
+    the torch twin of :func:`edgetune.schedule.alast.tokens.keep_counts`, which owns the rule
+
+        keep_l = min(keep_{l−1}, max(1, ⌈b_{l+1}·N⌉)),   keep_{L−1} = keep_{L−2},
+
+    in float64 like it (so both give the same counts for float32 budgets). N is read from the
+    data, not its traced shape, so a graph with a dynamic sequence length keeps it dynamic.
+    """
+    n = torch.ones_like(x[0, :, 0], dtype=torch.float64).sum()
+    want = torch.ceil(budgets.to(torch.float64) * n - 1e-9)
+    want = torch.minimum(torch.maximum(want, torch.ones_like(want)), n)
+    counts, prev = [], n
+    for nxt in [*want[1:], n]:
+        prev = torch.minimum(prev, nxt)
+        counts.append(prev)
+    return torch.stack(counts).to(torch.int64)

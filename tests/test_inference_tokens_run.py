@@ -1,0 +1,108 @@
+"""An ALaST run's token choice end to end, on any ONNX Runtime build: validation both ways, the
+choice in the checkpoint, ``eval --tokens`` and the merged graph's ``token_budgets``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from bundles import micro_bundle
+from click.testing import CliRunner
+from test_train import synthetic_images
+
+from edgetune.bundle import Bundle
+from edgetune.cli import main
+from edgetune.errors import EdgetuneError
+from edgetune.merge import merge_run
+from edgetune.schedule.alast import AlastConfig
+from edgetune.train import TrainConfig, Trainer, load_data
+from edgetune.train.evaluate import evaluate_path, token_count
+from edgetune.train.inference_tokens import ALL, TRAINED, keep_for
+
+from numerics import assert_close_normwise
+
+
+@pytest.fixture(scope="module")
+def alast_run(tmp_path_factory):
+    """vit-micro LoRA, ALaST with a fast budget rule, so its budgets drop tokens within 6 steps."""
+    d = tmp_path_factory.mktemp("tokens")
+    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
+    train, val = (load_data(b, p) for p in (synthetic_images(d / "train.npz"),
+                                             synthetic_images(d / "val.npz", n=48, seed=1)))
+    config = TrainConfig(steps=6, batch_size=16, lr=1e-2, schedule="alast", eval_every=3,
+                         alast=AlastConfig(alpha=1.0, token_budget=0.4, b_min=0.2))
+    trainer = Trainer(b, train, val, config, out=d / "run")
+    result = trainer.fit()
+    return d, b, trainer, result, val
+
+
+def _state(run, name="last"):
+    pointer = json.loads((run / "checkpoints" / f"{name}.json").read_text())
+    return json.loads((run / "checkpoints" / pointer["checkpoint"] / "state.json").read_text())
+
+
+def test_validation_measures_both_ways_and_the_checkpoint_says_which(alast_run):
+    d, b, trainer, result, val = alast_run
+    choice = _state(d / "run")["inference"]
+    n = int(b.manifest["tokens"])
+    assert choice["budgets"] is not None
+    assert keep_for(tuple(choice["budgets"]), n, len(choice["budgets"])).min() < n  # tokens drop
+    acc = choice["val_accuracy"]
+    assert choice["tokens"] == (TRAINED if acc[TRAINED] >= acc[ALL] else ALL)
+    assert result.inference is not None and result.inference.tokens == choice["tokens"]
+    rows = [json.loads(x) for x in (d / "run" / "metrics.jsonl").read_text().splitlines()]
+    validated = [r for r in rows if "val_accuracy" in r]
+    assert [r["step"] for r in validated] == [3, 6]
+    assert all("val_accuracy_trained" in r and "inference_tokens" in r for r in validated)
+    assert validated[-1]["val_accuracy_trained"] == acc[TRAINED]
+    assert result.best_accuracy == max(max(r["val_accuracy"], r["val_accuracy_trained"]) for r in validated)
+
+
+def test_eval_follows_the_run_or_the_flag(alast_run, tmp_path):
+    d, b, trainer, _, val = alast_run
+    choice = _state(d / "run", "best")["inference"]
+    batch = val.batch(np.arange(len(val)))
+    n = token_count(batch, b)
+    for tokens in ("all", "trained"):
+        res = evaluate_path(d / "run", d / "val.npz", tokens=tokens)
+        keep = keep_for(None if tokens == "all" else tuple(choice["budgets"]), n, trainer.engine.num_layers)
+        assert res["tokens"] == tokens
+        assert res["keep"] == (None if tokens == "all" else keep.tolist())
+    run_default = evaluate_path(d / "run", d / "val.npz")
+    assert run_default["tokens"] == choice["tokens"]
+    out = CliRunner().invoke(main, ["eval", str(d / "run"), "--data", str(d / "val.npz"),
+                                    "--tokens", "trained", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["tokens"] == "trained"
+    bad = CliRunner().invoke(main, ["eval", str(b.path), "--data", str(d / "val.npz"), "--tokens", "trained"])
+    assert bad.exit_code != 0 and "no trained budgets" in bad.output
+
+
+@pytest.mark.parametrize("tokens", ["all", "trained"])
+def test_merged_graph_drops_tokens_as_the_engine_does(alast_run, tokens):
+    import onnxruntime
+
+    d, b, trainer, _, val = alast_run
+    out = merge_run(d / "run", checkpoint="last", out=d / f"merged-{tokens}", tokens=tokens)
+    info = json.loads((out / "merged.json").read_text())
+    assert info["tokens"] == tokens
+    budgets = None if tokens == "all" else tuple(_state(d / "run")["inference"]["budgets"])
+    assert info["token_budgets"] == (None if budgets is None else list(budgets))
+    batch = val.batch(np.arange(len(val)))
+    session = onnxruntime.InferenceSession(str(out / "inference.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"pixel_values": batch["pixel_values"]})[0]
+    keep = keep_for(budgets, token_count(batch, b), trainer.engine.num_layers)
+    assert_close_normwise(got, trainer.engine.predict(batch, keep), f"merged ({tokens}) vs the engine")
+    if budgets is not None:  # and it is not the every-token model: dropping changed the logits
+        every = trainer.engine.predict(batch, keep_for(None, token_count(batch, b), len(keep)))
+        assert not np.allclose(got, every, rtol=1e-3, atol=1e-4)
+
+
+def test_static_run_has_no_budgets_to_keep(tmp_path):
+    b = Bundle.open(micro_bundle("vit-micro", "full", num_classes=2))
+    train = load_data(b, synthetic_images(tmp_path / "train.npz"))
+    Trainer(b, train, train, TrainConfig(steps=2, batch_size=16), out=tmp_path / "run").fit()
+    assert _state(tmp_path / "run")["inference"]["tokens"] == ALL
+    with pytest.raises(EdgetuneError, match="trained on every token"):
+        merge_run(tmp_path / "run", tokens="trained")
