@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.schedule.alast.tokens import keep_counts
+from edgetune.schedule.alast.tokens import step_keep
 from edgetune.train.inference_tokens import (
     ALL,
     TRAINED,
@@ -61,7 +61,7 @@ def test_choice_round_trips_and_old_checkpoints_keep_every_token():
 
 def test_keep_for_is_the_schedules_rule():
     b = fp32_budgets([1.0, 0.3, 0.31, 0.2])
-    np.testing.assert_array_equal(keep_for(b, 197, 4), keep_counts(np.array(b), 197))
+    np.testing.assert_array_equal(keep_for(b, 197, 4), step_keep(np.array(b), 197))
     np.testing.assert_array_equal(keep_for(None, 50, 3), [50, 50, 50])
     assert is_every_token([1.0, 1.0], 10) and not is_every_token([1.0, 0.5], 10)
     with pytest.raises(EdgetuneError, match="3 entries"):
@@ -84,4 +84,4 @@ def test_budget_keep_in_torch_is_keep_counts():
             b = np.round(b, 1)
         b32 = torch.tensor(b, dtype=torch.float32)
         got = budget_keep(b32, torch.zeros(2, n, 3)).numpy()
-        np.testing.assert_array_equal(got, keep_counts(b32.double().numpy(), n), err_msg=f"{b} {n}")
+        np.testing.assert_array_equal(got, step_keep(b32.double().numpy(), n), err_msg=f"{b} {n}")

@@ -361,3 +361,19 @@ def test_load_state_dict_checks_model_and_config():
         other.load_state_dict(saved)
     other.load_state_dict(saved, strict=False)
     assert other.steps == 0 and other.config.alpha == 0.01
+
+
+def test_full_tail_keeps_every_token_in_the_last_steps():
+    from edgetune.schedule import AlastPlanner
+
+    cfg = AlastConfig(alpha=1.0, token_budget=0.4, b_min=0.2, full_tail=0.25)
+    planner = AlastPlanner(3, 10, cfg, total_steps=8)  # ⌈0.25·8⌉ = 2: steps 7 and 8
+    kept = []
+    for _ in range(8):
+        kept.append(planner.plan(10, 4).keep.tolist())
+        planner.observe(np.array([1.0, 0.1, 0.01]), np.array([1.0, 1.0, 1.0]))
+    assert all(min(k) < 10 for k in kept[1:6])  # the budgets drop tokens
+    assert kept[6] == kept[7] == [10, 10, 10]
+    assert min(AlastPlanner(3, 10, AlastConfig(alpha=1.0, token_budget=0.4)).plan(10, 4).keep) == 10
+    with pytest.raises(UsageError, match="full_tail"):
+        AlastConfig(full_tail=1.5)

@@ -6,7 +6,8 @@ learned to classify from the tokens that survive), while a text run can do the o
 So there is no blanket default: at each validation the run measures both,
 
     a_all     = accuracy with every token
-    a_trained = accuracy with keep_l = keep_counts(b, N)   (b: the budgets in force)
+    a_trained = accuracy with keep_l = step_keep(b, N)     (b: the budgets in force, the
+                                                            counts a training step runs with)
 
 and chooses ``trained`` where a_trained ≥ a_all (equal accuracy at fewer FLOPs), else ``all``.
 The choice travels with each checkpoint (``state.json`` → ``"inference"``); ``eval`` and
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.schedule.alast.tokens import keep_counts
+from edgetune.schedule.alast.tokens import step_keep
 
 ALL, TRAINED, RUN = "all", "trained", "run"
 TOKENS = (ALL, TRAINED)             # what inference can keep
@@ -90,7 +91,7 @@ def undecided(budgets: Any | None) -> TokenChoice:
 
 def is_every_token(budgets: Any, n_tokens: int) -> bool:
     """Whether ``budgets`` keep all ``n_tokens`` in every layer (then both ways are one)."""
-    return bool(np.all(keep_counts(np.asarray(budgets), n_tokens) == n_tokens))
+    return bool(np.all(step_keep(np.asarray(budgets), n_tokens) == n_tokens))
 
 
 def budgets_for(choice: TokenChoice, request: str = RUN) -> tuple[float, ...] | None:
@@ -112,7 +113,7 @@ def keep_for(budgets: tuple[float, ...] | None, n_tokens: int, n_layers: int) ->
         return np.full(n_layers, n_tokens, np.int64)
     if len(budgets) != n_layers:
         raise EdgetuneError(f"token budgets have {len(budgets)} entries; the model has {n_layers} layers")
-    return keep_counts(np.asarray(budgets, np.float64), n_tokens)
+    return step_keep(np.asarray(budgets, np.float64), n_tokens)
 
 
 def describe(choice: TokenChoice, n_tokens: int | None = None) -> str:

@@ -162,7 +162,7 @@ class Trainer:
     def _limits(self, batch_size: int, input_bytes: float, arena: int | None) -> Uncapped:
         """The schedule's planner, wrapped in the cap planner under caps."""
         c, L = self.config, self.engine.num_layers
-        inner: Planner = (AlastPlanner(L, int(self.bundle.manifest["tokens"]), c.alast)
+        inner: Planner = (AlastPlanner(L, int(self.bundle.manifest["tokens"]), c.alast, self.total_steps)
                           if c.schedule == "alast" else StaticPlanner(L))
         if self.caps is None or not self.caps.any:
             return Uncapped(inner)

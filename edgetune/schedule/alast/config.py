@@ -28,6 +28,9 @@ class AlastConfig:
     - ``selection``: ``"sample"`` draws K layers without replacement with probability ∝ budget
       (default); ``"topk"`` takes the K highest budgets.
     - ``seed``: seeds the numpy Generator that ``"sample"`` draws from.
+    - ``full_tail``: the share of the run's last steps that keep every token (the budgets
+      still move and choose the layers trained), so that a model inferred at every token ends
+      its training at every token; 0 (default) leaves every step to the budgets.
     """
 
     rule: str = "relative"
@@ -38,6 +41,7 @@ class AlastConfig:
     b_min: float = 0.1
     selection: str = "sample"
     seed: int = 0
+    full_tail: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice(self, "rule", tuple(BUDGET_RULES.names()))
@@ -50,6 +54,7 @@ class AlastConfig:
         check_float(self, "b_min", lo=0.0, hi=1.0, lo_open=True)
         check_choice(self, "selection", SELECTIONS)
         check_int(self, "seed", lo=0)
+        check_float(self, "full_tail", lo=0.0, hi=1.0)
 
     def trained_layers(self, n_layers: int) -> int:
         """K for a model of ``n_layers`` layers: ``n_train``, else ⌈train_fraction·L⌉ (≥ 1)."""

@@ -4,22 +4,33 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from edgetune.schedule.alast.config import AlastConfig
 from edgetune.schedule.alast.scheduler import AlastScheduler
+from edgetune.schedule.alast.tokens import step_keep
 from edgetune.schedule.base import StepPlan
 
 
 class AlastPlanner:
-    """Budgets → keep counts for this batch's token count; K layers trained (sampled)."""
+    """Budgets → keep counts for this batch's token count; K layers trained (sampled). With
+    ``full_tail`` and ``total_steps``, the last ⌈full_tail·total_steps⌉ steps keep every token."""
 
-    def __init__(self, num_layers: int, n_tokens: int, config: AlastConfig | None = None):
-        self.scheduler = AlastScheduler(config or AlastConfig(), num_layers, n_tokens)
+    def __init__(self, num_layers: int, n_tokens: int, config: AlastConfig | None = None,
+                 total_steps: int | None = None):
+        config = config or AlastConfig()
+        self.scheduler = AlastScheduler(config, num_layers, n_tokens)
+        tail = math.ceil(config.full_tail * total_steps - 1e-9) if total_steps else 0
+        self.full_from = None if tail <= 0 or total_steps is None else total_steps - tail
 
     def plan(self, n_tokens: int, batch_size: int) -> StepPlan:
         p = self.scheduler.plan
-        keep = np.maximum(p.keep_for(n_tokens), min(2, n_tokens)).astype(np.int64)
+        if self.full_from is not None and self.scheduler.steps >= self.full_from:
+            keep = np.full(len(p.budgets), n_tokens, np.int64)
+        else:
+            keep = step_keep(p.budgets, n_tokens)
         return StepPlan(keep, p.trained.copy(), batch_size)
 
     @property

@@ -22,6 +22,9 @@ from edgetune.errors import UsageError
 
 # ⌈0.7·10⌉ must be 7, not 8 (0.7·10 = 7.000000000000001 in floating point)
 _EPS = 1e-9
+# what a step keeps at least: the class token and one other (a training step's floor; inference
+# at trained budgets uses the same, so both see the same tokens)
+MIN_KEEP = 2
 
 
 def keep_counts(budgets: np.ndarray, n_tokens: int) -> np.ndarray:
@@ -37,3 +40,8 @@ def keep_counts(budgets: np.ndarray, n_tokens: int) -> np.ndarray:
     want = np.clip(want, 1, n_tokens)
     # layer l+1's budget sets what leaves layer l; the last layer passes on what it took in
     return np.minimum.accumulate(np.append(want[1:], n_tokens))
+
+
+def step_keep(budgets: np.ndarray, n_tokens: int) -> np.ndarray:
+    """:func:`keep_counts` floored at ``min(MIN_KEEP, n_tokens)``: the counts a step runs with."""
+    return np.maximum(keep_counts(budgets, n_tokens), min(MIN_KEEP, n_tokens)).astype(np.int64)

@@ -34,9 +34,9 @@ def keep_top_tokens(
 
 def budget_keep(budgets: Tensor, x: Tensor) -> Tensor:
     """Keep counts (L,) int64 from per-layer budgets (L,) for the tokens of ``x`` (B, N, D):
-    the torch twin of :func:`edgetune.schedule.alast.tokens.keep_counts`, which owns the rule
+    the torch twin of :func:`edgetune.schedule.alast.tokens.step_keep`, which owns the rule
 
-        keep_l = min(keep_{l−1}, max(1, ⌈b_{l+1}·N⌉)),   keep_{L−1} = keep_{L−2},
+        keep_l = max(min(2, N), min(keep_{l−1}, max(1, ⌈b_{l+1}·N⌉))),   keep_{L−1} = keep_{L−2},
 
     in float64 like it (so both give the same counts for float32 budgets). N is read from the
     data, not its traced shape, so a graph with a dynamic sequence length keeps it dynamic.
@@ -48,4 +48,5 @@ def budget_keep(budgets: Tensor, x: Tensor) -> Tensor:
     for nxt in [*want[1:], n]:
         prev = torch.minimum(prev, nxt)
         counts.append(prev)
-    return torch.stack(counts).to(torch.int64)
+    floor = torch.minimum(n, torch.full_like(n, 2.0))  # tokens.MIN_KEEP
+    return torch.maximum(torch.stack(counts), floor).to(torch.int64)
