@@ -152,7 +152,8 @@ def mnist_splits(folder: Path | None, out: Path, per_class: int | None) -> dict[
     paths = {n: folder / f"{n}.npz" for n in ("train", "val", "test")}
     for n, p in paths.items():
         if not p.is_file():
-            raise SystemExit(f"--mnist {folder}: no {n}.npz (make the splits with bench/mnist.py --out {folder})")
+            raise SystemExit(f"--mnist {folder}: no {n}.npz (make the splits with "
+                             f"bench/mnist.py --out {folder})")
     return paths
 
 
@@ -188,7 +189,8 @@ def bundle_for(s: Settings, task: Task, method: str) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-2000:])
-        raise SystemExit(f"export of {task.model} + {method} failed (exit {proc.returncode}): {last_error(proc)}")
+        raise SystemExit(f"export of {task.model} + {method} failed (exit {proc.returncode}): "
+                         f"{last_error(proc)}")
     say(f"  exported in {time.perf_counter() - t:.0f} s")
     return path
 
@@ -209,14 +211,14 @@ def run_row(s: Settings, task: Task, method: str, schedule: str, seed: int, env:
     if run.exists():
         shutil.rmtree(run)
     args = [str(bundle), "--data", str(task.data["train"]), "--val", str(task.data["val"]),
-            "--steps", str(task.steps), "--batch-size", str(task.batch_size), "--lr", str(s.lr[method]),
+            "--steps", str(task.steps), "--batch-size", str(task.batch_size), "--lr", f"{s.lr[method]:g}",
             "--warmup", str(s.warmup), "--schedule", schedule, "--seed", str(seed),
             "--threads", str(s.threads), "--eval-every", str(task.eval_every), "--quiet"]
     args += ["--mode", s.baseline_mode] if schedule == "static" else alast_sets(s, extra_set)
     proc = train(args, run, env)
     trainable, total = trainable_params(bundle)
-    row = {"task": task.name, "name": name, "label": LABELS[method] + (" + ALaST" if schedule == "alast" else
-                                                                      " (static)" if method != "full" else ""),
+    suffix = " + ALaST" if schedule == "alast" else " (static)" if method != "full" else ""
+    row = {"task": task.name, "name": name, "label": LABELS[method] + suffix,
            "method": method, "schedule": schedule, "seed": seed, "run": str(run), "bundle": str(bundle),
            "alast_set": list(s.alast_set) + list(extra_set) if schedule == "alast" else [],
            "lr": s.lr[method], "trainable_params": trainable, "total_params": total,
@@ -260,7 +262,8 @@ import numpy as np
 import onnxruntime as ort
 from edgetune.bundle import Bundle
 from edgetune.train.inputs import load_data
-merged, bundle, data, threads, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+merged, bundle, data = sys.argv[1:4]
+threads, batch = int(sys.argv[4]), int(sys.argv[5])
 info = json.load(open(merged + "/merged.json"))
 so = ort.SessionOptions()
 so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
@@ -288,12 +291,13 @@ def merged_speed(s: Settings, task: Task, row: dict, env: dict) -> dict | None:
     out = {}
     for which in ("all", "trained"):
         folder = Path(row["run"]) / f"merged-{which}"
-        proc = subprocess.run([*CLI, "merge", row["run"], "--tokens", which, "--out", str(folder), "--overwrite"],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run([*CLI, "merge", row["run"], "--tokens", which, "--out", str(folder),
+                               "--overwrite"], capture_output=True, text=True, env=env)
         if proc.returncode:
             return {"error": f"merge --tokens {which}: {last_error(proc)}"}
-        proc = subprocess.run([sys.executable, "-c", INFER_CODE, str(folder), row["bundle"], str(task.data["test"]),
-                               str(s.threads), str(s.eval_batch)], capture_output=True, text=True, env=env)
+        proc = subprocess.run([sys.executable, "-c", INFER_CODE, str(folder), row["bundle"],
+                               str(task.data["test"]), str(s.threads), str(s.eval_batch)],
+                              capture_output=True, text=True, env=env)
         if proc.returncode:
             return {"error": f"timing merged-{which}: {last_error(proc)}"}
         out[which] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -342,6 +346,12 @@ def verdicts(r: dict, base: dict) -> dict[str, bool]:
         ok = t[what] >= -thr if what == "acc" else (t[what] > thr if thr == 1.0 else t[what] >= thr)
         out[what] = bool(ok)
     return out
+
+
+def target_text(what: str, thr: float) -> str:
+    if what == "acc":
+        return f">= full FT - {thr:g} pt"
+    return "> 1x" if thr == 1.0 else f">= {thr:g}x"
 
 
 def fmt_acc(v: float | None) -> str:
@@ -483,21 +493,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vit", type=Path, default=None, help="pretrained ViT folder (bench/pretrain_vit.py)")
     ap.add_argument("--mnist", type=Path, default=None,
                     help="folder of bench/mnist.py's splits (default: made under OUT/mnist)")
-    ap.add_argument("--per-class", type=int, default=None, help="MNIST train images per class (bench/mnist.py)")
-    ap.add_argument("--image-size", type=int, default=56, help="ViT fine-tuning resolution (default 56: 197 tokens)")
+    ap.add_argument("--per-class", type=int, default=None,
+                    help="MNIST train images per class (bench/mnist.py)")
+    ap.add_argument("--image-size", type=int, default=56,
+                    help="ViT fine-tuning resolution (default 56: 197 tokens)")
     ap.add_argument("--steps", type=int, help="steps of every run (default: vit 300, text 300; quick 6)")
     ap.add_argument("--batch-size", type=int, help="default: vit 32, text 16; quick 8")
     ap.add_argument("--warmup", type=int, help="linear warm-up steps (default 20; quick 1)")
     ap.add_argument("--lr", action="append", default=[], metavar="METHOD=VALUE",
-                    help=f"learning rate of a method (defaults {', '.join(f'{k} {v:g}' for k, v in LR.items())})")
+                    help="learning rate of a method (defaults "
+                         f"{', '.join(f'{k} {v:g}' for k, v in LR.items())})")
     ap.add_argument("--seeds", type=int, help="seeds of the headline rows (default 3; quick 1)")
-    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads of every run and of the peak")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="ONNX Runtime threads of every run and of the matmul peak (default 2)")
     ap.add_argument("--baseline-mode", choices=["static", "adaptive"], default="static",
                     help="bundle mode of the static-schedule rows")
     ap.add_argument("--set", dest="alast_set", action="append", default=[], metavar="KEY=VALUE",
                     help="ALaST option of every ALaST row; repeatable")
-    ap.add_argument("--betas", nargs="+", type=float, default=list(PARETO_BETAS), help="--pareto: token budgets")
-    ap.add_argument("--ks", nargs="+", type=int, default=list(PARETO_KS), help="--pareto: layers trained per step")
+    ap.add_argument("--betas", nargs="+", type=float, default=list(PARETO_BETAS),
+                    help="--pareto: token budgets β")
+    ap.add_argument("--ks", nargs="+", type=int, default=list(PARETO_KS),
+                    help="--pareto: layers trained per step K")
     ap.add_argument("--bundle-cache", type=Path, default=None, help="exported bundles (default OUT/bundles)")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default runs/bench-methods[-quick])")
     args = ap.parse_args(argv)
@@ -562,7 +578,8 @@ def main(argv: list[str] | None = None) -> None:
         lora = next((r for r in rows if r["name"] == "lora-alast" and r.get("merged_inference")), None)
         if lora is not None and "error" not in lora["merged_inference"]:
             mi = lora["merged_inference"]
-            lines.append(f"ALaST + LoRA merged inference.onnx: every token {1e3 * mi['all']['s_per_batch']:.1f} "
+            lines.append("ALaST + LoRA merged inference.onnx: every token "
+                         f"{1e3 * mi['all']['s_per_batch']:.1f} "
                          f"ms/batch, trained keep counts {1e3 * mi['trained']['s_per_batch']:.1f} ms/batch "
                          f"({mi['speedup']:.2f}x), batch {s.eval_batch}")
         elif lora is not None:
@@ -573,11 +590,11 @@ def main(argv: list[str] | None = None) -> None:
                   "the training process; test%: best checkpoint (by val), the run's own token choice; all%/"
                   "trnd%: ALaST rows evaluated with every token / the trained keep counts; d pt: test% - "
                   "full FT's; medians over seeds (spread in results.json)."]
-        lines += ["Targets: " + "; ".join(f"{n} {w} {'>= full FT - ' + str(t) + ' pt' if w == 'acc' else ('> 1x' if t == 1.0 else f'>= {t:g}x')}"
-                                          for n, w, t in TARGETS)]
+        lines += ["Targets: " + "; ".join(f"{n} {w} {target_text(w, t)}" for n, w, t in TARGETS)]
     if q:
         lines += ["--quick: micro models on synthetic / tiny data, a smoke test, not a measurement."]
-    lines += [f"Plots: {', '.join(str(p) for p in plots) or 'none'}. Total {time.perf_counter() - t_all:.0f} s."]
+    lines += [f"Plots: {', '.join(str(p) for p in plots) or 'none'}. "
+              f"Total {time.perf_counter() - t_all:.0f} s."]
     say("\n".join(lines))
     report["text"] = lines
     report["plots"] = [str(p) for p in plots]
@@ -598,7 +615,8 @@ def pareto(s: Settings, task: Task, env: dict, args, out: Path) -> dict:
     for k in args.ks:
         r = run_row(s, task, "lora", "alast", 0, env, (f"n_train={k}",), tag=f"-k{k}")
         sweep.append({**over_seeds([r]), "sweep": "k", "point": f"K={k}"})
-    plot_pareto(out / f"pareto-{task.name}.png", f"{task.title}: ALaST + LoRA, accuracy vs cost", sweep, points)
+    plot_pareto(out / f"pareto-{task.name}.png", f"{task.title}: ALaST + LoRA, accuracy vs cost",
+                sweep, points)
     return {"points": points, "sweep": sweep}
 
 
@@ -617,7 +635,8 @@ def reuse_points(out: Path, task: Task) -> list[dict] | None:
 
 def pareto_lines(task: Task, res: dict) -> list[str]:
     out = ["", f"{task.title}: ALaST + LoRA sweep", "",
-           f"{'point':24s} {'GFLOP/step':>10s} {'s/step':>7s} {'peak MB':>7s} {'kept':>5s} {'layers':>6s} {'test%':>6s}"]
+           f"{'point':24s} {'GFLOP/step':>10s} {'s/step':>7s} {'peak MB':>7s} {'kept':>5s} {'layers':>6s} "
+           f"{'test%':>6s}"]
     for r in res["points"] + res["sweep"]:
         name = r.get("point", r["label"])
         if "error" in r:
