@@ -87,7 +87,9 @@ def stratified_splits(y: np.ndarray, test: int, val: int, per_class: int | None,
         out["test"].append(idx[:nt])
         out["val"].append(idx[nt:nt + nv])
         out["train"].append(idx[nt + nv:nt + nv + n_train])
-    return {name: rng.permutation(np.concatenate(parts)) for name, parts in out.items()}
+    # each split shuffled by its own generator: test and val do not depend on --per-class
+    return {name: np.random.default_rng([seed, k]).permutation(np.concatenate(parts))
+            for k, (name, parts) in enumerate(out.items())}
 
 
 def majority(y: np.ndarray) -> float:
