@@ -86,6 +86,10 @@ TARGETS = [
     ("lora-static", "time", 1.0), ("lora-static", "rss", 1.0),
 ]
 PARETO_BETAS = (0.25, 0.5, 0.75, 1.0)
+# Sized so the main bench (44 runs) takes about an hour on 2 cores (docs/methods.md, "Sizing"):
+# ViT 56 px full FT 1.1 s/step of 32, ALaST rows ~0.5; minilm-l6 ~0.2 s/step of 16; plus ~30 s
+# per run of start-up, validation and test evaluation.
+VIT_STEPS, TEXT_STEPS = 100, 200
 PARETO_KS = (1, 3, 6)
 
 
@@ -453,7 +457,7 @@ def make_tasks(args, s: Settings) -> list[Task]:
             model, exp = str(Path(args.vit).resolve()), ["--image-size", str(args.image_size)]
         tasks.append(Task("vit", f"{Path(model).name} -> MNIST" + (" (synthetic)" if q else ""), model, exp,
                           ["r=16"], 10, data, npz_majority(data["test"]),
-                          args.steps or (6 if q else 300), args.batch_size or (8 if q else 32),
+                          args.steps or (6 if q else VIT_STEPS), args.batch_size or (8 if q else 32),
                           0, bundles={}))
     if "text" in args.tasks:
         say(f"== text data: Rotten Tomatoes critics, split by movie ({s.out / 'data-text'})")
@@ -466,7 +470,7 @@ def make_tasks(args, s: Settings) -> list[Task]:
                           "bert-micro" if q else "minilm-l6", exp,
                           ["r=16", "target_modules=query,key,value,dense"], 2,
                           {n: d / f"{n}.csv" for n in ("train", "val", "test")}, sizes["majority"],
-                          args.steps or (6 if q else 300), args.batch_size or (8 if q else 16), 0))
+                          args.steps or (6 if q else TEXT_STEPS), args.batch_size or (8 if q else 16), 0))
     for t in tasks:
         t.eval_every = max(1, t.steps // 2)
     return tasks
@@ -497,7 +501,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="MNIST train images per class (bench/mnist.py)")
     ap.add_argument("--image-size", type=int, default=56,
                     help="ViT fine-tuning resolution (default 56: 197 tokens)")
-    ap.add_argument("--steps", type=int, help="steps of every run (default: vit 300, text 300; quick 6)")
+    ap.add_argument("--steps", type=int,
+                    help=f"steps of every run (default: vit {VIT_STEPS}, text {TEXT_STEPS}; quick 6)")
     ap.add_argument("--batch-size", type=int, help="default: vit 32, text 16; quick 8")
     ap.add_argument("--warmup", type=int, help="linear warm-up steps (default 20; quick 1)")
     ap.add_argument("--lr", action="append", default=[], metavar="METHOD=VALUE",
