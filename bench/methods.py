@@ -87,9 +87,9 @@ TARGETS = [
 ]
 PARETO_BETAS = (0.25, 0.5, 0.75, 1.0)
 # Sized so the main bench (44 runs) takes about an hour on 2 cores (docs/methods.md, "Sizing"):
-# ViT 56 px full FT 1.1 s/step of 32, ALaST rows ~0.5; minilm-l6 ~0.2 s/step of 16; plus ~30 s
-# per run of start-up, validation and test evaluation.
-VIT_STEPS, TEXT_STEPS = 100, 200
+# ViT 56 px ~0.9 s/step of 32 on average over the rows; minilm-l6 ~0.2 s/step of 16; plus the time
+# per run of start-up, validation and test evaluation (ViT ~45 s, text ~20 s).
+VIT_STEPS, TEXT_STEPS = 80, 150
 PARETO_KS = (1, 3, 6)
 
 
