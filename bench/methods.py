@@ -73,10 +73,14 @@ LABELS = {"full": "full FT", "lora": "LoRA", "adapter": "adapter", "prefix": "pr
 SCHEDULES = ("static", "alast")
 BASELINE = "full-static"
 HEADLINE = ("full-static", "lora-static", "lora-alast")
-# Learning rates per method: full FT low, the small-parameter methods higher (not tuned per task;
-# --lr METHOD=VALUE overrides).
-LR = {"full": 1e-4, "lora": 5e-4, "adapter": 1e-3, "prefix": 3e-3, "prompt": 3e-3,
-      "propulsion": 3e-3, "ia3": 3e-3, "bitfit": 1e-3}
+# Learning rates per task and method: full FT low, the small-parameter methods higher. Text: LoRA
+# 5e-4 from the ALaST bench (bench/alast.py), the others not tuned. ViT: full FT and LoRA from
+# 120-step probes on the MNIST transfer (full 3e-4 vs 1e-3; LoRA 2e-3 vs 5e-3; IA3 3e-3 vs 1e-2),
+# the others not tuned. --lr METHOD=VALUE overrides both tasks.
+LR = {"text": {"full": 1e-4, "lora": 5e-4, "adapter": 1e-3, "prefix": 3e-3, "prompt": 3e-3,
+               "propulsion": 3e-3, "ia3": 3e-3, "bitfit": 1e-3},
+      "vit": {"full": 3e-4, "lora": 2e-3, "adapter": 2e-3, "prefix": 1e-2, "prompt": 1e-2,
+              "propulsion": 5e-3, "ia3": 1e-2, "bitfit": 3e-3}}
 # Targets: (row, what, threshold). acc: test accuracy ≥ full FT − threshold points; time, flops,
 # rss: full FT / row ≥ threshold.
 TARGETS = [
@@ -108,6 +112,9 @@ class Task:
     eval_every: int
     bundles: dict[str, Path] = field(default_factory=dict)
 
+    def lr(self, s: Settings, method: str) -> float:
+        return s.lr.get(method, LR[self.name][method])
+
 
 @dataclass
 class Settings:
@@ -117,7 +124,7 @@ class Settings:
     warmup: int
     eval_batch: int
     baseline_mode: str
-    lr: dict[str, float]
+    lr: dict[str, float]       # --lr overrides (both tasks)
     alast_set: tuple[str, ...]
     quick: bool
     bundle_cache: Path
@@ -215,7 +222,8 @@ def run_row(s: Settings, task: Task, method: str, schedule: str, seed: int, env:
     if run.exists():
         shutil.rmtree(run)
     args = [str(bundle), "--data", str(task.data["train"]), "--val", str(task.data["val"]),
-            "--steps", str(task.steps), "--batch-size", str(task.batch_size), "--lr", f"{s.lr[method]:g}",
+            "--steps", str(task.steps), "--batch-size", str(task.batch_size),
+            "--lr", f"{task.lr(s, method):g}",
             "--warmup", str(s.warmup), "--schedule", schedule, "--seed", str(seed),
             "--threads", str(s.threads), "--eval-every", str(task.eval_every), "--quiet"]
     args += ["--mode", s.baseline_mode] if schedule == "static" else alast_sets(s, extra_set)
@@ -225,7 +233,7 @@ def run_row(s: Settings, task: Task, method: str, schedule: str, seed: int, env:
     row = {"task": task.name, "name": name, "label": LABELS[method] + suffix,
            "method": method, "schedule": schedule, "seed": seed, "run": str(run), "bundle": str(bundle),
            "alast_set": list(s.alast_set) + list(extra_set) if schedule == "alast" else [],
-           "lr": s.lr[method], "trainable_params": trainable, "total_params": total,
+           "lr": task.lr(s, method), "trainable_params": trainable, "total_params": total,
            "train_wall_s": proc.wall_s}
     if proc.error is not None:
         row["error"] = proc.error
@@ -428,11 +436,12 @@ def plot_pareto(path: Path, title: str, sweep: list[dict], points: list[dict]) -
 
 # ---- main ------------------------------------------------------------------------------------
 def parse_lr(items: list[str]) -> dict[str, float]:
-    lr = dict(LR)
+    """--lr METHOD=VALUE overrides (both tasks)."""
+    lr: dict[str, float] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in lr:
-            raise SystemExit(f"--lr {item!r}: expected METHOD=VALUE with METHOD one of {', '.join(lr)}")
+        if not sep or key not in METHODS:
+            raise SystemExit(f"--lr {item!r}: expected METHOD=VALUE with METHOD one of {', '.join(METHODS)}")
         try:
             lr[key] = float(value)
         except ValueError:
@@ -456,7 +465,7 @@ def make_tasks(args, s: Settings) -> list[Task]:
             data = mnist_splits(args.mnist, s.out, args.per_class)
             model, exp = str(Path(args.vit).resolve()), ["--image-size", str(args.image_size)]
         tasks.append(Task("vit", f"{Path(model).name} -> MNIST" + (" (synthetic)" if q else ""), model, exp,
-                          ["r=16"], 10, data, npz_majority(data["test"]),
+                          ["r=16", "target_modules=qkv,proj,fc1,fc2"], 10, data, npz_majority(data["test"]),
                           args.steps or (6 if q else VIT_STEPS), args.batch_size or (8 if q else 32),
                           0, bundles={}))
     if "text" in args.tasks:
@@ -506,8 +515,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, help="default: vit 32, text 16; quick 8")
     ap.add_argument("--warmup", type=int, help="linear warm-up steps (default 20; quick 1)")
     ap.add_argument("--lr", action="append", default=[], metavar="METHOD=VALUE",
-                    help="learning rate of a method (defaults "
-                         f"{', '.join(f'{k} {v:g}' for k, v in LR.items())})")
+                    help="learning rate of a method, both tasks (defaults: " + "; ".join(
+                        f"{t} " + ", ".join(f"{k} {v:g}" for k, v in d.items()) for t, d in LR.items()) + ")")
     ap.add_argument("--seeds", type=int, help="seeds of the headline rows (default 3; quick 1)")
     ap.add_argument("--threads", type=int, default=2,
                     help="ONNX Runtime threads of every run and of the matmul peak (default 2)")
@@ -530,7 +539,7 @@ def main(argv: list[str] | None = None) -> None:
                  baseline_mode=args.baseline_mode, lr=parse_lr(args.lr), alast_set=tuple(args.alast_set),
                  quick=q, bundle_cache=args.bundle_cache or out / "bundles")
     if q and not args.lr:
-        s.lr = {k: 3 * v for k, v in s.lr.items()}
+        s.lr = {k: 3 * v for k, v in LR["text"].items()}
     env = no_torch_env(Path(tempfile.mkdtemp(prefix="bench-methods-")))
     s.tokens_flag = cli_has_flag("eval", "--tokens", env)
     s.merge_tokens_flag = cli_has_flag("merge", "--tokens", env)
