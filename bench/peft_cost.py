@@ -3,8 +3,8 @@
     python bench/peft_cost.py [--quick] [--model M] [--image-size S] [--batch-size B]
                               [--steps N] [--rounds R] [--configs a,b] [--bundles DIR] [--out DIR]
 
-Default: the 6-layer, 192-wide ViT of ``bench/pretrain_vit.py`` (``runs/vit-fmnist``, or a
-random ``vit-fmnist`` preset where that folder is missing) at 56 px (197 tokens), batch 32;
+Default: the 6-layer, 192-wide ViT of ``bench/pretrain_vit.py`` (``runs/vit-fmnist``; another
+checkpoint folder or model name with ``--model``) at 56 px (197 tokens), batch 32;
 LoRA r 16 on every linear layer (qkv, proj, fc1, fc2; the head trains too).
 
 Each configuration x engine trains in its own fresh process (the :class:`~edgetune.train.Trainer`
@@ -20,12 +20,13 @@ reports medians over the rounds.
 - breakdown: seconds per step in each ORT session run (adaptive: per graph kind, summed over the
   blocks; static: ORT's training graph and its optimizer graph), median over the timed steps;
 - memory: parameters (all, and trainable), AdamW state (two moments; plus the gradients),
-  RSS after the engine opened (parameters + sessions), after the warm-up pass (the arena grown
+  RSS after the engine opened (parameters + sessions), after the first step (the arena grown
   to one step's peak), and at the end. Adaptive: the activations the forward graphs save for
-  backward, measured (bytes of the saved tensors of one step). Static: ORT keeps them inside its
-  training graph; ``--profile`` runs one more process per static row with ORT's profiler on
-  and sums the output sizes of forward nodes read by gradient nodes (an upper bound: a node's
-  outputs are counted whole).
+  backward, measured (bytes of the saved tensors of one step);
+- ``--profile``: one more process per row with ORT's profiler on (not timed): kernel time per
+  step, forward and backward, and the top op types. Static: the training graph profiled as a
+  plain session on the step's own inputs, and the bytes forward nodes hand to gradient nodes
+  (an upper bound: a node's outputs are counted whole); ORT keeps those inside its graph.
 
 ``--quick``: vit-micro at its own size, batch 4, 3 steps, 1 round: a smoke test (seconds), not a
 measurement. Writes ``results.json`` under ``--out``.
@@ -47,7 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "runs" / "vit-fmnist"
 VIT_LINEARS = ("qkv", "proj", "fc1", "fc2")  # every nn.Linear of a ViT block (export/models/vit.py)
-LORA_SET = (f"r=16", f"target_modules={','.join(VIT_LINEARS)}")
+LORA_SET = ("r=16", f"target_modules={','.join(VIT_LINEARS)}")
 # name → (label, method, schedule, engines)
 CONFIGS = {
     "full": ("full fine-tuning", "full", "static", ("static", "adaptive")),
@@ -137,12 +138,12 @@ def table(results: dict[str, dict], baseline: str) -> str:
     base = results.get(baseline)
     head = f"{'configuration':<34}{'s/step':>8}{'x full':>8}{'peak MiB':>10}{'x full':>8}"
     lines = [head, "-" * len(head)]
-    for tag, r in results.items():
+    for r in results.values():
         rt = r["s_per_step"] / base["s_per_step"] if base else float("nan")
         rm = r["peak_rss_mb"] / base["peak_rss_mb"] if base else float("nan")
         lines.append(f"{r['label']:<34}{r['s_per_step']:>8.3f}{rt:>8.2f}{r['peak_rss_mb']:>10.0f}{rm:>8.2f}")
     lines.append("")
-    for tag, r in results.items():
+    for r in results.values():
         parts = ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["breakdown"].items(), key=lambda kv: -kv[1]))
         mem = ", ".join(f"{k} {v:.1f}" for k, v in r["memory_mb"].items())
         rss = ", ".join(f"{k} {v:.0f}" for k, v in r["rss_mb"].items())
@@ -166,14 +167,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--configs", default="")
-    p.add_argument("--profile", action="store_true", help="one more process per static row, ORT's profiler on")
+    p.add_argument("--profile", action="store_true",
+                   help="one more process per row, ORT's profiler on")
     p.add_argument("--bundles", type=Path, default=None, help="where bundles are exported (reused)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-peft-cost"))
     a = p.parse_args(argv)
     if a.quick:
         model, image_size, batch, steps, rounds = a.model or "vit-micro", a.image_size, 4, 3, 1
     else:
-        model = a.model or (str(DEFAULT_MODEL) if DEFAULT_MODEL.is_dir() else "vit-fmnist")
+        if a.model is None and not DEFAULT_MODEL.is_dir():
+            p.error(f"{DEFAULT_MODEL} is missing (bench/pretrain_vit.py writes it): pass --model")
+        model = a.model or str(DEFAULT_MODEL)
         image_size = a.image_size or 56
         batch, steps, rounds = a.batch_size, a.steps, a.rounds
     a.out.mkdir(parents=True, exist_ok=True)
