@@ -2,11 +2,15 @@
 
 FLOPs come from ``torch.utils.flop_counter`` (matrix products: the work that dominates), and
 activation bytes from what autograd saves for backward (``saved_tensors_hooks``, each storage
-counted once). Both are fitted per sample as ``cost(N) = a·N + b·N²`` (b: attention's
-token-pairs term) and stored as ``[a, b]``: per token, ``a + b·N``.
+counted once). LoRA layers are counted as the exported graphs run them (:class:`_LoraAsExported`:
+one product with the merged weight, rank-r factor gradients), not as torch's autograd would.
+Both are fitted per sample as ``cost(N) = a·N + b·N²`` (b: attention's token-pairs term) and
+stored as ``[a, b]``: per token, ``a + b·N``.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -19,6 +23,53 @@ def _fit(n1: int, c1: float, n2: int, c2: float) -> list[float]:
     b = (c2 / n2 - c1 / n1) / (n2 - n1)
     a = c1 / n1 - b * n1
     return [float(a), float(max(b, 0.0))]
+
+
+class _LoraAsExported(torch.autograd.Function):
+    """y = x·W'ᵀ + b with the merged weight W' = W + s·B·A made beforehand (once per step, not per
+    token); backward as export/onnx/low_rank.py has it: dX = dY·W', dA = s·(dY·B)ᵀ·X,
+    dB = s·dYᵀ·(X·Aᵀ). W' rides on ``ctx`` (a weight: not an activation saved for backward)."""
+
+    @staticmethod
+    def forward(ctx, x, merged, bias, lora_a, lora_b, scale):
+        ctx.merged, ctx.lora, ctx.scale = merged, (lora_a, lora_b), scale
+        factors = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
+        ctx.save_for_backward(x if factors else None)  # dX alone needs no activation
+        y = x @ merged.t()
+        return y + bias if bias is not None else y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        lora_a, lora_b = ctx.lora
+        need = ctx.needs_input_grad
+        dx = dy @ ctx.merged if need[0] else None
+        da = db = None
+        if x is not None:
+            x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
+            da = ctx.scale * (dy2 @ lora_b).t() @ x2 if need[3] else None
+            db = ctx.scale * dy2.t() @ (x2 @ lora_a.t()) if need[4] else None
+        return dx, None, None, da, db, None
+
+
+@contextlib.contextmanager
+def _lora_as_exported(block):
+    from edgetune.export.peft.lora import LoraLinear
+
+    layers = [m for m in block.modules() if isinstance(m, LoraLinear)]
+    for m in layers:
+        with torch.no_grad():
+            merged = m.merged_weight()
+
+        def forward(x, m=m, merged=merged):
+            return _LoraAsExported.apply(x, merged, m.base_layer.bias, m.lora_A.weight,
+                                         m.lora_B.weight, m.scaling)
+        m.forward = forward
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m.forward
 
 
 def _block_costs(block, n: int, d: int, bias: bool, trained: bool,
@@ -43,7 +94,7 @@ def _block_costs(block, n: int, d: int, bias: bool, trained: bool,
             return t
 
         hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
-        with FlopCounterMode(display=False) as fwd, hooks:
+        with _lora_as_exported(block), FlopCounterMode(display=False) as fwd, hooks:
             y, _, _ = block(x, key_bias, None)
         with FlopCounterMode(display=False) as bwd:
             y.backward(torch.ones_like(y))

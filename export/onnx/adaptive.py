@@ -24,6 +24,7 @@ from edgetune.export.onnx.gradients import (
     split,
     subgraph,
 )
+from edgetune.export.onnx.low_rank import reassociate_lora_grads
 from edgetune.export.onnx.lowering import lower
 from edgetune.export.onnx.parts import Traced, trace_block, trace_head, trace_stem
 from edgetune.export.onnx.trace import initializers_to_inputs, tensor_elem_types
@@ -75,6 +76,7 @@ def export_part(traced: Traced, trainable: set[str], frozen_variant: bool,
         if not wrt:
             continue
         grad = build_gradient(model, wrt, traced.loss)
+        reassociate_lora_grads(grad)  # LoRA's factor gradients without dW' (low_rank.py)
         grads = [_grad_name(w) for w in wrt]
         fwd, bwd, saved = split(grad, fwd_names, traced.outputs, grads, types,
                                 params=traced.params)

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from edgetune.bundle import STATIC_FILES, TOKEN_BUDGETS
 from edgetune.export.models.base import EncoderClassifier
 from edgetune.export.onnx.gradients import quiet_ort, quiet_stderr
-from edgetune.export.onnx.trace import clamp_file, strip_prefix, to_onnx
+from edgetune.export.onnx.low_rank import reassociate_lora_grads
+from edgetune.export.onnx.trace import clamp_file, save_model, strip_prefix, to_onnx
 
 
 def cls_delta(cls_tokens: Sequence[Tensor]) -> Tensor:
@@ -106,6 +107,10 @@ def export_static(model: EncoderClassifier, trainable: list[str], out_dir: str |
             loss=artifacts.LossType.CrossEntropyLoss,
             optimizer=getattr(artifacts.OptimType, optimizer), artifact_directory=str(out_dir),
             additional_output_names=extra, loss_input_names=["logits"])
+    training = out_dir / STATIC_FILES["training"]
+    graph = onnx.load_model(str(training))
+    if reassociate_lora_grads(graph):  # LoRA's factor gradients without dW' (low_rank.py)
+        save_model(graph, training)
     for key in ("training", "eval", "optimizer"):
         clamp_file(out_dir / STATIC_FILES[key])
     evaluation = onnx.load_model(str(out_dir / STATIC_FILES["eval"]), load_external_data=False)
