@@ -50,15 +50,22 @@ def arena_registered() -> bool:
     return _ARENA is not None
 
 
-def session_options(threads: int = 0):
+def session_options(threads: int = 0, fixed_shapes: bool = True):
     """Options for every session: ``threads`` intra-op threads (0: ORT's default), idle workers
     sleep instead of spinning (with one session per block, a finished session's spinning
-    workers would steal the cores from the next one), the shared arena."""
+    workers would steal the cores from the next one), the shared arena.
+
+    ``fixed_shapes=False`` (the adaptive engine: ALaST's keep counts give its graphs a new
+    shape most steps) turns ORT's memory pattern off. The pattern plans one block per input
+    shape, and the arena keeps every block it ever handed out: an ALaST + LoRA run on a
+    197-token ViT reached 2448 MB with it and 1137 MB without, and ran no slower.
+    """
     onnxruntime = ort_module()
 
     onnxruntime.set_default_logger_severity(3)
     opts = onnxruntime.SessionOptions()
     opts.log_severity_level = 3
+    opts.enable_mem_pattern = fixed_shapes
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads

@@ -44,7 +44,7 @@ class SessionCache:
     @property
     def options(self):
         if self._options is None:
-            self._options = session_options(self.threads)
+            self._options = session_options(self.threads, fixed_shapes=False)  # keep counts vary
         return self._options
 
     def get(self, file: str):
