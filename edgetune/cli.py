@@ -15,6 +15,9 @@ from edgetune import __version__
 from edgetune.bundle import MODES
 from edgetune.cli_errors import ReportingGroup
 
+# inference_tokens.REQUESTS, without importing numpy at start-up (tests/test_inference_tokens.py)
+TOKEN_REQUESTS = ("run", "all", "trained")
+
 
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgetune")
@@ -163,6 +166,8 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
             f"{format_joules(result.energy_j)}")
     if result.best_accuracy is not None:
         line += f", best val accuracy {result.best_accuracy:.4f}"
+        if result.inference is not None and result.inference.val_accuracy is not None:
+            line += " (at the budgets)" if result.inference.tokens == "trained" else " (every token)"
     click.echo(line)
     if result.inference is not None and result.inference.budgets is not None:
         from edgetune.train.inference_tokens import describe
@@ -182,7 +187,7 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
 @click.option("--threads", type=int, default=0)
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
-@click.option("--tokens", type=click.Choice(["run", "all", "trained"]), default="run", show_default=True,
+@click.option("--tokens", type=click.Choice(TOKEN_REQUESTS), default="run", show_default=True,
               help="Tokens kept: the run's choice from its validation (ALaST runs), every token, or "
                    "the budgets it trained with.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -210,7 +215,7 @@ def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, 
               help="best (falls back to last), last, or a checkpoint folder name.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder (default RUN/merged).")
 @click.option("--bundle", type=click.Path(), default=None, help="The bundle, if it moved since training.")
-@click.option("--tokens", type=click.Choice(["run", "all", "trained"]), default="run", show_default=True,
+@click.option("--tokens", type=click.Choice(TOKEN_REQUESTS), default="run", show_default=True,
               help="Tokens kept: the run's choice from its validation (ALaST runs), every token, or "
                    "the budgets it trained with.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")

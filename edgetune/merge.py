@@ -36,7 +36,7 @@ from edgetune.atomic import atomic_dir
 from edgetune.bundle import INDEX_FILE, INFERENCE_DIR, INFERENCE_MODEL, TOKEN_BUDGETS, Bundle
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.merge_ops import apply_recipe, recipe_inputs
-from edgetune.train.inference_tokens import ALL, RUN, STATE_KEY, TRAINED, TokenChoice, budgets_for
+from edgetune.train.inference_tokens import ALL, RUN, TRAINED, TokenChoice, budgets_for
 from edgetune.train.modes import engine_class
 from edgetune.train.run_folder import RunFolder
 
@@ -71,7 +71,7 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     b = Bundle.open(bundle) if bundle is not None else _open_bundle(run, info)
     state = run_folder.state(folder)
-    budgets = budgets_for(TokenChoice.from_dict(state.get(STATE_KEY)), tokens)
+    budgets = budgets_for(TokenChoice.from_state(state), tokens)
     say(f"reading {folder.name} ({state.get('mode')} mode)")
     trained = trained_arrays(folder, state["mode"])  # run_folder.state() checked it is a mode
     adapter = b.manifest.get("adapter")
@@ -81,7 +81,8 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
     inference = _inference_index(b)
     budgets = _graph_budgets(inference, budgets, tokens, b, say)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        say("writing the inference model")
+        say("writing the inference model, " + ("keeping every token" if budgets is None else
+                                               f"at the token budgets {[round(b, 3) for b in budgets]}"))
         merged = write_inference(b.path / INFERENCE_DIR, inference, trained, tmp / INFERENCE_FILE,
                                  budgets)
         say("writing the adapter")

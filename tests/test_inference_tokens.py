@@ -85,3 +85,18 @@ def test_budget_keep_in_torch_is_keep_counts():
         b32 = torch.tensor(b, dtype=torch.float32)
         got = budget_keep(b32, torch.zeros(2, n, 3)).numpy()
         np.testing.assert_array_equal(got, step_keep(b32.double().numpy(), n), err_msg=f"{b} {n}")
+
+
+def test_cli_offers_every_request():
+    from edgetune.cli import TOKEN_REQUESTS
+    from edgetune.train.inference_tokens import REQUESTS
+
+    assert TOKEN_REQUESTS == REQUESTS
+
+
+def test_checkpoint_from_before_the_choice_keeps_its_budgets_for_trained():
+    old = {"step": 3, "mode": "adaptive", "planner": {"budgets": [1.0, 0.5, 0.25]}}
+    choice = TokenChoice.from_state(old)
+    assert choice.tokens == ALL and choice.budgets == (1.0, 0.5, 0.25)
+    assert budgets_for(choice, "trained") == (1.0, 0.5, 0.25)
+    assert TokenChoice.from_state({"planner": {}}).budgets is None  # a static run

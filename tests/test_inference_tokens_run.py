@@ -50,7 +50,8 @@ def test_validation_measures_both_ways_and_the_checkpoint_says_which(alast_run):
     assert keep_for(tuple(choice["budgets"]), n, len(choice["budgets"])).min() < n  # tokens drop
     acc = choice["val_accuracy"]
     assert choice["tokens"] == (TRAINED if acc[TRAINED] >= acc[ALL] else ALL)
-    assert result.inference is not None and result.inference.tokens == choice["tokens"]
+    assert result.inference is not None
+    assert result.inference.tokens == _state(d / "run", "best")["inference"]["tokens"]
     rows = [json.loads(x) for x in (d / "run" / "metrics.jsonl").read_text().splitlines()]
     validated = [r for r in rows if "val_accuracy" in r]
     assert [r["step"] for r in validated] == [3, 6]
@@ -106,3 +107,63 @@ def test_static_run_has_no_budgets_to_keep(tmp_path):
     assert _state(tmp_path / "run")["inference"]["tokens"] == ALL
     with pytest.raises(EdgetuneError, match="trained on every token"):
         merge_run(tmp_path / "run", tokens="trained")
+
+
+def test_trainer_api_evaluates_either_way_and_reports_the_best_checkpoints_choice(alast_run):
+    d, b, trainer, result, val = alast_run
+    best = _state(d / "run", "best")["inference"]
+    assert result.inference is not None and result.inference.to_dict() == best
+    every, trained = trainer.evaluate(val, tokens="all"), trainer.evaluate(val, tokens="trained")
+    assert trainer.evaluate(val)["accuracy"] == (trained if trainer.choice.tokens == TRAINED
+                                                 else every)["accuracy"]
+    last = _state(d / "run")["inference"]
+    assert trained["accuracy"] == last["val_accuracy"][TRAINED]  # val is the validation split
+
+
+def test_merge_follows_the_best_checkpoints_choice(alast_run):
+    d, b, trainer, _, val = alast_run
+    out = merge_run(d / "run", out=d / "merged-run")
+    best = _state(d / "run", "best")["inference"]
+    assert json.loads((out / "merged.json").read_text())["tokens"] == best["tokens"]
+
+
+def test_resume_keeps_the_choice(tmp_path):
+    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
+    train, val = (load_data(b, p) for p in (synthetic_images(tmp_path / "train.npz"),
+                                             synthetic_images(tmp_path / "val.npz", n=48, seed=1)))
+    config = TrainConfig(steps=4, batch_size=16, lr=1e-2, schedule="alast", eval_every=2,
+                         alast=AlastConfig(alpha=1.0, token_budget=0.4, b_min=0.2))
+    first = Trainer(b, train, val, config, out=tmp_path / "run")
+    first.total_steps = 2  # stop half way, as an interrupted run does
+    first.fit()
+    resumed = Trainer(b, train, val, config, out=tmp_path / "run", resume=True)
+    assert resumed.step == 2
+    assert resumed.choice == first.choice and resumed.best_choice == first.best_choice
+    assert resumed.best_accuracy == first.best_accuracy
+
+
+def test_full_tail_trains_the_last_steps_on_every_token(tmp_path):
+    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
+    train = load_data(b, synthetic_images(tmp_path / "train.npz"))
+    config = TrainConfig(steps=6, batch_size=16, lr=1e-2, schedule="alast",
+                         alast=AlastConfig(alpha=1.0, token_budget=0.4, b_min=0.2, full_tail=0.34))
+    Trainer(b, train, None, config, out=tmp_path / "run").fit()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    n = int(b.manifest["tokens"])
+    assert min(rows[3]["tokens_kept"]) < n  # ⌈0.34·6⌉ = 3 tail steps: 4, 5, 6
+    assert all(r["tokens_kept"] == [n] * len(r["tokens_kept"]) for r in rows[3:])
+    assert _state(tmp_path / "run")["inference"]["reason"] == "no validation data to decide from"
+
+
+def test_a_bundle_from_before_token_budgets_merges_at_every_token():
+    from edgetune.merge import _graph_budgets
+
+    index = {"model": {"tensors": {"head.weight": {}}}}
+    notes: list[str] = []
+    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
+    assert _graph_budgets(index, (1.0, 0.5), "run", b, notes.append) is None
+    assert "keeps every token" in notes[0]
+    with pytest.raises(EdgetuneError, match="re-export the bundle to merge with --tokens trained"):
+        _graph_budgets(index, (1.0, 0.5), "trained", b, notes.append)
+    index["model"]["tensors"]["token_budgets"] = {}
+    assert _graph_budgets(index, (1.0, 0.5), "run", b, notes.append) == (1.0, 0.5)

@@ -119,7 +119,8 @@ class StaticEngine:
         self.api = training_api()
         self.folder = Path(folder)
         self._files = index["static"]["files"]
-        self._opts = session_options(threads)
+        # text batches are padded per batch: a new sequence length is a new shape (ort_env.py)
+        self._opts = session_options(threads, fixed_shapes="input_ids" not in index["static"]["inputs"])
         self.trainable = list(index["static"]["trainable"])
         self.num_layers = int(index["model"]["num_layers"])
         self._build(self.api.CheckpointState.load_checkpoint(str(self.folder / self._files["checkpoint"])))

@@ -13,8 +13,8 @@ from edgetune.errors import EdgetuneError, UsageError
 from edgetune.train.engines import Engine
 from edgetune.train.inference_tokens import (
     ALL,
+    REQUESTS,
     RUN,
-    STATE_KEY,
     TRAINED,
     TokenChoice,
     budgets_for,
@@ -71,7 +71,7 @@ def open_run(run: Path, checkpoint: str = "best", threads: int = 0) -> tuple[Bun
 
 def checkpoint_choice(run: Path, checkpoint_dir: Path) -> TokenChoice:
     """The token choice a checkpoint carries (train/inference_tokens.py)."""
-    return TokenChoice.from_dict(RunFolder(run).state(checkpoint_dir).get(STATE_KEY))
+    return TokenChoice.from_state(RunFolder(run).state(checkpoint_dir))
 
 
 def evaluate_path(path: str | Path, data: str | Path, checkpoint: str = "best", batch_size: int = 32,
@@ -81,11 +81,14 @@ def evaluate_path(path: str | Path, data: str | Path, checkpoint: str = "best", 
 
     ``tokens``: ``run`` (what the run chose from its validation), ``all`` or ``trained`` (the
     ALaST budgets the checkpoint was trained with). The result says which (``tokens``), the
-    budgets and the keep counts at the bundle's token count (``keep``, None for every token).
+    budgets, and the keep counts (``keep``, None for every token) at ``keep_tokens`` tokens,
+    the bundle's longest input: a text batch keeps ⌈b·N⌉ of its own padded length N.
     """
     path = Path(path)
-    if tokens not in (RUN, ALL, TRAINED):
-        raise UsageError(f"tokens={tokens!r}: must be one of {RUN}, {ALL}, {TRAINED}")
+    if tokens not in REQUESTS:
+        raise UsageError(f"tokens={tokens!r}: must be one of {', '.join(REQUESTS)}")
+    if not RunFolder(path).has_info() and (path / MANIFEST).is_file() and tokens == TRAINED:
+        raise UsageError(f"{path}: a bundle has no trained budgets; evaluate a run folder")
     if RunFolder(path).has_info():
         bundle, engine, info, folder = open_run(path, checkpoint, threads)
         labels, source = info.get("labels"), f"{path} ({folder.name})"
@@ -95,14 +98,13 @@ def evaluate_path(path: str | Path, data: str | Path, checkpoint: str = "best", 
         engine = open_engine(bundle, pick_mode("static", bundle.modes, False), threads)
         labels, source = None, f"{path} (initial weights)"
         choice = TokenChoice(ALL, reason="a bundle's initial weights")
-        if tokens == TRAINED:
-            raise UsageError(f"{path}: a bundle has no trained budgets; evaluate a run folder")
     else:
         raise EdgetuneError(f"{path}: neither a run folder (no {RUN_INFO}) nor a bundle (no {MANIFEST})")
     budgets = budgets_for(choice, tokens)
     ds = load_data(bundle, data, tuple(labels) if labels else None, text_column, label_column)
-    keep = None if budgets is None else keep_for(budgets, int(bundle.manifest["tokens"]),
-                                                 engine.num_layers).tolist()
+    n = int(bundle.manifest["tokens"])
+    keep = None if budgets is None else keep_for(budgets, n, engine.num_layers).tolist()
     return {"source": source, **evaluate_engine(engine, bundle, ds, batch_size, budgets),
             "tokens": ALL if budgets is None else TRAINED,
-            "budgets": None if budgets is None else list(budgets), "keep": keep, "choice": choice.to_dict()}
+            "budgets": None if budgets is None else list(budgets), "keep": keep, "keep_tokens": n,
+            "choice": choice.to_dict()}

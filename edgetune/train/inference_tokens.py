@@ -65,12 +65,20 @@ class TokenChoice:
                 "val_accuracy": self.val_accuracy, "reason": self.reason}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> TokenChoice:
-        """A checkpoint's entry; a checkpoint from before the choice existed keeps every token."""
+    def from_dict(cls, d: dict[str, Any] | None, planner: dict[str, Any] | None = None) -> TokenChoice:
+        """A checkpoint's entry. One from before the choice existed keeps every token, with the
+        ALaST budgets of its ``planner`` state (if any) recorded for ``tokens='trained'``."""
         if d is None:
-            return cls(ALL, reason="the checkpoint records no choice (trained before it existed)")
+            budgets = (planner or {}).get("budgets")
+            return cls(ALL, None if budgets is None else tuple(budgets), None,
+                       "the checkpoint records no choice (trained before it existed)")
         return cls(d["tokens"], None if d.get("budgets") is None else tuple(d["budgets"]),
                    d.get("val_accuracy"), d.get("reason", ""))
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TokenChoice:
+        """The choice a checkpoint's ``state.json`` carries."""
+        return cls.from_dict(state.get(STATE_KEY), state.get("planner"))
 
 
 def decide(budgets: Any, accuracy_all: float, accuracy_trained: float) -> TokenChoice:
@@ -85,7 +93,7 @@ def decide(budgets: Any, accuracy_all: float, accuracy_trained: float) -> TokenC
 
 def undecided(budgets: Any | None) -> TokenChoice:
     """No validation to decide from: every token (the budgets stay recorded for ``--tokens trained``)."""
-    reason = "no validation data: every token" if budgets is not None else "trained on every token"
+    reason = "no validation data to decide from" if budgets is not None else "trained on every token"
     return TokenChoice(ALL, budgets, None, reason)
 
 
@@ -126,6 +134,7 @@ def describe(choice: TokenChoice, n_tokens: int | None = None) -> str:
     else:
         what = "every token"
     val = choice.val_accuracy
+    measured = val is not None and (choice.tokens == TRAINED or val[TRAINED] != val[ALL])
     why = (f"validation accuracy {val[TRAINED]:.4f} at the budgets, {val[ALL]:.4f} at every token"
-           if val else choice.reason)
+           if measured and val is not None else choice.reason)
     return f"inference keeps {what}: {why}"

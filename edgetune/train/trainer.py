@@ -43,9 +43,11 @@ from edgetune.train.inference_tokens import (
     ALL,
     RUN,
     STATE_KEY,
+    TRAINED,
     TokenChoice,
     budgets_for,
     decide,
+    fp32_budgets,
     is_every_token,
     undecided,
 )
@@ -71,7 +73,8 @@ class TrainResult:
     energy_j: float = 0.0        # this process's, from the meter: loading to the last checkpoint
     stopped: str | None = None   # why the run ended before total_steps (the energy cap)
     steps_run: int = 0           # the steps this fit() ran
-    inference: TokenChoice | None = None  # which tokens inference keeps (the last checkpoint's)
+    inference: TokenChoice | None = None  # which tokens eval and merge keep by default (the
+                                          #   best checkpoint's, else the last one's)
 
     @property
     def seconds_per_step(self) -> float:
@@ -119,8 +122,9 @@ class Trainer:
         self.step = 0
         self.best_accuracy: float | None = None
         self.stopped: str | None = None
-        self._val_joules: float | None = None
+        self._val_joules: float | None = None  # one validation pass, last measured
         self.choice: TokenChoice | None = None  # the last validation's token choice
+        self.best_choice: TokenChoice | None = None  # the best checkpoint's
         if resume:
             self._resume()
         first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
@@ -202,7 +206,7 @@ class Trainer:
         self._peak_rss = max(self._peak_rss, peak_rss_bytes() / MB)
         return TrainResult(self.step, self._loss, self.best_accuracy, time.monotonic() - start,
                            self._peak_rss, self.meter.read_joules(), self.stopped, self.step - first,
-                           self._choice())
+                           self.best_choice or self._choice())
 
     def _energy(self) -> float:
         """Joules since the last call: a cap is on the whole run (logging, validation and
@@ -292,14 +296,14 @@ class Trainer:
         record["inference_tokens"] = self.choice.tokens
         score = max(val["accuracy"], val.get("trained", val)["accuracy"])  # the chosen way's
         if self.best_accuracy is None or score > self.best_accuracy:
-            self.best_accuracy = score
+            self.best_accuracy, self.best_choice = score, self.choice
             self._checkpoint(("best",))
 
     def evaluate(self, data: Dataset, batch_size: int | None = None, tokens: str = RUN) -> dict[str, float]:
-        """Loss and accuracy over ``data``. ``tokens``: ``run`` (the run's choice so far; every
-        token before any validation), ``all``, or ``trained`` (the budgets now in force). Under
-        a RAM cap in batches no larger than the last step's micro-batch, halved while the arena
-        refuses them."""
+        """Loss and accuracy over ``data``. ``tokens``: ``run`` (the last validation's choice;
+        every token before any validation), ``all``, or ``trained`` (the last validation's
+        budgets, else those in force). Under a RAM cap in batches no larger than the last
+        step's micro-batch, halved while the arena refuses them."""
         budgets = budgets_for(self._choice(), tokens)
         return self._evaluate(data, batch_size, budgets)
 
@@ -311,8 +315,8 @@ class Trainer:
                 return evaluate_engine(self.engine, self.bundle, data, size, budgets)
             except ArenaFull:
                 if size == 1:
-                    raise EdgetuneError("validation: one sample at every token does not fit the "
-                                        "arena; raise --ram-cap or drop --val") from None
+                    raise EdgetuneError("evaluation: one sample does not fit the arena; raise "
+                                        "--ram-cap or drop --val") from None
                 size = max(1, size // 2)
 
     def _validate(self) -> dict | None:
@@ -323,7 +327,9 @@ class Trainer:
         assert self.val_data is not None
         budgets = self._budgets()
         both = budgets is not None and not is_every_token(budgets, int(self.bundle.manifest["tokens"]))
-        if not self.limits.affords(self._val_joules, len(self.val_data) * (2 if both else 1)):
+        passes = 2 if both else 1
+        spent = None if self._val_joules is None else self._val_joules * passes
+        if not self.limits.affords(spent, len(self.val_data) * passes):
             return None
         before = self.meter.read_joules()
         val: dict = dict(self._evaluate(self.val_data, None, None))
@@ -331,15 +337,18 @@ class Trainer:
             assert budgets is not None
             val["trained"] = self._evaluate(self.val_data, None, budgets)
             self.choice = decide(budgets, val["accuracy"], val["trained"]["accuracy"])
-        else:
-            self.choice = undecided(budgets) if budgets is None else \
-                TokenChoice(ALL, budgets, None, "the budgets keep every token")
-        self._val_joules = self.meter.read_joules() - before
+        elif budgets is None:
+            self.choice = undecided(None)
+        else:  # both ways are the same counts: one measurement
+            self.choice = TokenChoice(ALL, budgets, {ALL: val["accuracy"], TRAINED: val["accuracy"]},
+                                      "the budgets keep every token")
+        self._val_joules = (self.meter.read_joules() - before) / passes
         return val
 
     def _budgets(self) -> tuple[float, ...] | None:
+        """The budgets in force, at the precision checkpoints and the merged graph hold them."""
         b = self.planner.budgets
-        return None if b is None else tuple(float(x) for x in b)
+        return None if b is None else fp32_budgets(b)
 
     def _choice(self) -> TokenChoice:
         """The token choice a checkpoint written now carries: the last validation's, else
@@ -378,8 +387,11 @@ class Trainer:
         self.planner.load_state_dict(state["planner"])
         self.step = int(state["step"])
         self.best_accuracy = state.get("best_accuracy")
-        if state.get(STATE_KEY, {}).get("val_accuracy") is not None:
+        if (state.get(STATE_KEY) or {}).get("val_accuracy") is not None:  # made by a validation
             self.choice = TokenChoice.from_dict(state[STATE_KEY])
+        best = self.run.checkpoints.path("best")
+        if best is not None and (self.run.state(best).get(STATE_KEY) or {}).get("val_accuracy") is not None:
+            self.best_choice = TokenChoice.from_dict(self.run.state(best)[STATE_KEY])
 
 
 def _split(batch: Batch, micro: int) -> list[Batch]:

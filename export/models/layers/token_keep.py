@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from edgetune.schedule.alast.tokens import MIN_KEEP
+
 
 def keep_top_tokens(
     x: Tensor, cls_attn: Tensor, keep: Tensor, key_bias: Tensor | None = None
@@ -48,5 +50,5 @@ def budget_keep(budgets: Tensor, x: Tensor) -> Tensor:
     for nxt in [*want[1:], n]:
         prev = torch.minimum(prev, nxt)
         counts.append(prev)
-    floor = torch.minimum(n, torch.full_like(n, 2.0))  # tokens.MIN_KEEP
+    floor = torch.minimum(n, torch.full_like(n, float(MIN_KEEP)))
     return torch.maximum(torch.stack(counts), floor).to(torch.int64)
