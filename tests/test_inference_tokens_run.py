@@ -23,15 +23,22 @@ from edgetune.train.inference_tokens import ALL, TRAINED, keep_for
 from numerics import assert_close_normwise
 
 
+def _alast_setup(d, steps: int, eval_every: int):
+    """A vit-micro LoRA bundle, train and val data in ``d``, and an ALaST config with a fast
+    budget rule, so its budgets drop tokens within a few steps."""
+    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
+    train, val = (load_data(b, p) for p in (synthetic_images(d / "train.npz"),
+                                             synthetic_images(d / "val.npz", n=48, seed=1)))
+    config = TrainConfig(steps=steps, batch_size=16, lr=1e-2, schedule="alast", eval_every=eval_every,
+                         alast=AlastConfig(alpha=1.0, token_budget=0.4, b_min=0.2))
+    return b, train, val, config
+
+
 @pytest.fixture(scope="module")
 def alast_run(tmp_path_factory):
     """vit-micro LoRA, ALaST with a fast budget rule, so its budgets drop tokens within 6 steps."""
     d = tmp_path_factory.mktemp("tokens")
-    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
-    train, val = (load_data(b, p) for p in (synthetic_images(d / "train.npz"),
-                                             synthetic_images(d / "val.npz", n=48, seed=1)))
-    config = TrainConfig(steps=6, batch_size=16, lr=1e-2, schedule="alast", eval_every=3,
-                         alast=AlastConfig(alpha=1.0, token_budget=0.4, b_min=0.2))
+    b, train, val, config = _alast_setup(d, steps=6, eval_every=3)
     trainer = Trainer(b, train, val, config, out=d / "run")
     result = trainer.fit()
     return d, b, trainer, result, val
@@ -128,11 +135,7 @@ def test_merge_follows_the_best_checkpoints_choice(alast_run):
 
 
 def test_resume_keeps_the_choice(tmp_path):
-    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
-    train, val = (load_data(b, p) for p in (synthetic_images(tmp_path / "train.npz"),
-                                             synthetic_images(tmp_path / "val.npz", n=48, seed=1)))
-    config = TrainConfig(steps=4, batch_size=16, lr=1e-2, schedule="alast", eval_every=2,
-                         alast=AlastConfig(alpha=1.0, token_budget=0.4, b_min=0.2))
+    b, train, val, config = _alast_setup(tmp_path, steps=4, eval_every=2)
     first = Trainer(b, train, val, config, out=tmp_path / "run")
     first.total_steps = 2  # stop half way, as an interrupted run does
     first.fit()

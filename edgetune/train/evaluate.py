@@ -87,9 +87,10 @@ def evaluate_path(path: str | Path, data: str | Path, checkpoint: str = "best", 
     path = Path(path)
     if tokens not in REQUESTS:
         raise UsageError(f"tokens={tokens!r}: must be one of {', '.join(REQUESTS)}")
-    if not RunFolder(path).has_info() and (path / MANIFEST).is_file() and tokens == TRAINED:
+    is_run = RunFolder(path).has_info()
+    if not is_run and (path / MANIFEST).is_file() and tokens == TRAINED:
         raise UsageError(f"{path}: a bundle has no trained budgets; evaluate a run folder")
-    if RunFolder(path).has_info():
+    if is_run:
         bundle, engine, info, folder = open_run(path, checkpoint, threads)
         labels, source = info.get("labels"), f"{path} ({folder.name})"
         choice = checkpoint_choice(path, folder)

@@ -387,11 +387,15 @@ class Trainer:
         self.planner.load_state_dict(state["planner"])
         self.step = int(state["step"])
         self.best_accuracy = state.get("best_accuracy")
-        if (state.get(STATE_KEY) or {}).get("val_accuracy") is not None:  # made by a validation
-            self.choice = TokenChoice.from_dict(state[STATE_KEY])
+        self.choice = _validated_choice(state)
         best = self.run.checkpoints.path("best")
-        if best is not None and (self.run.state(best).get(STATE_KEY) or {}).get("val_accuracy") is not None:
-            self.best_choice = TokenChoice.from_dict(self.run.state(best)[STATE_KEY])
+        self.best_choice = None if best is None else _validated_choice(self.run.state(best))
+
+
+def _validated_choice(state: dict[str, Any]) -> TokenChoice | None:
+    """A checkpoint's token choice where a validation made it, else None."""
+    entry = state.get(STATE_KEY) or {}
+    return TokenChoice.from_dict(entry) if entry.get("val_accuracy") is not None else None
 
 
 def _split(batch: Batch, micro: int) -> list[Batch]:
