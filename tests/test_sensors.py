@@ -1,6 +1,11 @@
 """Energy and memory readers, run on fake sysfs trees built here; numbers worked out by hand."""
 
+import subprocess
+import sys
+import time
+
 import numpy as np
+import psutil
 import pytest
 
 from edgetune.devices import get_device
@@ -249,6 +254,22 @@ def test_modelled_power_from_profile():
     meter.sample()                                          # 2 s idle: 5.4 J
     clock.t = 13.0
     assert meter.read_joules() == pytest.approx(5.4 + 8.0)  # + 1 s busy
+
+
+def test_modelled_cpu_share_is_this_process_s_own():
+    """Another process's load does not count: u stays near 0 while a child burns a core, and
+    rises while this process does."""
+    share = ModelledMeter(get_device("generic-x86")).utilisation
+    share()
+    burn = "import time\nt = time.time()\nwhile time.time() - t < 0.5: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    idle = share()
+    t = time.process_time()
+    while time.process_time() - t < 0.3:
+        pass
+    busy = share()
+    cores = psutil.cpu_count() or 1
+    assert idle < 0.2 / cores and busy > 0.5 / cores, (idle, busy, cores)
 
 
 def test_modelled_gpu_device_assumes_busy():

@@ -373,6 +373,50 @@ def test_validation_is_inside_the_energy_cap(bundle, data, tmp_path):
     assert any("val_skipped" in r for r in rows)
 
 
+class CountingMeter:
+    """Energy as a count of engine calls (1 J each), so a cap's arithmetic is exact."""
+
+    def __init__(self, engine):
+        self.joules = 0.0
+        for name in ("train_step", "predict"):
+            real = getattr(engine, name)
+            setattr(engine, name, self._counting(real))
+
+    def _counting(self, real):
+        def call(*args, **kwargs):
+            self.joules += 1.0
+            return real(*args, **kwargs)
+        return call
+
+    def read_joules(self):
+        return self.joules
+
+
+def test_a_validation_whose_estimate_is_wrong_stops_part_way_inside_the_cap(bundle, data, tmp_path,
+                                                                             monkeypatch):
+    """Before it is measured, a validation's energy is a FLOPs estimate; where that is far too
+    low, the check before each batch stops it once its extrapolated rest no longer fits, so the
+    cap holds. Here: 12 steps at 1 J, a validation of 16 batches at 1 J each, a 17 J cap (room
+    for the steps, not for one validation) and an estimate of 0 J."""
+    from edgetune.caps.limits import Caps
+    from edgetune.train.capping import Capped
+    monkeypatch.setattr(Capped, "_val_estimate", lambda self, samples: 0.0)
+    b = Bundle.open(bundle)
+    train = load_data(b, data[0])
+    val = load_data(b, synthetic_images(tmp_path / "val.npz", n=1024, seed=3))
+    trainer = Trainer(b, train, val, TrainConfig(steps=12, batch_size=64, eval_every=1, threads=1),
+                      out=tmp_path / "run", caps=Caps(energy_joules=17.0))
+    meter = trainer.meter = CountingMeter(trainer.engine)
+    result = trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert result.steps == 12 and result.stopped is None
+    assert meter.joules <= 17.0
+    assert all(r.get("val_skipped") == "energy cap" for r in rows)
+    # one validation started (its first batch, then the check stopped it) and none after:
+    # its extrapolated cost, 16 J, became the estimate the later ones were refused on
+    assert meter.joules == 12 + 1
+
+
 def test_the_api_refuses_a_new_run_in_a_folder_that_holds_one(bundle, data, tmp_path):
     b = Bundle.open(bundle)
     ds = load_data(b, data[0])

@@ -67,13 +67,14 @@ class EnergyBudget:
             f"final checkpoint {format_joules(self.reserve, True)}; stopped before step {steps_done + 1}")
 
     def can_afford(self, joules: float, steps_done: int, last_joules: float) -> bool:
-        """Whether ``joules`` of optional work fits on top of the steps left and the final
-        checkpoint, each step at the most one has cost."""
+        """Whether ``joules`` of optional work fits on top of the steps left, each at the most
+        one has cost, and two checkpoints: the one the work may write (a better validation
+        accuracy writes ``best``) and the final one."""
         if self.cap is None:
             return True
         per_step = max(self.max_step, last_joules) + self.overhead
         left = max(0, self.total_steps - steps_done)
-        return self.spent + joules + left * per_step + self.reserve <= self.cap
+        return self.spent + joules + left * per_step + 2.0 * self.reserve <= self.cap
 
     def charge(self, joules: float) -> None:
         """A step was planned at ``joules``: count it until measured."""

@@ -198,10 +198,15 @@ class CapPlanner:
         much again, so the most of it is kept for every step's estimate."""
         self.budget.observe_overhead(joules)
 
+    def observe_validation(self, joules: float) -> None:
+        """A validation's energy (whole or stopped part way): spent, but not time between
+        steps, since it asks for its own leave (:meth:`can_afford`)."""
+        self.budget.observe_startup(joules)
+
     def can_afford(self, joules: float) -> bool:
         """Whether the energy left pays for ``joules`` of optional work (validation asks before
-        it runs) on top of the steps left, at the most a step has cost, and the final
-        checkpoint: the steps come first."""
+        it runs, and part way through) on top of the steps left, at the most a step has cost,
+        the checkpoint it may write and the final one: the steps come first."""
         return self.budget.can_afford(joules, self.steps_done, self.last.joules if self.last else 0.0)
 
     def observe_checkpoint_energy(self, joules: float) -> None:

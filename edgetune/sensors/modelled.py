@@ -1,8 +1,10 @@
 """Modelled energy from a device profile, for machines without a power sensor.
 
 :class:`ModelledMeter`: P = idle + (active − idle)·u, E += P·Δt per sample, u the mean
-utilisation over the interval (default: psutil's CPU share since the last call for CPU
-devices; 1, i.e. busy, for GPU devices, whose load the CPU share does not show).
+utilisation over the interval (default for CPU devices: this process's share of all cores
+since the last call, so other programs' load does not spend a run's energy cap, which a
+hardware sensor could not tell apart; 1, i.e. busy, for GPU devices, whose load the CPU
+share does not show).
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ from edgetune.devices import DeviceProfile
 from edgetune.sensors.base import EnergyMeter
 
 
-def cpu_utilisation() -> float:
-    """Mean CPU share of all cores since the previous call, in [0, 1]."""
-    return psutil.cpu_percent(interval=None) / 100.0
+class ProcessCpuShare:
+    """This process's mean share of all cores since the previous call, in [0, 1]:
+    u = Δ(user + system CPU time) / (Δt · cores)."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._cores = psutil.cpu_count() or 1
+
+    def __call__(self) -> float:
+        return min(self._process.cpu_percent(interval=None) / (100.0 * self._cores), 1.0)
 
 
 class ModelledMeter(EnergyMeter):
@@ -31,7 +40,7 @@ class ModelledMeter(EnergyMeter):
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.profile = profile
         if utilisation is None:
-            utilisation = cpu_utilisation if profile.accelerator == "cpu" else 1.0
+            utilisation = ProcessCpuShare() if profile.accelerator == "cpu" else 1.0
         self.utilisation = utilisation
         self.clock = clock
         self._t: float | None = None

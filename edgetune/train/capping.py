@@ -17,6 +17,15 @@ from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.engines import Batch, Engine
 
 
+class ValidationStopped(EdgetuneError):
+    """The energy cap stopped a validation part way; ``per_pass``: its extrapolated joules."""
+
+    def __init__(self, per_pass: float):
+        super().__init__("validation stopped by the energy cap "
+                         f"(about {format_joules(per_pass, True)} a pass)")
+        self.per_pass = per_pass
+
+
 class Uncapped:
     def __init__(self, planner: Planner):
         self.planner = planner
@@ -38,6 +47,9 @@ class Uncapped:
         """After a step: the pause it needs (seconds)."""
         return 0.0
 
+    def observe_validation(self, joules: float) -> None:
+        pass
+
     def observe_checkpoint(self, joules: float) -> None:
         pass
 
@@ -48,6 +60,10 @@ class Uncapped:
     def affords(self, joules: float | None, samples: int) -> bool:
         """Whether a validation of ``samples`` (last measured at ``joules``) fits the caps."""
         return True
+
+    def check_validation(self, joules: float, done: int, total: int, passes: int) -> None:
+        """Part way through a validation (``done`` of ``total`` samples, ``passes`` passes, it
+        has cost ``joules``): :class:`ValidationStopped` where its rest no longer fits."""
 
     def eval_batch(self, size: int) -> int:
         return size
@@ -91,6 +107,9 @@ class Capped(Uncapped):
         self.planner.observe_energy(joules, seconds)
         return self.planner.pause_seconds(seconds)
 
+    def observe_validation(self, joules: float) -> None:
+        self.planner.observe_validation(joules)
+
     def observe_checkpoint(self, joules: float) -> None:
         self.planner.observe_checkpoint()
         self.planner.observe_checkpoint_energy(joules)
@@ -103,6 +122,13 @@ class Capped(Uncapped):
 
     def affords(self, joules: float | None, samples: int) -> bool:
         return self.planner.can_afford(joules or self._val_estimate(samples))
+
+    def check_validation(self, joules: float, done: int, total: int, passes: int) -> None:
+        """The rest extrapolated from the cost so far, (total − done)·joules/done; the first
+        batch holds any warm-up, so the extrapolation errs high."""
+        rest = joules * (total - done) / done
+        if not self.planner.can_afford(joules + rest):
+            raise ValidationStopped((joules + rest) / passes)
 
     def eval_batch(self, size: int) -> int:
         last = self.planner.last

@@ -3,6 +3,7 @@ trained budgets (train/inference_tokens.py decides which by default)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +40,15 @@ def token_count(batch: dict[str, np.ndarray], bundle: Bundle) -> int:
 
 
 def evaluate_engine(engine: Engine, bundle: Bundle, data: Dataset, batch_size: int = 32,
-                    budgets: tuple[float, ...] | None = None) -> dict:
-    """Mean loss and accuracy over ``data``; ``budgets``: keep ⌈b_l·N⌉ tokens (None: every token)."""
+                    budgets: tuple[float, ...] | None = None,
+                    before_batch: Callable[[int], None] | None = None) -> dict:
+    """Mean loss and accuracy over ``data``; ``budgets``: keep ⌈b_l·N⌉ tokens (None: every token).
+    ``before_batch(samples_done)`` runs before each batch after the first (an energy cap's
+    check; it raises to stop)."""
     total_loss, hits, n = 0.0, 0, 0
     for lo in range(0, len(data), batch_size):
+        if before_batch is not None and lo:
+            before_batch(lo)
         batch = data.batch(np.arange(lo, min(lo + batch_size, len(data))))
         keep = keep_for(budgets, token_count(batch, bundle), engine.num_layers)
         logits = engine.predict(batch, keep)

@@ -35,7 +35,7 @@ from edgetune.schedule import AlastPlanner, Planner, StaticPlanner, StepPlan
 from edgetune.sensors.factory import make_energy_meter
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
-from edgetune.train.capping import Capped, Uncapped
+from edgetune.train.capping import Capped, Uncapped, ValidationStopped
 from edgetune.train.config import TrainConfig
 from edgetune.train.engines import Batch, Engine, StepStats
 from edgetune.train.evaluate import evaluate_engine, token_count
@@ -285,6 +285,7 @@ class Trainer:
         if self.val_data is None or not (self.step % every == 0 or self.step == self.total_steps):
             return
         val = self._validate()
+        self.limits.observe_validation(self._energy())
         if val is None:
             record["val_skipped"] = "energy cap"
             return
@@ -307,12 +308,12 @@ class Trainer:
         budgets = budgets_for(self._choice(), tokens)
         return self._evaluate(data, batch_size, budgets)
 
-    def _evaluate(self, data: Dataset, batch_size: int | None,
-                  budgets: tuple[float, ...] | None) -> dict[str, float]:
+    def _evaluate(self, data: Dataset, batch_size: int | None, budgets: tuple[float, ...] | None,
+                  before_batch: Callable[[int], None] | None = None) -> dict[str, float]:
         size = self.limits.eval_batch(batch_size or self.config.batch_size)
         while True:
             try:
-                return evaluate_engine(self.engine, self.bundle, data, size, budgets)
+                return evaluate_engine(self.engine, self.bundle, data, size, budgets, before_batch)
             except ArenaFull:
                 if size == 1:
                     raise EdgetuneError("evaluation: one sample does not fit the arena; raise "
@@ -332,10 +333,17 @@ class Trainer:
         if not self.limits.affords(spent, len(self.val_data) * passes):
             return None
         before = self.meter.read_joules()
-        val: dict = dict(self._evaluate(self.val_data, None, None))
+        try:
+            val: dict = dict(self._evaluate(self.val_data, None, None, self._val_guard(0, passes)))
+            if both:
+                assert budgets is not None
+                val["trained"] = self._evaluate(self.val_data, None, budgets,
+                                                self._val_guard(len(self.val_data), passes))
+        except ValidationStopped as e:  # what it cost is charged with the time between steps
+            self._val_joules = e.per_pass
+            return None
         if both:
             assert budgets is not None
-            val["trained"] = self._evaluate(self.val_data, None, budgets)
             self.choice = decide(budgets, val["accuracy"], val["trained"]["accuracy"])
         elif budgets is None:
             self.choice = undecided(None)
@@ -344,6 +352,17 @@ class Trainer:
                                       "the budgets keep every token")
         self._val_joules = (self.meter.read_joules() - before) / passes
         return val
+
+    def _val_guard(self, offset: int, passes: int) -> Callable[[int], None]:
+        """The energy cap's check before each validation batch: its cost so far is what the
+        meter read since the last charge (train/capping.py)."""
+        assert self.val_data is not None
+        total = len(self.val_data) * passes
+
+        def check(done: int) -> None:
+            spent = self.meter.read_joules() - self._joules
+            self.limits.check_validation(spent, offset + done, total, passes)
+        return check
 
     def _budgets(self) -> tuple[float, ...] | None:
         """The budgets in force, at the precision checkpoints and the merged graph hold them."""
