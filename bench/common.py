@@ -195,26 +195,32 @@ def trainable_params(bundle: Path) -> tuple[int, int]:
 
 
 # ---- the float32 matmul peak of this machine, through ONNX Runtime ----------------------------
-def matmul_peak(m: int, k: int, n: int, threads: int, repeats: int = 7) -> dict:
+def matmul_peak(m: int, k: int, n: int, threads: int, repeats: int = 7, python: str = sys.executable) -> dict:
     """Median GFLOP/s of one ORT MatMul (m×k @ k×n, float32) on ``threads`` intra-op threads: the
-    ceiling the training steps' achieved GFLOP/s are compared with. A subprocess, so neither this
-    process's RSS nor its thread pools are touched."""
+    ceiling the training steps' achieved GFLOP/s are compared with. A subprocess (of ``python``,
+    whose onnxruntime is measured), so neither this process's RSS nor its thread pools are
+    touched."""
+    import tempfile
+
+    from onnx import TensorProto, helper  # here: the measured python needs onnxruntime only
+
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k]),
+                           helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n])],
+                          [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as f:
+        f.write(model.SerializeToString())
     code = f"""
 import json, time
 import numpy as np
-from onnx import TensorProto, helper
 import onnxruntime as ort
 m, k, n, threads, repeats = {m}, {k}, {n}, {threads}, {repeats}
-g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
-    [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k]),
-     helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n])],
-    [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])])
-model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-model.ir_version = 8
 so = ort.SessionOptions()
 so.intra_op_num_threads = threads
 so.inter_op_num_threads = 1
-s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+s = ort.InferenceSession({f.name!r}, so, providers=["CPUExecutionProvider"])
 rng = np.random.default_rng(0)
 feed = {{"a": rng.standard_normal((m, k), np.float32), "b": rng.standard_normal((k, n), np.float32)}}
 s.run(None, feed)
@@ -224,7 +230,8 @@ for _ in range(repeats):
 ts.sort()
 print(json.dumps({{"seconds": ts[len(ts) // 2], "gflops": 2 * m * k * n / ts[len(ts) // 2] / 1e9}}))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    Path(f.name).unlink()
     if proc.returncode:
         raise SystemExit(f"matmul peak ({m}x{k} @ {k}x{n}) failed: {last_error(proc)}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -74,6 +74,9 @@ def run(spec: dict, result: dict, status) -> None:
     from edgetune.train import TrainConfig, Trainer
     from edgetune.train.inputs import load_data
 
+    import onnxruntime  # noqa: F401  (edgetune imports it lazily)
+
+    result["rss"]["imported"] = status("VmRSS")  # the libraries (edgetune, numpy, onnxruntime)
     if spec.get("profile") and spec["mode"] == "adaptive":
         _profiled_options(spec["profile"])
     acc: dict[str, float] = defaultdict(float)
@@ -97,7 +100,9 @@ def run(spec: dict, result: dict, status) -> None:
     steps: list[dict] = []
 
     def on_step(record):
-        steps.append({"time": record["step_time"], "parts": dict(acc), "saved": saved_bytes[0]})
+        steps.append({"time": record["step_time"], "parts": dict(acc), "saved": saved_bytes[0],
+                      "tokens": record["tokens"], "keep": record["tokens_kept"],
+                      "trained": record["layers_trained"]})
         acc.clear()
         saved_bytes[0] = 0
         if len(steps) == 1:
@@ -140,6 +145,7 @@ def run(spec: dict, result: dict, status) -> None:
     result["memory"] = memory
     result["rss"]["end"] = status("VmRSS")
     result["steps"] = len(steps)
+    result["plans"] = [{k: s[k] for k in ("tokens", "keep", "trained")} for s in timed]
     if spec.get("profile") and trainer.config.mode == "static":
         folder = bundle.mode_dir("static")
         feeds = dict(zip(eng._train_inputs, eng.module.last_args))

