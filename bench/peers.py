@@ -226,8 +226,9 @@ def summarize(runs: list[dict]) -> dict:
            "rss_mb": {k: median([r["rss"][k] / 2**20 for r in runs]) for k in first["rss"]}}
     keys = sorted({k for r in runs for k in r["breakdown"]})
     out["breakdown"] = {k: median([r["breakdown"].get(k, 0.0) for r in runs]) for k in keys}
-    if "plans" in first:
-        out["plans"] = first["plans"]
+    for key in ("plans", "input_shapes", "trainable_params"):
+        if key in first:
+            out[key] = first[key]
     return out
 
 

@@ -79,7 +79,7 @@ def export_part(traced: Traced, trainable: set[str], frozen_variant: bool,
         reassociate_lora_grads(grad)  # LoRA's factor gradients without dW' (low_rank.py)
         grads = [_grad_name(w) for w in wrt]
         fwd, bwd, saved = split(grad, fwd_names, traced.outputs, grads, types,
-                                params=traced.params)
+                                params=traced.params, seed=traced.seed)
         part.graphs[f"forward_{variant}"] = lower(fwd, f"forward_{variant}")
         part.graphs[f"backward_{variant}"] = lower(bwd, f"backward_{variant}")
         part.saved[variant] = saved

@@ -150,8 +150,15 @@ def subgraph(model: onnx.ModelProto, nodes: list, outputs: Sequence[str], types:
     return clamp_ir(new)
 
 
+# Forward nodes whose outputs backward recomputes from their inputs rather than saving them:
+# an Expand's output is a broadcast of a smaller tensor (GatherElements' index, [B, K, 1] int64
+# broadcast to [B, K, D], would otherwise cross at 8·D bytes per token).
+RECOMPUTED = ("Expand",)
+
+
 def split(grad: onnx.ModelProto, forward_names: set[str], fwd_outputs: Sequence[str],
-          bwd_outputs: Sequence[str], types: dict[str, int], params: Iterable[str] = ()):
+          bwd_outputs: Sequence[str], types: dict[str, int], params: Iterable[str] = (),
+          seed: str | None = None):
     """Cut gradient graph ``grad`` at the forward boundary.
 
     Returns (forward model, backward model, saved names): forward computes ``fwd_outputs`` plus
@@ -161,10 +168,16 @@ def split(grad: onnx.ModelProto, forward_names: set[str], fwd_outputs: Sequence[
     - tensors computed from ``params`` and constants alone (weight transposes, constants) are
       recomputed in the backward graph rather than saved: cheap, and inside one graph ORT
       fuses them into the matmuls (as a graph output a Transpose blocks that fusion);
+    - so are the outputs of ``RECOMPUTED`` nodes (broadcasts), their smaller inputs crossing;
     - ``Shape`` nodes the gradient builder added on forward tensors move into the forward
-      graph, so a tensor backward reads only for its shape crosses as its shape.
+      graph, so a tensor backward reads only for its shape crosses as its shape;
+    - ``seed``: the incoming gradient of a part traced with the objective ``sum(y · seed)``.
+      ReduceSum's gradient reads the shape of the product, which is the seed's: it reads the
+      seed's, so the product (and ``y`` for it) is not computed in backward.
     """
     params = set(params)
+    if seed is not None:
+        _shape_from_seed(grad, seed, fwd_outputs)
     fwd_nodes, bwd_nodes = [], []
     for node in grad.graph.node:
         outs = [o for o in node.output if o]
@@ -190,10 +203,18 @@ def split(grad: onnx.ModelProto, forward_names: set[str], fwd_outputs: Sequence[
         if needed.intersection(node.output):
             kept.append(node)
             needed.update(i for i in node.input if i)
-    copied, stack = [], [n for n in needed if n in fwd_made and n in static]
+    def recomputed(name: str) -> bool:
+        return name in static or (producer[name].op_type in RECOMPUTED and name not in fwd_outputs)
+
+    copied, crossing = [], set()
+    stack = [n for n in needed if n in fwd_made]
     seen = set(stack)
     while stack:
-        node = producer[stack.pop()]
+        name = stack.pop()
+        if not recomputed(name):
+            crossing.add(name)
+            continue
+        node = producer[name]
         if not any(node is c for c in copied):
             copied.append(node)
             for i in node.input:
@@ -202,12 +223,22 @@ def split(grad: onnx.ModelProto, forward_names: set[str], fwd_outputs: Sequence[
                     stack.append(i)
     position = {id(n): k for k, n in enumerate(fwd_nodes)}
     copied.sort(key=lambda n: position[id(n)])
-    saved = sorted(n for n in needed if n in fwd_made and n not in static)
-    saved = [n for n in saved if n not in fwd_outputs]
+    saved = sorted(n for n in crossing if n not in fwd_outputs)
+    needed = crossing | (needed - fwd_made)
     bwd = subgraph(grad, copied + list(reversed(kept)), bwd_outputs, types, "backward")
     fwd = subgraph(grad, fwd_nodes, list(fwd_outputs) + saved, types, "forward")
     _shield_outputs(fwd, _FRAGILE)
     return fwd, bwd, saved + [n for n in fwd_outputs if n in needed]
+
+
+def _shape_from_seed(grad: onnx.ModelProto, seed: str, outputs: Sequence[str]) -> None:
+    """Shape(y · seed) → Shape(seed) in ``grad``, for y one of the part's ``outputs`` (the
+    objective's product: y and its incoming gradient have one shape)."""
+    products = {n.output[0] for n in grad.graph.node
+                if n.op_type == "Mul" and seed in n.input and set(n.input) - {seed} <= set(outputs)}
+    for node in grad.graph.node:
+        if node.op_type == "Shape" and node.input[0] in products:
+            node.input[0] = seed
 
 
 # Producers whose outputs ORT's optimizer may drop when they are graph outputs: in 1.19.2
