@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgetune.config import check_float
+from edgetune.errors import EdgetuneError
 
 
 @dataclass
@@ -44,20 +45,26 @@ class AdamW:
         self.t = {k: 0 for k in params}
 
     def step(self, grads: dict[str, np.ndarray], lr: float) -> None:
-        """Update the parameters named in ``grads`` (the others sat this step out)."""
+        """Update the parameters named in ``grads`` (the others sat this step out), in place and
+        a chunk of ``CHUNK`` elements at a time through two scratch buffers, so a step needs
+        no temporary the size of a parameter (an embedding table's would be tens of MB)."""
         c = self.cfg
         for name, g in grads.items():
             p, m, v = self.params[name], self.m[name], self.v[name]
             self.t[name] += 1
             t = self.t[name]
-            m *= c.beta1
-            m += (1 - c.beta1) * g
-            v *= c.beta2
-            v += (1 - c.beta2) * np.square(g)
             step = lr * math.sqrt(1 - c.beta2 ** t) / (1 - c.beta1 ** t)
-            p -= step * m / (np.sqrt(v) + c.eps)
-            if c.weight_decay:
-                p -= lr * c.weight_decay * p
+            if not (p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
+                raise EdgetuneError(f"parameter {name!r}: AdamW updates C-contiguous arrays in place")
+            flat = [a.reshape(-1) for a in (p, m, v, np.ascontiguousarray(g, dtype=np.float32))]
+            for lo in range(0, flat[0].size, CHUNK):
+                _update(*(a[lo:lo + CHUNK] for a in flat), step, lr, c, self._scratch)
+
+    @property
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(self, "_buffers"):
+            self._buffers = (np.empty(CHUNK, np.float32), np.empty(CHUNK, np.float32))
+        return self._buffers
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         out = {}
@@ -71,6 +78,30 @@ class AdamW:
             self.m[k][...] = arrays[f"m/{k}"]
             self.v[k][...] = arrays[f"v/{k}"]
             self.t[k] = int(arrays[f"t/{k}"])
+
+
+CHUNK = 1 << 16  # elements per in-place pass (256 KiB of float32: in cache)
+
+
+def _update(p: np.ndarray, m: np.ndarray, v: np.ndarray, g: np.ndarray, step: float, lr: float,
+            c: AdamWConfig, scratch: tuple[np.ndarray, np.ndarray]) -> None:
+    """One chunk of the update, the module docstring's formula in its order of operations."""
+    a, b = (s[: p.size] for s in scratch)
+    m *= c.beta1
+    np.multiply(g, 1 - c.beta1, out=a)
+    m += a
+    v *= c.beta2
+    np.square(g, out=a)
+    a *= 1 - c.beta2
+    v += a
+    np.sqrt(v, out=a)
+    a += c.eps
+    np.multiply(m, step, out=b)
+    b /= a
+    p -= b
+    if c.weight_decay:
+        np.multiply(p, lr * c.weight_decay, out=a)
+        p -= a
 
 
 def learning_rate(step: int, total: int, base_lr: float, warmup: int) -> float:
