@@ -184,9 +184,9 @@ print(json.dumps({{"seconds": ts[len(ts) // 2], "gflops": 2 * {m * k * n} / ts[l
 
 
 def ort_version(python: str) -> str:
-    proc = subprocess.run([python, "-c", "import onnxruntime as o, importlib.util as u; "
-                           "print(o.__version__, 'training' if u.find_spec('onnxruntime.training') else 'stock')"],
-                          capture_output=True, text=True)
+    code = ("import onnxruntime as o, importlib.util as u; "
+            "print(o.__version__, 'training' if u.find_spec('onnxruntime.training') else 'stock')")
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else "?"
 
 
@@ -246,9 +246,9 @@ def memory_split(r: dict) -> dict[str, float | None]:
 def table(model: Model, results: dict[str, dict]) -> str:
     head = (f"{'configuration':<52}{'s/step':>8}{'speed vs HF':>12}{'peak MiB':>10}{'vs HF':>7}"
             f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'share':>7}")
-    lines = [f"{model.name}, batch {model.batch}" + (f" x {model.tokens} tokens" if model.family == "bert" else ""),
-             head, "-" * len(head)]
-    for tag, r in results.items():
+    size = f" x {model.tokens} tokens" if model.family == "bert" else ""
+    lines = [f"{model.name}, batch {model.batch}{size}", head, "-" * len(head)]
+    for r in results.values():
         peer = results.get(r["peer"]) if r.get("peer") else None
         speed = peer["s_per_step"] / r["s_per_step"] if peer else 1.0
         mem = r["peak_rss_mb"] / peer["peak_rss_mb"] if peer else 1.0
@@ -312,8 +312,8 @@ def main(argv: list[str] | None = None) -> dict:
     bundles_dir = a.bundles or a.out / "bundles"
     bundles_dir.mkdir(parents=True, exist_ok=True)
     import torch
-    report: dict = {"threads": a.threads, "rounds": rounds, "onnxruntime": pythons, "torch": torch.__version__,
-                    "lora": {"r": LORA_R, "alpha": LORA_ALPHA}, "models": {}}
+    report: dict = {"threads": a.threads, "rounds": rounds, "onnxruntime": pythons,
+                    "torch": torch.__version__, "lora": {"r": LORA_R, "alpha": LORA_ALPHA}, "models": {}}
     for name in names:
         model = MODELS[name]
         steps = a.steps or (3 if a.quick else 40 if model.family == "bert" else 20)
@@ -325,7 +325,8 @@ def main(argv: list[str] | None = None) -> dict:
         tokens = model.tokens if model.family == "bert" else int(man["tokens"])
         width = int(man["model"]["hidden_size"])
         shape = (model.batch * tokens, width, 4 * width)  # the MLP's first linear layer
-        peaks = {f"onnxruntime {ort}": matmul_peak(*shape, a.threads, python=py) for py, ort in pythons.items()}
+        peaks = {f"onnxruntime {ort}": matmul_peak(*shape, a.threads, python=py)
+                 for py, ort in pythons.items()}
         peaks["torch"] = torch_matmul_peak(*shape, a.threads)
         say(f"{name}: matmul peak {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]}, {a.threads} threads: "
             + ", ".join(f"{k} {v['gflops']:.0f}" for k, v in peaks.items()) + " GFLOP/s")
@@ -368,7 +369,8 @@ def main(argv: list[str] | None = None) -> dict:
                 else full_flops[method]
             r["gflop"] = r["flops"] / 1e9
             r["gflops"] = r["gflop"] / r["s_per_step"]
-            r["share"] = r["gflops"] / peaks["torch" if engine is None else f"onnxruntime {engine[2]}"]["gflops"]
+            own = "torch" if engine is None else f"onnxruntime {engine[2]}"
+            r["share"] = r["gflops"] / peaks[own]["gflops"]
             results[tag] = r
         v = verdicts(results)
         report["models"][name] = {"batch": model.batch, "tokens": tokens, "steps": steps, "peaks": peaks,

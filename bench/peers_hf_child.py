@@ -28,8 +28,8 @@ def vit_targets(model, ours: list[str]) -> list[str]:
     names = [n for n, _ in model.named_modules()]
     out = []
     for t in ours:
-        found = next((alt for alt in HF_VIT_TARGETS[t] if all(any(n.endswith(a) for n in names) for a in alt)),
-                     None)
+        found = next((alt for alt in HF_VIT_TARGETS[t]
+                      if all(any(n.endswith(a) for n in names) for a in alt)), None)
         if found is None:
             raise SystemExit(f"transformers' ViT has none of {HF_VIT_TARGETS[t]} (for our {t})")
         out += found
@@ -48,7 +48,8 @@ def build(spec: dict):
                 spec["hf_folder"], num_labels=spec["num_classes"], hidden_dropout_prob=0.0,
                 attention_probs_dropout_prob=0.0)
         cfg = transformers.BertConfig(
-            vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], num_hidden_layers=c["num_hidden_layers"],
+            vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
+            num_hidden_layers=c["num_hidden_layers"],
             num_attention_heads=c["num_attention_heads"], intermediate_size=c["intermediate_size"],
             max_position_embeddings=c["max_position_embeddings"], type_vocab_size=c["type_vocab_size"],
             layer_norm_eps=c["layer_norm_eps"], num_labels=spec["num_classes"], hidden_dropout_prob=0.0,
@@ -96,14 +97,13 @@ class SavedBytes:
 
 
 def run(spec: dict, result: dict, status) -> None:
+    import peft  # noqa: F401
     import torch
     import torch.nn.functional as F
+    import transformers  # noqa: F401
 
     from edgetune.bundle import Bundle
     from edgetune.train.inputs import load_data
-
-    import peft  # noqa: F401
-    import transformers  # noqa: F401
 
     result["rss"]["imported"] = status("VmRSS")  # torch, transformers, peft (and edgetune's loader)
     torch.set_num_threads(spec["threads"])

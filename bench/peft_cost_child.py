@@ -69,12 +69,12 @@ def _profiled_options(prefix: str):
 
 
 def run(spec: dict, result: dict, status) -> None:
+    import onnxruntime  # noqa: F401  (edgetune imports it lazily)
+
     from edgetune.bundle import Bundle
     from edgetune.runtime.sessions import SessionCache
     from edgetune.train import TrainConfig, Trainer
     from edgetune.train.inputs import load_data
-
-    import onnxruntime  # noqa: F401  (edgetune imports it lazily)
 
     result["rss"]["imported"] = status("VmRSS")  # the libraries (edgetune, numpy, onnxruntime)
     if spec.get("profile") and spec["mode"] == "adaptive":

@@ -119,6 +119,48 @@ def test_graphs_and_parameters_on_disk(bundle):
     assert runner.index["trainable"] == trainable_names(model)
 
 
+def test_backward_recomputes_attention_probabilities_and_activations(bundle):
+    """No forward graph hands backward an Expand (a broadcast index); with every weight trained
+    (full), not a Softmax output nor an activation's input or output either: backward
+    recomputes them from what crosses anyway (recompute.py; test_step_matches_torch checks
+    the gradients). Other methods may need one that only a second matmul could rebuild."""
+    model, folder, runner = bundle
+    for block in runner.blocks:
+        part = runner.parts[block]
+        for variant, saved in part["saved"].items():
+            file = folder / part["graphs"][f"forward_{variant}"]
+            graph = onnx.load_model(str(file), load_external_data=False)
+            producer = {o: n.op_type for n in graph.graph.node for o in n.output}
+            fed_to = {i: n.op_type for n in graph.graph.node for i in n.input}
+            for name in saved:
+                assert producer.get(name) != "Expand", (block, variant, name)
+                if model.peft_method == "full" and name not in part["outputs"]:
+                    assert producer.get(name) not in ("Softmax", "Gelu"), (block, variant, name)
+                    assert fed_to.get(name) != "Gelu", (block, variant, name)
+
+
+def test_recompute_rules_drop_what_one_matmul_can_rebuild():
+    """x0 → MatMul → x → MatMul → h → Gelu → a → MatMul: with x crossing, the activation's
+    input and output are rebuilt from it (one matmul, one Gelu); without rules nothing is;
+    with x not crossing, h would take two matmuls and crosses, a is rebuilt from it."""
+    from onnx import helper
+
+    from edgetune.export.onnx.recompute import recompute
+
+    nodes = [helper.make_node("MatMul", ["x0", "w0"], ["x"]),
+             helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Gelu", ["h"], ["a"], domain="com.microsoft"),
+             helper.make_node("MatMul", ["a", "w2"], ["y"])]
+    crossing = {"x", "h", "a"}
+    chain = recompute(crossing, nodes, set(), ["y"], ("activation",))
+    assert crossing == {"x"} and [n.output[0] for n in chain] == ["h", "a"]
+    crossing = {"x", "h", "a"}
+    assert recompute(crossing, nodes, set(), ["y"], ()) == [] and crossing == {"x", "h", "a"}
+    crossing = {"h", "a"}
+    chain = recompute(crossing, nodes, set(), ["y"], ("activation",))
+    assert crossing == {"h"} and [n.output[0] for n in chain] == ["a"]
+
+
 PARTIAL = [("bert-micro", "full"), ("vit-micro", "lora")]
 
 

@@ -56,9 +56,11 @@ class AdamW:
             step = lr * math.sqrt(1 - c.beta2 ** t) / (1 - c.beta1 ** t)
             if not (p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
                 raise EdgetuneError(f"parameter {name!r}: AdamW updates C-contiguous arrays in place")
-            flat = [a.reshape(-1) for a in (p, m, v, np.ascontiguousarray(g, dtype=np.float32))]
-            for lo in range(0, flat[0].size, CHUNK):
-                _update(*(a[lo:lo + CHUNK] for a in flat), step, lr, c, self._scratch)
+            fp, fm, fv = p.reshape(-1), m.reshape(-1), v.reshape(-1)
+            fg = np.ascontiguousarray(g, dtype=np.float32).reshape(-1)
+            for lo in range(0, fp.size, CHUNK):
+                hi = lo + CHUNK
+                _update(fp[lo:hi], fm[lo:hi], fv[lo:hi], fg[lo:hi], step, lr, c, self._scratch)
 
     @property
     def _scratch(self) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 import onnx
 from onnx import helper
 
+from edgetune.export.onnx.recompute import DEFAULT_RULES, recompute
 from edgetune.export.onnx.trace import clamp_ir
 
 
@@ -158,7 +159,7 @@ RECOMPUTED = ("Expand",)
 
 def split(grad: onnx.ModelProto, forward_names: set[str], fwd_outputs: Sequence[str],
           bwd_outputs: Sequence[str], types: dict[str, int], params: Iterable[str] = (),
-          seed: str | None = None):
+          seed: str | None = None, rules: Sequence[str] = DEFAULT_RULES):
     """Cut gradient graph ``grad`` at the forward boundary.
 
     Returns (forward model, backward model, saved names): forward computes ``fwd_outputs`` plus
@@ -168,7 +169,9 @@ def split(grad: onnx.ModelProto, forward_names: set[str], fwd_outputs: Sequence[
     - tensors computed from ``params`` and constants alone (weight transposes, constants) are
       recomputed in the backward graph rather than saved: cheap, and inside one graph ORT
       fuses them into the matmuls (as a graph output a Transpose blocks that fusion);
-    - so are the outputs of ``RECOMPUTED`` nodes (broadcasts), their smaller inputs crossing;
+    - so are the outputs of ``RECOMPUTED`` nodes (broadcasts), their smaller inputs crossing,
+      and what ``rules`` select (recompute.py: the attention probabilities, the MLP's
+      activations), from tensors that cross anyway;
     - ``Shape`` nodes the gradient builder added on forward tensors move into the forward
       graph, so a tensor backward reads only for its shape crosses as its shape;
     - ``seed``: the incoming gradient of a part traced with the objective ``sum(y · seed)``.
@@ -221,6 +224,9 @@ def split(grad: onnx.ModelProto, forward_names: set[str], fwd_outputs: Sequence[
                 if i and i in fwd_made and i not in seen:
                     seen.add(i)
                     stack.append(i)
+    for node in recompute(crossing, fwd_nodes, static, fwd_outputs, rules):
+        if not any(node is c for c in copied):
+            copied.append(node)
     position = {id(n): k for k, n in enumerate(fwd_nodes)}
     copied.sort(key=lambda n: position[id(n)])
     saved = sorted(n for n in crossing if n not in fwd_outputs)
