@@ -4,6 +4,7 @@ a :class:`~edgetune.train.Trainer` as the CLI drives it, with its ORT session ru
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -200,7 +201,7 @@ def summarize_profiles(files: list[tuple[str, bool]], steps: int, folder) -> dic
                 fwd += dur
             ops[("bwd " if is_bwd else "fwd ") + args.get("op_name", "?")] += dur
             out_size[node] = max(out_size.get(node, 0), int(args.get("output_size", 0) or 0))
-    top = sorted(ops.items(), key=lambda kv: -kv[1])[:8]
+    top = sorted(ops.items(), key=lambda kv: -kv[1])[:int(os.environ.get("TOP_OPS", 8))]
     return {"forward_s": fwd / steps, "backward_s": bwd / steps,
             "top_ops": [(k, v / steps) for k, v in top],
             "saved_bytes": _static_saved(folder, out_size)}
