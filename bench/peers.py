@@ -154,18 +154,32 @@ def write_data(model: Model, bundle: Path, path: Path, n: int) -> Path:
     return file
 
 
-def run_child(code: str, python: str, spec: dict, tmp: Path) -> dict:
+def run_child(code: str, python: str, spec: dict, tmp: Path, extra_env: dict | None = None) -> dict:
     spec = {**spec, "result": str(tmp / f"result-{spec['tag']}.json"), "bench_dir": str(BENCH)}
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PYTHONHASHSEED": "0", **(extra_env or {})}
     proc = subprocess.run([python, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{spec['tag']}: the child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(Path(spec["result"]).read_text())
 
 
-def torch_matmul_peak(m: int, k: int, n: int, threads: int, repeats: int = 7) -> dict:
+def mkl_fast_path(out: Path) -> Path:
+    """A one-symbol library that makes MKL take its AVX2/AVX-512 kernels on a non-Intel CPU
+    (``mkl_serv_intel_cpu_true`` returning 1, the widely used workaround for MKL's vendor
+    check; torch's CPU wheels use MKL for float32 matmuls), built with the C compiler."""
+    src, lib = out / "mkl_fast_path.c", out / "libmkl_fast_path.so"
+    src.write_text("int mkl_serv_intel_cpu_true(void) { return 1; }\n")
+    proc = subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(lib), str(src)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"--hf-mkl-fast-path: building {lib} failed: {last_error(proc)}")
+    return lib
+
+
+def torch_matmul_peak(m: int, k: int, n: int, threads: int, repeats: int = 7,
+                      env: dict | None = None) -> dict:
     """Median GFLOP/s of one float32 torch.matmul (m×k @ k×n) on ``threads`` threads, in a
-    subprocess (this process's threads and RSS untouched)."""
+    subprocess (this process's threads and RSS untouched) with ``env`` added."""
     code = f"""
 import json, time, torch
 torch.set_num_threads({threads})
@@ -177,7 +191,8 @@ for _ in range({repeats}):
 ts.sort()
 print(json.dumps({{"seconds": ts[len(ts) // 2], "gflops": 2 * {m * k * n} / ts[len(ts) // 2] / 1e9}}))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     if proc.returncode:
         raise SystemExit(f"torch matmul peak failed: {last_error(proc)}")
     return {"shape": [m, k, n], "threads": threads, **json.loads(proc.stdout.strip().splitlines()[-1])}
@@ -244,18 +259,23 @@ def memory_split(r: dict) -> dict[str, float | None]:
 
 
 def table(model: Model, results: dict[str, dict]) -> str:
+    fast = any(t.endswith("/mkl-fast") for t in results)
     head = (f"{'configuration':<52}{'s/step':>8}{'speed vs HF':>12}{'peak MiB':>10}{'vs HF':>7}"
-            f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'share':>7}")
+            + (f"{'vs fast HF':>11}{'peak':>6}" if fast else "")
+            + f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'share':>7}")
     size = f" x {model.tokens} tokens" if model.family == "bert" else ""
     lines = [f"{model.name}, batch {model.batch}{size}", head, "-" * len(head)]
     for r in results.values():
-        peer = results.get(r["peer"]) if r.get("peer") else None
-        speed = peer["s_per_step"] / r["s_per_step"] if peer else 1.0
-        mem = r["peak_rss_mb"] / peer["peak_rss_mb"] if peer else 1.0
-        lines.append(f"{r['label']:<52}{r['s_per_step']:>8.3f}{speed:>11.2f}x{r['peak_rss_mb']:>10.0f}"
-                     f"{mem:>6.2f}x{r['gflop']:>11.1f}{r['gflops']:>9.0f}{r['share']:>7.0%}")
+        line = f"{r['label']:<52}{r['s_per_step']:>8.3f}"
+        for i, suffix in enumerate(("", "/mkl-fast") if fast else ("",)):
+            peer = results.get(r["peer"] + suffix) if r.get("peer") else None
+            speed = f"{peer['s_per_step'] / r['s_per_step']:.2f}x" if peer else "-"
+            mem = f"{r['peak_rss_mb'] / peer['peak_rss_mb']:.2f}x" if peer else "-"
+            line += (f"{speed:>12}{r['peak_rss_mb']:>10.0f}{mem:>7}" if i == 0 else f"{speed:>11}{mem:>6}")
+        lines.append(line + f"{r['gflop']:>11.1f}{r['gflops']:>9.0f}{r['share']:>7.0%}")
     lines.append("  (speed and peak vs the row's HF peer: LoRA rows vs HF + PEFT LoRA, full and ALaST vs "
-                 "HF full fine-tuning; share: of its engine's matmul peak)")
+                 "HF full fine-tuning" + ("; fast HF: torch with MKL's fast path forced on" if fast else "")
+                 + "; share: of its engine's matmul peak)")
     lines.append("  where the peak goes, MiB:")
     for r in results.values():
         lines.append(f"    {r['label']}: " + ", ".join(
@@ -263,9 +283,11 @@ def table(model: Model, results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def verdicts(results: dict[str, dict]) -> list[dict]:
+def verdicts(results: dict[str, dict], suffix: str = "") -> list[dict]:
+    """Each target for each edgetune row, against the HF peer run ``suffix`` ("": as installed)."""
     out = []
     for row, peer, speed_min, mem_max in TARGETS:
+        peer += suffix
         p = results.get(peer)
         for tag, r in results.items():
             if r["row"] != row or p is None:
@@ -291,6 +313,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="the pythons of edgetune's rows, comma-separated (e.g. .venv/bin/python,"
                    ".venv-device/bin/python: the training build and stock onnxruntime); each runs the "
                    "engines its build has")
+    p.add_argument("--hf-mkl-fast-path", action="store_true",
+                   help="also run the HF rows with MKL's AVX2/AVX-512 kernels forced on (a non-Intel "
+                   "CPU, where MKL otherwise takes a slow path): the peers at their best here")
     p.add_argument("--bundles", type=Path, default=None, help="where bundles are exported (reused)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-peers"))
     a = p.parse_args(argv)
@@ -309,6 +334,10 @@ def main(argv: list[str] | None = None) -> dict:
                if e != "static" or "training" in ort]
     several = len(pythons) > 1
     a.out.mkdir(parents=True, exist_ok=True)
+    # HF variants: (tag suffix, label, extra environment)
+    torch_runs = [("", "", {})]
+    if a.hf_mkl_fast_path:
+        torch_runs.append(("/mkl-fast", " [MKL fast path]", {"LD_PRELOAD": str(mkl_fast_path(a.out))}))
     bundles_dir = a.bundles or a.out / "bundles"
     bundles_dir.mkdir(parents=True, exist_ok=True)
     import torch
@@ -327,14 +356,15 @@ def main(argv: list[str] | None = None) -> dict:
         shape = (model.batch * tokens, width, 4 * width)  # the MLP's first linear layer
         peaks = {f"onnxruntime {ort}": matmul_peak(*shape, a.threads, python=py)
                  for py, ort in pythons.items()}
-        peaks["torch"] = torch_matmul_peak(*shape, a.threads)
+        for suffix, _, env in torch_runs:
+            peaks["torch" + suffix] = torch_matmul_peak(*shape, a.threads, env=env)
         say(f"{name}: matmul peak {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]}, {a.threads} threads: "
             + ", ".join(f"{k} {v['gflops']:.0f}" for k, v in peaks.items()) + " GFLOP/s")
-        rows = []  # (tag, row, (engine, python, ort) or None)
+        rows: list[tuple] = []  # (tag, row, (engine, python, ort) or (suffix, label, env))
         for row in wanted:
             label, method, schedule, peer = ROWS[row]
             if peer:
-                rows.append((row, row, None))
+                rows += [(row + t[0], row, t) for t in torch_runs]
             else:
                 rows += [(f"{row}/{e[0]}" + (f"/{e[2].split()[0]}" if several else ""), row, e)
                          for e in engines if e[0] == "adaptive" or schedule == "static"]
@@ -349,9 +379,8 @@ def main(argv: list[str] | None = None) -> dict:
                         spec.update(family=model.family, method=method, num_classes=model.num_classes,
                                     r=LORA_R, alpha=LORA_ALPHA, targets=list(model.targets),
                                     hf_folder=_hf_folder(model), config=man["model"]["config"])
-                        res = run_child(HF_CHILD, sys.executable, spec, Path(tmp))
+                        res = run_child(HF_CHILD, sys.executable, spec, Path(tmp), engine[2])
                     else:
-                        assert engine is not None
                         spec.update(mode=engine[0], schedule=schedule)
                         res = run_child(EDGETUNE_CHILD, engine[1], spec, Path(tmp))
                     runs[tag].append(res)
@@ -362,17 +391,19 @@ def main(argv: list[str] | None = None) -> dict:
         for tag, row, engine in rows:
             label, method, schedule, peer = ROWS[row]
             r = summarize(runs[tag])
-            where = (f"{engine[0]}, ORT {engine[2]}" if several else engine[0]) if engine else ""
-            r.update(row=row, label=label + (f" [{where}]" if engine else ""),
-                     peer=None if peer else ("hf-lora" if row == "lora" else "hf-full"))
+            if peer:
+                r.update(row=row, label=label + engine[1], peer=None)
+            else:
+                where = f"{engine[0]}, ORT {engine[2]}" if several else engine[0]
+                r.update(row=row, label=f"{label} [{where}]", peer="hf-lora" if row == "lora" else "hf-full")
             r["flops"] = step_flops(bundles[method], r["plans"], model.batch) if "plans" in r \
                 else full_flops[method]
             r["gflop"] = r["flops"] / 1e9
             r["gflops"] = r["gflop"] / r["s_per_step"]
-            own = "torch" if engine is None else f"onnxruntime {engine[2]}"
+            own = "torch" + engine[0] if peer else f"onnxruntime {engine[2]}"
             r["share"] = r["gflops"] / peaks[own]["gflops"]
             results[tag] = r
-        v = verdicts(results)
+        v = [x for suffix, _, _ in torch_runs for x in verdicts(results, suffix)]
         report["models"][name] = {"batch": model.batch, "tokens": tokens, "steps": steps, "peaks": peaks,
                                   "results": results, "verdicts": v}
         say("\n" + table(model, results))

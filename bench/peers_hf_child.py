@@ -143,6 +143,7 @@ def run(spec: dict, result: dict, status) -> None:
         times.append(step(i))
         if i == 0:
             result["rss"]["after_step1"] = status("VmRSS")
+    result["rss"]["peak_steps"] = status("VmHWM")  # before the extra step below
     saved = SavedBytes()
     step(spec["steps"], saved)  # one more, untimed: what autograd saves
     memory["saved_for_backward"] = saved.total
