@@ -417,6 +417,74 @@ def test_a_validation_whose_estimate_is_wrong_stops_part_way_inside_the_cap(bund
     assert meter.joules == 12 + 1
 
 
+def _counted_run(bundle, data, tmp_path, monkeypatch, cap, n_val, eval_every, pause_j=0.0,
+                 estimate=None):
+    """12 steps of 64 under an energy cap with a CountingMeter (the final checkpoint's reserve
+    pinned at 1.5 J); ``pause_j``: a 1 s pause after
+    every step (as a power cap makes) costing that much idle energy; ``estimate``: the FLOPs
+    estimate of a validation replaced by this value."""
+    from edgetune.caps.limits import Caps
+    from edgetune.train import capping
+    from edgetune.train import trainer as trainer_module
+
+    if estimate is not None:
+        monkeypatch.setattr(capping.Capped, "_val_estimate", lambda self, samples: estimate)
+    if pause_j:
+        step = capping.Capped.observe_step
+        monkeypatch.setattr(capping.Capped, "observe_step", lambda self, j, s: (step(self, j, s), 1.0)[1])
+    b = Bundle.open(bundle)
+    train = load_data(b, data[0])
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    val = load_data(b, synthetic_images(tmp_path / "val.npz", n=n_val, seed=3))
+    trainer = Trainer(b, train, val, TrainConfig(steps=12, batch_size=64, eval_every=eval_every, threads=1),
+                      out=tmp_path / "run", caps=Caps(energy_joules=cap))
+    meter = trainer.meter = CountingMeter(trainer.engine)
+    trainer.limits.planner.budget.reserve = 1.5  # the final checkpoint's prior, pinned
+    def pause(seconds):
+        meter.joules += pause_j
+
+    monkeypatch.setattr(trainer_module.time, "sleep", pause)
+    result = trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    return result, meter.joules, [r for r in rows if "val_accuracy" in r or "val_skipped" in r]
+
+
+def test_a_power_cap_pause_is_time_between_steps_not_validation(bundle, data, tmp_path, monkeypatch):
+    """A 5 J pause after each step: it is reserved for every step left, not charged to (and
+    extrapolated over) the validation after it. Validations of 16 J every 4 steps fit the 150 J
+    cap (12 steps of 1 J + 12 pauses + 3 validations = 120 J) and all run; under a 78 J cap
+    with a validation of one batch after every step the run stops early inside the cap."""
+    result, spent, vals = _counted_run(bundle, data, tmp_path / "a", monkeypatch, 150.0, 1024, 4, pause_j=5.0)
+    assert spent <= 150.0 and [r["step"] for r in vals if "val_accuracy" in r] == [4, 8, 12]
+    result, spent, vals = _counted_run(bundle, data, tmp_path / "b", monkeypatch, 78.0, 64, 1, pause_j=5.0)
+    assert spent <= 78.0 and result.stopped is not None
+
+
+def test_a_validation_s_first_batch_is_paid_for_before_it_runs(bundle, data, tmp_path, monkeypatch):
+    """The checks before each batch cannot stop the first one: a validation starts only where a
+    batch at the costliest step's energy per sample fits, whatever its estimate (here 0 J).
+    12 steps of 1 J, then one batch of 1 J against a 15.5 J cap that keeps the checkpoint
+    reserve (1.5 J) twice: 12 + 1 + 3 > 15.5, skipped; on the 0 J estimate alone (12 + 0 + 3)
+    it would have run."""
+    result, spent, vals = _counted_run(bundle, data, tmp_path, monkeypatch, 15.5, 64, 12, estimate=0.0)
+    assert result.steps == 12 and spent == 12.0
+    assert [r.get("val_skipped") for r in vals] == ["energy cap"]
+    result, spent, vals = _counted_run(bundle, data, tmp_path / "more", monkeypatch, 16.5, 64, 12,
+                                       estimate=0.0)
+    assert spent == 13.0 and "val_accuracy" in vals[0]  # 12 + 1 + 3 <= 16.5: it runs
+
+
+def test_an_empty_validation_set_is_refused_before_training(bundle, data):
+    """A data file cannot be empty (the loaders refuse it); a Dataset from the API can."""
+    class Empty:
+        def __len__(self):
+            return 0
+
+    b = Bundle.open(bundle)
+    with pytest.raises(UsageError, match="validation data is empty"):
+        Trainer(b, load_data(b, data[0]), Empty(), TrainConfig(steps=1))
+
+
 def test_the_api_refuses_a_new_run_in_a_folder_that_holds_one(bundle, data, tmp_path):
     b = Bundle.open(bundle)
     ds = load_data(b, data[0])

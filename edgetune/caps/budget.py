@@ -36,6 +36,7 @@ class EnergyBudget:
         self.measured: float | None = None     # the last step's measured joules
         self.reserve, self.overhead = reserve, overhead
         self.reserve_measured = self.overhead_measured = False
+        self.between = 0.0                     # time between steps measured so far (pieces)
         self.max_step = 0.0                    # the most a step has measured (a noisy meter's
                                                # worst case beats the calibrated mean)
 
@@ -97,10 +98,15 @@ class EnergyBudget:
             raise UsageError(f"joules={joules!r}: must be >= 0")
         self.spent += float(joules)
 
-    def observe_overhead(self, joules: float) -> None:
+    def observe_overhead(self, joules: float, final: bool = True) -> None:
+        """Energy between two steps, spent now; ``final=False``: a piece of it (what came before
+        a validation), added to the rest when the next step starts."""
         self.observe_startup(joules)
-        prior = self.overhead if self.overhead_measured else 0.0
-        self.overhead, self.overhead_measured = max(prior, float(joules)), True
+        self.between += float(joules)
+        if final:
+            prior = self.overhead if self.overhead_measured else 0.0
+            self.overhead, self.overhead_measured = max(prior, self.between), True
+            self.between = 0.0
 
     def observe_checkpoint(self, joules: float) -> None:
         prior = self.reserve if self.reserve_measured else 0.0

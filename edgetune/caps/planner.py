@@ -193,10 +193,11 @@ class CapPlanner:
         """Energy this process spent before its first step (loading, the warm-up)."""
         self.budget.observe_startup(joules)
 
-    def observe_overhead(self, joules: float) -> None:
-        """Energy measured between two steps (logging, checkpoints): the run's end costs as
-        much again, so the most of it is kept for every step's estimate."""
-        self.budget.observe_overhead(joules)
+    def observe_overhead(self, joules: float, final: bool = True) -> None:
+        """Energy measured between two steps (logging, a power cap's pause, checkpoints): the
+        run's end costs as much again, so the most of it is kept for every step's estimate.
+        ``final=False``: a piece before a validation, summed with the rest at the next step."""
+        self.budget.observe_overhead(joules, final)
 
     def observe_validation(self, joules: float) -> None:
         """A validation's energy (whole or stopped part way): spent, but not time between

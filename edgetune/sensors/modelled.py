@@ -19,12 +19,15 @@ from edgetune.sensors.base import EnergyMeter
 
 
 class ProcessCpuShare:
-    """This process's mean share of all cores since the previous call, in [0, 1]:
+    """This process's mean share of the cores it may use since the previous call, in [0, 1]:
     u = Δ(user + system CPU time) / (Δt · cores)."""
 
     def __init__(self) -> None:
         self._process = psutil.Process()
-        self._cores = psutil.cpu_count() or 1
+        try:  # the CPUs it may run on (an affinity-limited container), else the machine's
+            self._cores = len(self._process.cpu_affinity()) or 1
+        except (AttributeError, OSError):
+            self._cores = psutil.cpu_count() or 1
 
     def __call__(self) -> float:
         return min(self._process.cpu_percent(interval=None) / (100.0 * self._cores), 1.0)

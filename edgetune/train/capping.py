@@ -40,7 +40,7 @@ class Uncapped:
     def observe_startup(self, joules: float) -> None:
         pass
 
-    def observe_overhead(self, joules: float) -> None:
+    def observe_overhead(self, joules: float, final: bool = True) -> None:
         pass
 
     def observe_step(self, joules: float, seconds: float) -> float:
@@ -57,8 +57,9 @@ class Uncapped:
         """The arena refused step ``step``'s plan: the plan to try instead, or an error."""
         raise EdgetuneError(f"out of memory at step {step}: {error}") from None
 
-    def affords(self, joules: float | None, samples: int) -> bool:
-        """Whether a validation of ``samples`` (last measured at ``joules``) fits the caps."""
+    def affords(self, joules: float | None, samples: int, batch: int) -> bool:
+        """Whether a validation of ``samples`` in batches of ``batch`` (last measured at
+        ``joules``) fits the caps."""
         return True
 
     def check_validation(self, joules: float, done: int, total: int, passes: int) -> None:
@@ -99,8 +100,8 @@ class Capped(Uncapped):
     def observe_startup(self, joules: float) -> None:
         self.planner.observe_startup(joules)
 
-    def observe_overhead(self, joules: float) -> None:
-        self.planner.observe_overhead(joules)
+    def observe_overhead(self, joules: float, final: bool = True) -> None:
+        self.planner.observe_overhead(joules, final)
 
     def observe_step(self, joules: float, seconds: float) -> float:
         self.planner.observe_memory(peak_rss_bytes())
@@ -120,8 +121,12 @@ class Capped(Uncapped):
             raise EdgetuneError(f"step {step}: {error}; no smaller plan is left: raise --ram-cap") from None
         return plan
 
-    def affords(self, joules: float | None, samples: int) -> bool:
-        return self.planner.can_afford(joules or self._val_estimate(samples))
+    def affords(self, joules: float | None, samples: int, batch: int) -> bool:
+        """Its estimate (the last one measured, else FLOPs), and never less than its first
+        batch's bound: the checks before each later batch cannot stop that one. A forward
+        batch is taken to cost at most what the costliest training step cost per sample."""
+        first = self.planner.budget.max_step * batch / self.planner.batch_size
+        return self.planner.can_afford(max(joules or self._val_estimate(samples), first))
 
     def check_validation(self, joules: float, done: int, total: int, passes: int) -> None:
         """The rest extrapolated from the cost so far, (total − done)·joules/done; the first

@@ -51,11 +51,11 @@ class AdamW:
         c = self.cfg
         for name, g in grads.items():
             p, m, v = self.params[name], self.m[name], self.v[name]
+            if not (p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
+                raise EdgetuneError(f"parameter {name!r}: AdamW updates C-contiguous arrays in place")
             self.t[name] += 1
             t = self.t[name]
             step = lr * math.sqrt(1 - c.beta2 ** t) / (1 - c.beta1 ** t)
-            if not (p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
-                raise EdgetuneError(f"parameter {name!r}: AdamW updates C-contiguous arrays in place")
             fp, fm, fv = p.reshape(-1), m.reshape(-1), v.reshape(-1)
             fg = np.ascontiguousarray(g, dtype=np.float32).reshape(-1)
             for lo in range(0, fp.size, CHUNK):

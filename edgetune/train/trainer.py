@@ -103,6 +103,8 @@ class Trainer:
         self.train_data, self.val_data = train_data, val_data
         if len(train_data) == 0:
             raise UsageError("training data is empty")
+        if val_data is not None and len(val_data) == 0:
+            raise UsageError("validation data is empty")
         c = self.config
         self.meter = make_energy_meter(self.device)
         self.meter.start()  # the run's energy includes loading and the warm-up
@@ -284,6 +286,7 @@ class Trainer:
         every = self.config.eval_every or len(self.sampler)
         if self.val_data is None or not (self.step % every == 0 or self.step == self.total_steps):
             return
+        self.limits.observe_overhead(self._energy(), final=False)  # a pause, logging: between steps
         val = self._validate()
         self.limits.observe_validation(self._energy())
         if val is None:
@@ -330,7 +333,8 @@ class Trainer:
         both = budgets is not None and not is_every_token(budgets, int(self.bundle.manifest["tokens"]))
         passes = 2 if both else 1
         spent = None if self._val_joules is None else self._val_joules * passes
-        if not self.limits.affords(spent, len(self.val_data) * passes):
+        batch = self.limits.eval_batch(self.config.batch_size)
+        if not self.limits.affords(spent, len(self.val_data) * passes, batch):
             return None
         before = self.meter.read_joules()
         try:
@@ -339,7 +343,7 @@ class Trainer:
                 assert budgets is not None
                 val["trained"] = self._evaluate(self.val_data, None, budgets,
                                                 self._val_guard(len(self.val_data), passes))
-        except ValidationStopped as e:  # what it cost is charged with the time between steps
+        except ValidationStopped as e:  # what it cost is charged by _validation
             self._val_joules = e.per_pass
             return None
         if both:

@@ -7,7 +7,8 @@ A rule names which saved tensors are candidates; a candidate is recomputed when 
 most ``MAX_CHAIN`` forward nodes computes it from tensors that are available to backward: those
 that still cross, graph inputs (the block's feeds and parameters), tensors computed from
 parameters alone, and earlier recomputed ones. Nothing new crosses for it, so a recomputation
-only ever lowers what a step holds, at the price of the chain's compute in backward.
+only lowers what is held from forward to backward, at the price of the chain's compute in
+backward (and, inside one block's backward, its rebuilt tensors next to their gradients).
 """
 
 from __future__ import annotations
