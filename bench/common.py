@@ -15,6 +15,7 @@ peak, and matplotlib plots (Agg backend; matplotlib is the ``bench`` extra, work
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -40,6 +41,50 @@ from edgetune.cli import main
 main()
 """
 CLI = [sys.executable, "-m", "edgetune.cli"]
+
+
+_NO_TORCH = r"""
+import importlib.abc
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked: a device has none")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def child_script(module: str, block_torch: bool) -> str:
+    """``python -c`` code that runs ``module.run(spec, result, status)`` (a module of bench/)
+    on the JSON spec in argv[1] and writes ``result`` to ``spec["result"]`` at exit, with the
+    process's RSS at start and its VmHWM (``import torch`` blocked, as on a device, if asked)."""
+    return ("import atexit, json, sys\n" + (_NO_TORCH if block_torch else "") + f"""
+def _status(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
+spec = json.loads(sys.argv[1])
+result = {{"rss": {{"start": _status("VmRSS")}}}}
+def _write():
+    result["peak_rss"] = _status("VmHWM")
+    with open(spec["result"], "w") as f:
+        json.dump(result, f)
+atexit.register(_write)
+sys.path.insert(0, spec["bench_dir"])
+import {module}
+{module}.run(spec, result, _status)
+""")
+
+
+def run_child(code: str, spec: dict, tmp: Path, python: str = sys.executable,
+              extra_env: dict | None = None) -> dict:
+    """Run a :func:`child_script` on ``spec`` (its ``tag`` names the result file in ``tmp``)
+    and return its result."""
+    spec = {**spec, "result": str(tmp / f"result-{spec['tag']}.json"),
+            "bench_dir": str(Path(__file__).resolve().parent)}
+    env = {**os.environ, "PYTHONHASHSEED": "0", **(extra_env or {})}
+    proc = subprocess.run([python, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{spec['tag']}: the child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(Path(spec["result"]).read_text())
 
 
 def say(msg: str) -> None:

@@ -55,25 +55,10 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from common import json_default, last_error, matmul_peak, say  # noqa: E402
+from common import child_script, json_default, last_error, matmul_peak, run_child, say  # noqa: E402
 from peft_cost import CHILD as EDGETUNE_CHILD  # noqa: E402
 
-HF_CHILD = r"""
-import atexit, json, sys
-def _status(key):
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
-spec = json.loads(sys.argv[1])
-result = {"rss": {"start": _status("VmRSS")}}
-def _write():
-    result["peak_rss"] = _status("VmHWM")
-    with open(spec["result"], "w") as f:
-        json.dump(result, f)
-atexit.register(_write)
-sys.path.insert(0, spec["bench_dir"])
-import peers_hf_child
-peers_hf_child.run(spec, result, _status)
-"""
+HF_CHILD = child_script("peers_hf_child", block_torch=False)
 
 
 @dataclass(frozen=True)
@@ -154,15 +139,6 @@ def write_data(model: Model, bundle: Path, path: Path, n: int) -> Path:
         for y in labels:
             f.write(" ".join(rng.choice(words, 3 * model.tokens)) + f",{y}\n")
     return file
-
-
-def run_child(code: str, python: str, spec: dict, tmp: Path, extra_env: dict | None = None) -> dict:
-    spec = {**spec, "result": str(tmp / f"result-{spec['tag']}.json"), "bench_dir": str(BENCH)}
-    env = {**os.environ, "PYTHONHASHSEED": "0", **(extra_env or {})}
-    proc = subprocess.run([python, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{spec['tag']}: the child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(Path(spec["result"]).read_text())
 
 
 def mkl_fast_path(out: Path) -> Path:
@@ -381,10 +357,10 @@ def main(argv: list[str] | None = None) -> dict:
                         spec.update(family=model.family, method=method, num_classes=model.num_classes,
                                     r=LORA_R, alpha=LORA_ALPHA, targets=list(model.targets),
                                     hf_folder=_hf_folder(model), config=man["model"]["config"])
-                        res = run_child(HF_CHILD, sys.executable, spec, Path(tmp), engine[2])
+                        res = run_child(HF_CHILD, spec, Path(tmp), extra_env=engine[2])
                     else:
                         spec.update(mode=engine[0], schedule=schedule)
-                        res = run_child(EDGETUNE_CHILD, engine[1], spec, Path(tmp))
+                        res = run_child(EDGETUNE_CHILD, spec, Path(tmp), python=engine[1])
                     runs[tag].append(res)
                     say(f"  round {rnd + 1}/{rounds} {name} {tag}: {res['s_per_step']:.3f} s/step, "
                         f"peak {res['peak_rss'] / 2**20:.0f} MiB")

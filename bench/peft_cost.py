@@ -36,14 +36,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import child_script, run_child  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "runs" / "vit-fmnist"
@@ -56,28 +57,7 @@ CONFIGS = {
     "alast-lora": ("ALaST + LoRA r16", "lora", "alast", ("adaptive",)),
 }
 
-CHILD = r"""
-import atexit, json, os, sys, time
-import importlib.abc
-class _NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked: a device has none")
-sys.meta_path.insert(0, _NoTorch())
-def _status(key):
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
-spec = json.loads(sys.argv[1])
-result = {"rss": {"start": _status("VmRSS")}}
-def _write():
-    result["peak_rss"] = _status("VmHWM")
-    with open(spec["result"], "w") as f:
-        json.dump(result, f)
-atexit.register(_write)
-sys.path.insert(0, spec["bench_dir"])
-import peft_cost_child
-peft_cost_child.run(spec, result, _status)
-"""
+CHILD = child_script("peft_cost_child", block_torch=True)
 
 
 def export_bundles(model: str, image_size: int | None, out: Path, quick: bool) -> dict[str, Path]:
@@ -101,17 +81,6 @@ def write_data(path: Path, n: int) -> None:
     rng = np.random.default_rng(0)
     np.savez(path, x=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
              y=rng.integers(0, 10, n).astype(np.int64))
-
-
-def run_child(spec: dict, tmp: Path) -> dict:
-    spec = {**spec, "result": str(tmp / f"result-{os.getpid()}-{spec['tag']}.json"),
-            "bench_dir": str(Path(__file__).resolve().parent)}
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True,
-                          text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{spec['tag']}: child failed:\n{proc.stderr[-3000:]}")
-    return json.loads(Path(spec["result"]).read_text())
 
 
 def median(xs):
@@ -197,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
                 spec = {"tag": tag.replace("/", "-"), "bundle": str(bundles[method]),
                         "data": str(data), "mode": engine, "schedule": schedule, "batch": batch,
                         "steps": steps, "threads": a.threads}
-                runs[tag].append(run_child(spec, Path(tmp)))
+                runs[tag].append(run_child(CHILD, spec, Path(tmp)))
                 print(f"round {rnd + 1}/{rounds} {tag}: {runs[tag][-1]['s_per_step']:.3f} s/step, "
                       f"peak {runs[tag][-1]['peak_rss'] / 2**20:.0f} MiB", file=sys.stderr)
         results = {}
@@ -215,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "data": str(data), "mode": engine, "schedule": schedule, "batch": batch,
                         "steps": min(steps, 3), "threads": a.threads,
                         "profile": str(prof_dir / tag.replace("/", "-"))}
-                results[tag]["profile"] = run_child(spec, Path(tmp))["profile"]
+                results[tag]["profile"] = run_child(CHILD, spec, Path(tmp))["profile"]
     report = {"model": model, "image_size": image_size, "batch": batch, "steps": steps,
               "rounds": rounds, "lora": list(LORA_SET), "results": results}
     text = table(results, "full/static" if "full/static" in results else next(iter(results)))
