@@ -235,6 +235,26 @@ def test_energy_budget_shrinks_plans_and_tracks_spending():
     assert p.last.joules <= (50000 - 10000) / 9
 
 
+def test_a_step_the_spread_allows_but_the_budget_cannot_pay_for_runs_the_cheapest_plan():
+    """The fallback keeps the inner plan's micro-batch: halving it saves memory, not energy
+    (the same FLOPs in more graph calls; m = 1 ran 10x slower than m = 64 on vit-micro)."""
+    p = planner(Caps(energy_joules=9000.0), steps=1)
+    p.observe_overhead(1000.0)                       # spent 1000; each step keeps 2·1000 around it
+    # the spread allows 9000 − 1000 − 1000 = 7000: keep 9 (6504 J) fits it, yet
+    # 1000 + 6504 + 2·1000 > 9000; the cheapest plan (keep 2, top layer: 1184 J) fits
+    plan = p.plan(10, 4)
+    np.testing.assert_array_equal(plan.keep, [2, 2, 2])
+    np.testing.assert_array_equal(plan.trained, [False, False, True])
+    assert plan.micro_batch == 4 and p.last.joules == 1184
+
+
+def test_the_cheapest_plan_halves_the_micro_batch_only_for_ram():
+    # top layer at keep 2: 4160 + 80 + 2000·m + 60 + 216·m fits 9000 at m = 2, not at m = 4
+    est = planner(Caps(ram_bytes=9000)).model.cheapest(10, 4, 4)
+    assert est.plan.micro_batch == 2 and est.fits_ram
+    assert planner(Caps()).model.cheapest(10, 4, 4).plan.micro_batch == 4
+
+
 def test_power_cap_pauses_after_each_step():
     prof = profile(joules_per_gflop=None)        # 3 J/GFLOP at 1 GFLOP/s: 3 W while busy
     p = CapPlanner(StaticPlanner(3), fake_manifest(), prof, Caps(power_watts=2.0), 10, 4,

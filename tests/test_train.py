@@ -368,8 +368,10 @@ def test_validation_is_inside_the_energy_cap(bundle, data, tmp_path):
                                     "--val", str(big_val), "--eval-every", "1", "--energy-cap", f"{cap}J"),
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert joules(out.stdout) <= cap, (out.stdout, cap)
     rows = [json.loads(line) for line in (tmp_path / "capped" / "metrics.jsonl").read_text().splitlines()]
+    seen = [(r["step"], round(r["energy_j"], 2), round(1e3 * r["step_time"], 1), r["tokens_kept"],
+             r["layers_trained"], r["micro_batch"]) for r in rows]
+    assert joules(out.stdout) <= cap, (out.stdout, out.stderr, cap, seen)
     assert any("val_skipped" in r for r in rows)
 
 

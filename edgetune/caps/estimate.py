@@ -138,3 +138,17 @@ class StepEstimator:
         top = np.zeros(L, bool)
         top[-1 if self.settings.shrink_layers else slice(None)] = True
         return self.estimate(keep, top, 1, n_tokens, batch_size)
+
+    def cheapest(self, n_tokens: int, batch_size: int, micro_batch: int) -> StepEstimate:
+        """The least energy: :meth:`smallest`'s tokens and layers at the largest micro-batch,
+        halving from ``micro_batch``, that fits RAM (else m = 1). A smaller micro-batch saves
+        memory, never energy: the same FLOPs in more graph calls (vit-micro at 64 samples a
+        step: 43 ms at m = 1, 4 ms at m = 64)."""
+        least = self.smallest(n_tokens, batch_size)
+        m = max(1, min(int(micro_batch), batch_size))
+        while m > 1:
+            est = self.estimate(least.plan.keep, least.plan.trained, m, n_tokens, batch_size)
+            if est.fits_ram:
+                return est
+            m = math.ceil(m / 2)
+        return least

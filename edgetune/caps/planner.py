@@ -168,11 +168,13 @@ class CapPlanner:
     def _fit_inner(self) -> StepPlan:
         n_tokens, batch_size = self._shape
         assert self._inner_plan is not None
+        cheapest = None
         if self.budget.cap is not None:  # stop before a step the energy cap cannot pay for
-            self.budget.check_left(self.smallest(n_tokens, batch_size).joules, self.steps_done)
+            cheapest = self.model.cheapest(n_tokens, batch_size, self._inner_plan.micro_batch)
+            self.budget.check_left(cheapest.joules, self.steps_done)
         est = self.fit_plan(self._inner_plan, n_tokens, batch_size)
-        if not self.budget.covers(est.joules):  # the budget's even spread ran ahead of measurements
-            est = self.smallest(n_tokens, batch_size)
+        if cheapest is not None and not self.budget.covers(est.joules):
+            est = cheapest  # the budget's even spread ran ahead of measurements
         self.last = est
         self.steps_done += 1
         self.budget.charge(est.joules)
