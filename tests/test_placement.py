@@ -93,6 +93,33 @@ def test_a_resident_run_follows_the_host_run(bundle, placement, tmp_path):
     assert back.state.optimizer.t == dev.state.optimizer.t
 
 
+@pytest.mark.parametrize("placement", RESIDENT, ids=lambda p: f"{p.provider}-resident")
+def test_trainable_parameters_move_between_a_resident_and_a_host_engine(bundle, placement):
+    """What a fleet's client does (train/exchange.py): the same state loaded into both, AdamW
+    restarted, then one step each from there agrees."""
+    cfg = AdamWConfig(lr=5e-3)
+    host, dev = _engine(bundle, cfg), _engine(bundle, cfg, placement)
+    n, L = bundle[2], host.num_layers
+    keep, every = np.full(L, n), np.ones(L, bool)
+    batches = _batches(host, np.random.default_rng(2))
+    host.train_step([batches[0]], keep, every, 5e-3)  # each builds moments of its own
+    dev.train_step([batches[1]], keep, every, 5e-3)
+    state = host.trainable_arrays()
+    assert set(dev.trainable_shapes().items()) == {(k, v.shape) for k, v in state.items()}
+    for engine in (host, dev):
+        engine.load_trainable(state, reset_optimizer=True)
+    for name, value in dev.trainable_arrays().items():
+        np.testing.assert_array_equal(value, state[name])
+    assert set(dev.state.optimizer.t.values()) == {0}
+    host.train_step([batches[2]], keep, every, 5e-3)
+    dev.train_step([batches[2]], keep, every, 5e-3)
+    got, want = dev.trainable_arrays(), host.trainable_arrays()
+    floor = gradient_floor(want.values())  # as above: a step moves each entry by about lr
+    for name in want:
+        assert_close_normwise(got[name], want[name], name, atol=floor)
+    assert not all(np.array_equal(got[name], state[name]) for name in state)  # it stepped
+
+
 def test_device_adamw_is_the_numpy_update():
     """The adamw graph against train/optim.py's AdamW over 4 steps, one parameter skipping one."""
     import tempfile

@@ -10,7 +10,7 @@ Both take token keep counts per layer every step. Each class declares what it ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -72,6 +72,12 @@ class Engine(Protocol):
     def predict(self, batch: Batch, keep: np.ndarray) -> np.ndarray: ...
 
     def trainable_arrays(self) -> dict[str, np.ndarray]: ...
+
+    def trainable_shapes(self) -> dict[str, tuple[int, ...]]: ...
+
+    def load_trainable(self, arrays: Mapping[str, np.ndarray], reset_optimizer: bool = False) -> None:
+        """Set every trainable parameter (float32, the shapes :meth:`trainable_shapes` gives);
+        the optimizer's moments and step counts stay, or restart from zero."""
 
     def warmup(self, batch: Batch, keep: np.ndarray, trained: np.ndarray | None = None) -> None:
         """Create every session and run one gradient pass on ``batch`` (no update; ``trained``
@@ -187,6 +193,16 @@ class StaticEngine:
     def trainable_arrays(self) -> dict[str, np.ndarray]:
         return {n: np.array(self.state.parameters[n].data) for n in self.trainable}
 
+    def trainable_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(self.state.parameters[n].data.shape) for n in self.trainable}
+
+    def load_trainable(self, arrays, reset_optimizer=False) -> None:
+        if reset_optimizer:  # the bundle's own checkpoint: ORT's optimizer state at step 0
+            initial = self.folder / self._files["checkpoint"]
+            self._build(self.api.CheckpointState.load_checkpoint(str(initial)))
+        for n in self.trainable:
+            self.state.parameters[n] = np.ascontiguousarray(arrays[n], np.float32)
+
     def save(self, folder: Path) -> None:
         self.api.CheckpointState.save_checkpoint(self.state, str(folder / ORT_CHECKPOINT),
                                                  include_optimizer_state=True)
@@ -270,6 +286,14 @@ class AdaptiveEngine:
 
     def trainable_arrays(self) -> dict[str, np.ndarray]:
         return {n: np.array(a) for n, a in self.state.arrays().items()}
+
+    def trainable_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(a.shape) for n, a in self.state.arrays().items()}
+
+    def load_trainable(self, arrays, reset_optimizer=False) -> None:
+        self.state.set_params(arrays)
+        if reset_optimizer:
+            self.state.reset_optimizer()
 
     def save(self, folder: Path) -> None:
         """Streamed from the live arrays (on the host), a tensor at a time: no copy."""

@@ -28,13 +28,22 @@ class TrainableState(Protocol):
 
     def optimizer_arrays(self) -> dict[str, np.ndarray]: ...
 
+    def set_params(self, params: Mapping[str, np.ndarray]) -> None:
+        """Every trainable parameter from ``params`` (shapes checked by the caller)."""
+
+    def reset_optimizer(self) -> None:
+        """The AdamW moments and step counts back to zero."""
+
     def load(self, params: Mapping[str, np.ndarray], optimizer: Mapping[str, np.ndarray]) -> None: ...
 
 
 class HostState:
     def __init__(self, runner, names: list[str], cfg: AdamWConfig):
-        self.runner, self.names = runner, names
-        self.optimizer = AdamW({n: runner.params[n] for n in names}, cfg)
+        self.runner, self.names, self.cfg = runner, names, cfg
+        self.reset_optimizer()
+
+    def reset_optimizer(self) -> None:
+        self.optimizer = AdamW({n: self.runner.params[n] for n in self.names}, self.cfg)
 
     def accumulate(self, total, grads, weight) -> None:
         for name, g in grads.items():
@@ -53,21 +62,27 @@ class HostState:
     def optimizer_arrays(self) -> dict[str, np.ndarray]:
         return self.optimizer.state_arrays()
 
-    def load(self, params, optimizer) -> None:
+    def set_params(self, params) -> None:
         for n in self.names:
             if params[n] is not self.runner.params[n]:  # not already read into place
-                self.runner.params[n][...] = params[n]
+                self.runner.params[n][...] = params[n]  # in place: ORT's sessions view them
+
+    def load(self, params, optimizer) -> None:
+        self.set_params(params)
         self.optimizer.load_state_arrays(optimizer)
 
 
 class DeviceState:
     def __init__(self, runner, names: list[str], cfg: AdamWConfig):
+        self.runner, self.names, self.cfg = runner, names, cfg
+        self.reset_optimizer()
+
+    def reset_optimizer(self) -> None:
         from edgetune.runtime.device_optim import DeviceAdamW
 
-        files = runner.index.get("optimizer", {})
-        self.runner, self.names = runner, names
-        self.optimizer = DeviceAdamW(runner.values, names, cfg, runner.sessions, files,
-                                     runner.placement)
+        r = self.runner
+        self.optimizer = DeviceAdamW(r.values, self.names, self.cfg, r.sessions,
+                                     r.index.get("optimizer", {}), r.placement)
 
     def accumulate(self, total, grads, weight) -> None:
         for name, g in grads.items():
@@ -88,13 +103,16 @@ class DeviceState:
     def optimizer_arrays(self) -> dict[str, np.ndarray]:
         return self.optimizer.state_arrays()
 
-    def load(self, params, optimizer) -> None:
+    def set_params(self, params) -> None:
         place = self.runner.placement
         for n in self.names:
             if tuple(params[n].shape) != tuple(self.runner.values[n].shape()):
                 raise EdgetuneError(f"checkpoint tensor {n!r}: shape {params[n].shape}, the "
                                     f"bundle's is {self.runner.values[n].shape()}")
             self.runner.values[n] = place.upload(np.asarray(params[n], np.float32))
+
+    def load(self, params, optimizer) -> None:
+        self.set_params(params)
         self.optimizer.load_state_arrays(optimizer)
 
 

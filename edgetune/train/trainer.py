@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from edgetune.train.capping import Capped, Uncapped, ValidationStopped
 from edgetune.train.config import TrainConfig
 from edgetune.train.engines import Batch, Engine, StepStats
 from edgetune.train.evaluate import evaluate_engine, token_count
+from edgetune.train.exchange import checked_state
 from edgetune.train.inference_tokens import (
     ALL,
     RUN,
@@ -178,15 +179,20 @@ class Trainer:
         return Capped(planner)
 
     # ---- the loop ----------------------------------------------------------------------------
-    def fit(self) -> TrainResult:
-        """Train to ``total_steps``; the run folder is locked (``RUN/.lock``) meanwhile."""
+    def fit(self, steps: int | None = None) -> TrainResult:
+        """Train ``steps`` more steps (default: all that are left), never past ``total_steps``:
+        the learning-rate schedule and the energy cap span the whole run, so a fleet's rounds
+        call ``fit(steps=k)`` on one Trainer. The run folder is locked (``RUN/.lock``) meanwhile."""
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise UsageError(f"steps={steps!r}: must be an integer >= 1 (or None: every step left)")
+        until = self.total_steps if steps is None else min(self.total_steps, self.step + steps)
         if self.run is None:
-            return self._fit()
+            return self._fit(until)
         with self.run.lock():
             self.run.remove_temporaries()
-            return self._fit()
+            return self._fit(until)
 
-    def _fit(self) -> TrainResult:
+    def _fit(self, until: int) -> TrainResult:
         start, first = time.monotonic(), self.step
         log = self.run.metrics_log(self.step or None) if self.run else None
         if self.run:
@@ -196,7 +202,7 @@ class Trainer:
         self._loss, self._peak_rss, self.stopped = float("nan"), 0.0, None
         self.limits.observe_startup(self._energy())  # loading and the warm-up (or since the last fit())
         try:
-            while self.step < self.total_steps and self._train_one(log, bar):
+            while self.step < until and self._train_one(log, bar):
                 pass
             self._checkpoint(("last",))
         finally:
@@ -377,6 +383,21 @@ class Trainer:
         """The token choice a checkpoint written now carries: the last validation's, else
         every token (undecided), with the budgets in force recorded."""
         return self.choice if self.choice is not None else undecided(self._budgets())
+
+    # ---- the trainable parameters: what a fleet's clients exchange (train/exchange.py) -------
+    def trainable_state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the trainable parameters, name → float32 array in the bundle's order;
+        frozen ones never leave (``list(d.values())`` is what Flower calls NDArrays)."""
+        return self.engine.trainable_arrays()
+
+    def load_trainable_state_dict(self, arrays: Mapping[str, np.ndarray],
+                                  reset_optimizer: bool = False) -> None:
+        """Set every trainable parameter from ``arrays`` (the names and shapes
+        :meth:`trainable_state_dict` gives; any float dtype; finite), checked whole before
+        anything changes. AdamW's moments and step counts stay, or restart at zero with
+        ``reset_optimizer``."""
+        self.engine.load_trainable(checked_state(arrays, self.engine.trainable_shapes()),
+                                   reset_optimizer=bool(reset_optimizer))
 
     # ---- state -------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:

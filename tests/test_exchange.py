@@ -1,0 +1,148 @@
+"""The trainable parameters a Trainer hands out and takes in (train/exchange.py), what a
+fleet's clients send: only the trainable ones, copies both ways, a mismatched state refused
+whole, AdamW's state kept or reset, rounds of ``fit(steps=k)`` on one Trainer, and FedAvg over
+two clients. Both engines; the static one where the training build is installed."""
+
+import numpy as np
+import pytest
+from bundles import micro_bundle
+from test_train import synthetic_images
+
+from edgetune.bundle import Bundle
+from edgetune.errors import UsageError
+from edgetune.train import TrainConfig, Trainer, load_data
+from conftest import training_api
+from numerics import RTOL, assert_close_normwise
+
+MODES = [pytest.param("adaptive", id="adaptive"), pytest.param("static", marks=training_api, id="static")]
+
+
+@pytest.fixture(scope="module")
+def lora():
+    return Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("exchange")
+    return synthetic_images(d / "train.npz", n=128), synthetic_images(d / "val.npz", n=64, seed=1)
+
+
+def trainer(bundle, images, mode, steps=4, **config):
+    cfg = dict(steps=steps, batch_size=16, lr=5e-3, threads=1, mode=mode, schedule="static")
+    return Trainer(bundle, load_data(bundle, images[0]), config=TrainConfig(**{**cfg, **config}))
+
+
+def equal(a, b):
+    return list(a) == list(b) and all(np.array_equal(a[n], b[n]) for n in a)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_only_the_trainable_parameters_travel_and_come_back(lora, images, mode):
+    a = trainer(lora, images, mode)
+    before = a.trainable_state_dict()
+    assert list(before) == a.engine.trainable                         # the bundle's order
+    assert sum(v.size for v in before.values()) == lora.manifest["params"]["trainable"]
+    assert all(v.dtype == np.float32 for v in before.values())
+    a.fit()
+    after = a.trainable_state_dict()
+    assert not equal(before, after)                                  # trained, and `before` a copy
+    after[next(iter(after))] += 1.0                                  # a copy the other way too
+    assert not equal(after, a.trainable_state_dict())
+    after = a.trainable_state_dict()
+
+    b = trainer(lora, images, mode)
+    b.load_trainable_state_dict({n: v.astype(np.float64) for n, v in after.items()})  # any float dtype
+    assert equal(b.trainable_state_dict(), after)
+    val = load_data(lora, images[1])
+    ea, eb = a.evaluate(val), b.evaluate(val)
+    # the same parameters in the same graphs: only the sessions differ
+    assert eb["accuracy"] == ea["accuracy"] and eb["loss"] == pytest.approx(ea["loss"], rel=RTOL)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_state_that_does_not_match_the_bundle_is_refused_whole(lora, images, mode):
+    t = trainer(lora, images, mode)
+    good = t.trainable_state_dict()
+    names = list(good)
+    last = names[-1]
+    cases = [
+        ([1, 2], "expected a mapping"),
+        ({n: good[n] for n in names[1:]}, f"lacks 1 of the bundle's {len(names)} trainable"),
+        ({**good, "blocks.0.attn.qkv.weight": good[last]}, "does not train.*frozen parameters never travel"),
+        ({**good, last: good[last][..., :1]}, f"'{last}': shape"),
+        ({**good, last: good[last].astype(np.int64)}, f"'{last}': dtype int64"),
+        ({**good, last: np.where(np.arange(good[last].size).reshape(good[last].shape) == 0, np.nan,
+                                 good[last])}, f"'{last}': 1 of {good[last].size} values are not finite"),
+    ]
+    shifted = {n: v + 1.0 for n, v in good.items()}
+    for state, message in cases:
+        if isinstance(state, dict):  # every other entry would change the parameters
+            state = {n: (state[n] if n == last or n not in shifted else shifted[n]) for n in state}
+        with pytest.raises(UsageError, match=message):
+            t.load_trainable_state_dict(state)
+        assert equal(t.trainable_state_dict(), good)                  # nothing changed
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_reset_optimizer_restarts_adamw_and_the_default_keeps_it(lora, images, mode):
+    """After a reset the next update is a fresh optimizer's (first-step AdamW); without one, the
+    moments the trainer built carry into it."""
+    trained = trainer(lora, images, mode)
+    trained.fit()
+    start = trained.trainable_state_dict()
+    batch = [load_data(lora, images[0]).batch(np.arange(16))]
+    L = trained.engine.num_layers
+    keep, every = np.full(L, int(lora.manifest["tokens"])), np.ones(L, bool)
+
+    def update(t, reset):
+        t.load_trainable_state_dict(start, reset_optimizer=reset)
+        t.engine.train_step(batch, keep, every, 1e-3)
+        return t.trainable_state_dict()
+
+    fresh = update(trainer(lora, images, mode), False)
+    kept = update(trained, False)   # the moments of its four steps carry in
+    reset = update(trained, True)
+    for n in start:  # one first AdamW step from the same parameters and gradients
+        assert_close_normwise(reset[n] - start[n], fresh[n] - start[n], n)
+    diff = sum(float(np.abs(kept[n] - fresh[n]).sum()) for n in start)
+    scale = sum(float(np.abs(fresh[n] - start[n]).sum()) for n in start)
+    assert diff > 0.01 * scale, (diff, scale)  # a first step moves every entry by about lr
+
+
+def test_rounds_of_fit_on_one_trainer_are_one_run(lora, images):
+    """fit(steps=2) three times is fit() once: the schedule spans the run, not the call."""
+    whole = trainer(lora, images, "adaptive", steps=6, warmup=2)
+    whole.fit()
+    rounds = trainer(lora, images, "adaptive", steps=6, warmup=2)
+    results = [rounds.fit(steps=2) for _ in range(3)]
+    assert [r.steps for r in results] == [2, 4, 6] and all(r.steps_run == 2 for r in results)
+    want, got = whole.trainable_state_dict(), rounds.trainable_state_dict()
+    for n in want:
+        assert_close_normwise(got[n], want[n], n)
+    assert rounds.fit(steps=5).steps_run == 0                        # never past total_steps
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(UsageError, match=r"steps=.*must be an integer >= 1"):
+            rounds.fit(steps=bad)
+
+
+def test_fedavg_over_two_clients_learns(lora, images):
+    """Two clients on disjoint halves, three rounds of: take the global state, two local steps,
+    send the trainable parameters back; the server averages them (FedAvg, McMahan et al. 2017)."""
+    data, val = load_data(lora, images[0]), load_data(lora, images[1])
+    cfg = TrainConfig(steps=6, batch_size=16, lr=5e-3, threads=1, mode="adaptive", schedule="static")
+    clients = [Trainer(lora, data.subset(np.arange(i, len(data), 2)), config=cfg) for i in range(2)]
+    server = Trainer(lora, data, config=cfg)                          # evaluates the global state
+    start = server.evaluate(val)
+    state = server.trainable_state_dict()
+    for _ in range(3):
+        sent = []
+        for c in clients:
+            c.load_trainable_state_dict(state)
+            c.fit(steps=2)
+            sent.append(c.trainable_state_dict())
+        state = {n: (sent[0][n] + sent[1][n]) / 2 for n in state}
+    server.load_trainable_state_dict(state)
+    end = server.evaluate(val)
+    assert end["loss"] < 0.8 * start["loss"], (start, end)
+    assert end["accuracy"] >= 0.8, end
