@@ -11,6 +11,7 @@ from test_train import synthetic_images
 from edgetune.bundle import Bundle
 from edgetune.errors import UsageError
 from edgetune.train import TrainConfig, Trainer, load_data
+
 from conftest import training_api
 from numerics import RTOL, assert_close_normwise
 
