@@ -68,7 +68,8 @@ def no_torch_env(root: Path) -> dict[str, str]:
     (shim / "torch").mkdir(parents=True, exist_ok=True)
     (shim / "torch" / "__init__.py").write_text(
         'raise ModuleNotFoundError("No module named \'torch\'", name="torch")\n')
-    return {**os.environ, "PYTHONPATH": str(shim)}
+    path = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}  # the shim first; the caller's path stays
 
 
 def run(cmd: list[str], env=None) -> str:
