@@ -385,6 +385,12 @@ class Trainer:
         return self.choice if self.choice is not None else undecided(self._budgets())
 
     # ---- the trainable parameters: what a fleet's clients exchange (train/exchange.py) -------
+    @property
+    def trainable_names(self) -> list[str]:
+        """The trainable parameters' names in the bundle's order (Flower's NDArrays are
+        positional: ``dict(zip(trainer.trainable_names, arrays))``)."""
+        return list(self.engine.trainable)
+
     def trainable_state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the trainable parameters, name → float32 array in the bundle's order;
         frozen ones never leave (``list(d.values())`` is what Flower calls NDArrays)."""
