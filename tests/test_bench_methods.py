@@ -17,7 +17,7 @@ import mnist  # noqa: E402
 
 def _bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "bench" / "methods.py"), *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)
+                          text=True, cwd=ROOT, timeout=900)
 
 
 @pytest.mark.slow

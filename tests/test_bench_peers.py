@@ -23,7 +23,7 @@ def test_peers_bench_quick(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "peers.py"), "--quick", "--models",
                           "bert-micro", "--bundles", str(bundles), "--out", str(tmp_path),
                           *(["--hf-mkl-fast-path"] if fast else [])],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+                         capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     report = json.loads((tmp_path / "results.json").read_text())
     m = report["models"]["bert-micro"]

@@ -264,12 +264,14 @@ def test_modelled_cpu_share_is_this_process_s_own():
     burn = "import time\nt = time.time()\nwhile time.time() - t < 0.5: pass"
     subprocess.run([sys.executable, "-c", burn], check=True)
     idle = share()
-    t = time.process_time()
+    t, wall = time.process_time(), time.monotonic()
     while time.process_time() - t < 0.3:
         pass
     busy = share()
+    cpu, wall = time.process_time() - t, time.monotonic() - wall
     cores = len(psutil.Process().cpu_affinity()) or 1
-    assert idle < 0.2 / cores and busy > 0.5 / cores, (idle, busy, cores)
+    # what this process ran over its wall time (a VM's steal lowers both), less 10 ms ticks
+    assert idle < 0.2 / cores and busy > 0.8 * cpu / (wall * cores) - 0.02 / wall, (idle, busy, cpu, wall)
 
 
 def test_modelled_gpu_device_assumes_busy():

@@ -66,6 +66,14 @@ class DeviceAdamW:
             out[f"t/{k}"] = np.asarray(self.t[k], dtype=np.int64)
         return out
 
+    def reset(self) -> None:
+        """Moments and step counts back to zero, a tensor at a time."""
+        for k in self.names:
+            shape = self.m[k].shape()
+            self.m[k] = self.placement.upload(np.zeros(shape, np.float32))
+            self.v[k] = self.placement.upload(np.zeros(shape, np.float32))
+            self.t[k] = 0
+
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         for k in self.names:
             self.m[k] = self.placement.upload(np.asarray(arrays[f"m/{k}"], np.float32))

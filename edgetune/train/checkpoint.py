@@ -10,6 +10,7 @@ naming the checkpoint still intact.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -29,12 +30,17 @@ class CheckpointStore:
         self.dir = run_dir / "checkpoints"
 
     def save(self, step: int, write: Callable[[Path], None], state: dict[str, Any],
-             tags: tuple[str, ...] = ("last",)) -> Path:
-        name = f"step-{step:08d}"
+             tags: tuple[str, ...] = ("last",), revision: int = 0) -> Path:
+        """Checkpoint ``step`` as ``step-<N>`` (``step-<N>-r<revision>``: the parameters
+        changed at that step without a step, ``Trainer.load_trainable_state_dict``), then
+        point ``tags`` at it; a folder of that name that a pointer names already holds it."""
+        name = folder_name(step, revision)
         target = self.dir / name
         previous = self._pointed("last")
         created = False
         try:
+            if target.exists() and name not in self._named():  # a kill's leftover: write anew
+                shutil.rmtree(target)
             if not target.exists():
                 with atomic_dir(target) as tmp:
                     write(tmp)
@@ -103,6 +109,16 @@ class CheckpointStore:
         for p in self.dir.iterdir():
             if p.is_dir() and p.name not in keep:
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def folder_name(step: int, revision: int = 0) -> str:
+    return f"step-{step:08d}" + (f"-r{revision}" if revision else "")
+
+
+def revision_of(folder: Path) -> int:
+    """The revision in a checkpoint folder's name (0 for ``step-<N>``)."""
+    m = re.fullmatch(r"step-\d+-r(\d+)", folder.name)
+    return int(m.group(1)) if m else 0
 
 
 def read_state(folder: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from edgetune.runtime.ort_env import ArenaFull, arena_errors, session_options
 from edgetune.runtime.ort_training import training_api
 from edgetune.runtime.placement import HOST, Placement
 from edgetune.tensorfile import load_tensors, save_tensors
+from edgetune.train.exchange import checked_state
 from edgetune.train.optim import AdamWConfig
 
 Batch = dict[str, np.ndarray]
@@ -76,8 +77,9 @@ class Engine(Protocol):
     def trainable_shapes(self) -> dict[str, tuple[int, ...]]: ...
 
     def load_trainable(self, arrays: Mapping[str, np.ndarray], reset_optimizer: bool = False) -> None:
-        """Set every trainable parameter (float32, the shapes :meth:`trainable_shapes` gives);
-        the optimizer's moments and step counts stay, or restart from zero."""
+        """Set every trainable parameter (train/exchange.py: the names and shapes
+        :meth:`trainable_shapes` gives, checked whole first); the optimizer's moments and step
+        counts stay, or restart from zero."""
 
     def warmup(self, batch: Batch, keep: np.ndarray, trained: np.ndarray | None = None) -> None:
         """Create every session and run one gradient pass on ``batch`` (no update; ``trained``
@@ -129,15 +131,18 @@ class StaticEngine:
         self._opts = session_options(threads, fixed_shapes="input_ids" not in index["static"]["inputs"])
         self.trainable = list(index["static"]["trainable"])
         self.num_layers = int(index["model"]["num_layers"])
-        self._build(self.api.CheckpointState.load_checkpoint(str(self.folder / self._files["checkpoint"])))
+        state = self.api.CheckpointState.load_checkpoint(str(self.folder / self._files["checkpoint"]))
+        self._shapes = {n: tuple(state.parameters[n].data.shape) for n in self.trainable}
+        self._build(state)
 
     def _build(self, state) -> None:
-        self.state = state
+        """ORT's module and optimizer over ``state``; where opening them fails, the engine is
+        left as it was."""
         with arena_errors("opening ORT's training graphs"):
-            self.module = self.api.Module(str(self.folder / self._files["training"]), state,
-                                          str(self.folder / self._files["eval"]),
-                                          session_options=self._opts)
-            self.optimizer = self.api.Optimizer(str(self.folder / self._files["optimizer"]), self.module)
+            module = self.api.Module(str(self.folder / self._files["training"]), state,
+                                     str(self.folder / self._files["eval"]), session_options=self._opts)
+            optimizer = self.api.Optimizer(str(self.folder / self._files["optimizer"]), module)
+        self.state, self.module, self.optimizer = state, module, optimizer
         self.module.train()
         self._train_inputs = self.module.input_names()
         self.module.eval()
@@ -194,9 +199,10 @@ class StaticEngine:
         return {n: np.array(self.state.parameters[n].data) for n in self.trainable}
 
     def trainable_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {n: tuple(self.state.parameters[n].data.shape) for n in self.trainable}
+        return dict(self._shapes)
 
     def load_trainable(self, arrays, reset_optimizer=False) -> None:
+        arrays = checked_state(arrays, self._shapes)
         if reset_optimizer:  # the bundle's own checkpoint: ORT's optimizer state at step 0
             initial = self.folder / self._files["checkpoint"]
             self._build(self.api.CheckpointState.load_checkpoint(str(initial)))
@@ -291,7 +297,7 @@ class AdaptiveEngine:
         return {n: tuple(a.shape) for n, a in self.state.arrays().items()}
 
     def load_trainable(self, arrays, reset_optimizer=False) -> None:
-        self.state.set_params(arrays)
+        self.state.set_params(checked_state(arrays, self.trainable_shapes()))
         if reset_optimizer:
             self.state.reset_optimizer()
 

@@ -75,6 +75,13 @@ class AdamW:
             out[f"t/{k}"] = np.asarray(self.t[k], dtype=np.int64)
         return out
 
+    def reset(self) -> None:
+        """Moments and step counts back to zero, in place (no second copy of the moments)."""
+        for k in self.params:
+            self.m[k].fill(0.0)
+            self.v[k].fill(0.0)
+            self.t[k] = 0
+
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         for k in self.params:
             self.m[k][...] = arrays[f"m/{k}"]

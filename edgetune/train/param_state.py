@@ -39,11 +39,11 @@ class TrainableState(Protocol):
 
 class HostState:
     def __init__(self, runner, names: list[str], cfg: AdamWConfig):
-        self.runner, self.names, self.cfg = runner, names, cfg
-        self.reset_optimizer()
+        self.runner, self.names = runner, names
+        self.optimizer = AdamW({n: runner.params[n] for n in names}, cfg)
 
     def reset_optimizer(self) -> None:
-        self.optimizer = AdamW({n: self.runner.params[n] for n in self.names}, self.cfg)
+        self.optimizer.reset()
 
     def accumulate(self, total, grads, weight) -> None:
         for name, g in grads.items():
@@ -74,15 +74,15 @@ class HostState:
 
 class DeviceState:
     def __init__(self, runner, names: list[str], cfg: AdamWConfig):
-        self.runner, self.names, self.cfg = runner, names, cfg
-        self.reset_optimizer()
-
-    def reset_optimizer(self) -> None:
         from edgetune.runtime.device_optim import DeviceAdamW
 
-        r = self.runner
-        self.optimizer = DeviceAdamW(r.values, self.names, self.cfg, r.sessions,
-                                     r.index.get("optimizer", {}), r.placement)
+        files = runner.index.get("optimizer", {})
+        self.runner, self.names = runner, names
+        self.optimizer = DeviceAdamW(runner.values, names, cfg, runner.sessions, files,
+                                     runner.placement)
+
+    def reset_optimizer(self) -> None:
+        self.optimizer.reset()
 
     def accumulate(self, total, grads, weight) -> None:
         for name, g in grads.items():

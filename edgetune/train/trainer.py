@@ -13,6 +13,7 @@ Silent unless ``progress=True``. ``callbacks`` get each step's record (a dict).
 from __future__ import annotations
 
 import dataclasses
+import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,10 +37,10 @@ from edgetune.sensors.factory import make_energy_meter
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.capping import Capped, Uncapped, ValidationStopped
+from edgetune.train.checkpoint import revision_of
 from edgetune.train.config import TrainConfig
 from edgetune.train.engines import Batch, Engine, StepStats
 from edgetune.train.evaluate import evaluate_engine, token_count
-from edgetune.train.exchange import checked_state
 from edgetune.train.inference_tokens import (
     ALL,
     RUN,
@@ -128,6 +129,8 @@ class Trainer:
         self._val_joules: float | None = None  # one validation pass, last measured
         self.choice: TokenChoice | None = None  # the last validation's token choice
         self.best_choice: TokenChoice | None = None  # the best checkpoint's
+        self._loads = 0  # parameter loads since the last step: a checkpoint's revision
+        self._saved: tuple[int, int] | None = None  # (step, loads) of the last "last" checkpoint
         if resume:
             self._resume()
         first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
@@ -183,9 +186,7 @@ class Trainer:
         """Train ``steps`` more steps (default: all that are left), never past ``total_steps``:
         the learning-rate schedule and the energy cap span the whole run, so a fleet's rounds
         call ``fit(steps=k)`` on one Trainer. The run folder is locked (``RUN/.lock``) meanwhile."""
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise UsageError(f"steps={steps!r}: must be an integer >= 1 (or None: every step left)")
-        until = self.total_steps if steps is None else min(self.total_steps, self.step + steps)
+        until = self.total_steps if steps is None else min(self.total_steps, self.step + _more_steps(steps))
         if self.run is None:
             return self._fit(until)
         with self.run.lock():
@@ -204,7 +205,8 @@ class Trainer:
         try:
             while self.step < until and self._train_one(log, bar):
                 pass
-            self._checkpoint(("last",))
+            if self._saved != (self.step, self._loads):  # not already (a stop, an empty fit)
+                self._checkpoint(("last",))
         finally:
             if bar:
                 bar.close()
@@ -241,6 +243,7 @@ class Trainer:
             raise EdgetuneError(f"step {self.step}: loss is {stats.loss}; lower --lr (now {self.config.lr})")
         self.planner.observe(stats.cls_delta, stats.cls_norm)
         self.step += 1
+        self._loads = 0
         self._loss = stats.loss
         rss = process_rss_bytes() / MB
         self._peak_rss = max(self._peak_rss, rss, peak_rss_bytes() / MB)
@@ -401,9 +404,12 @@ class Trainer:
         """Set every trainable parameter from ``arrays`` (the names and shapes
         :meth:`trainable_state_dict` gives; any float dtype; finite), checked whole before
         anything changes. AdamW's moments and step counts stay, or restart at zero with
-        ``reset_optimizer``."""
-        self.engine.load_trainable(checked_state(arrays, self.engine.trainable_shapes()),
-                                   reset_optimizer=bool(reset_optimizer))
+        ``reset_optimizer``. The next validation sets the best checkpoint afresh."""
+        self.engine.load_trainable(arrays, reset_optimizer=bool(reset_optimizer))
+        # another model from here on: checkpoints at this step are a new revision, and the
+        # next validation sets the best afresh (the best so far scored other parameters)
+        self._loads += 1
+        self.best_accuracy, self.best_choice = None, None
 
     # ---- state -------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
@@ -420,7 +426,9 @@ class Trainer:
     def _checkpoint(self, tags: tuple[str, ...]) -> None:
         if self.run:
             before = self.meter.read_joules()
-            self.run.checkpoints.save(self.step, self.engine.save, self._state(), tags)
+            self.run.checkpoints.save(self.step, self.engine.save, self._state(), tags, self._loads)
+            if "last" in tags:
+                self._saved = (self.step, self._loads)
             self.limits.observe_checkpoint(self.meter.read_joules() - before)
 
     def _resume(self) -> None:
@@ -436,10 +444,22 @@ class Trainer:
         self.engine.load(folder)
         self.planner.load_state_dict(state["planner"])
         self.step = int(state["step"])
+        self._loads = revision_of(folder)
+        self._saved = (self.step, self._loads)
         self.best_accuracy = state.get("best_accuracy")
         self.choice = _validated_choice(state)
         best = self.run.checkpoints.path("best")
         self.best_choice = None if best is None else _validated_choice(self.run.state(best))
+
+
+def _more_steps(steps: object) -> int:
+    try:
+        n = operator.index(steps)  # type: ignore[arg-type]
+    except TypeError:
+        n = 0
+    if isinstance(steps, bool) or n < 1:
+        raise UsageError(f"steps={steps!r}: must be an integer >= 1 (or None: every step left)")
+    return n
 
 
 def _validated_choice(state: dict[str, Any]) -> TokenChoice | None:
