@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--edgetune-python", default=sys.executable,
                    help="the pythons of edgetune's rows, comma-separated (e.g. .venv/bin/python,"
                    ".venv-device/bin/python: the training build and stock onnxruntime); each runs the "
-                   "engines its build has")
+                   "engines its build has; LABEL=PYTHON names one in the table (two pythons of one "
+                   "build: two versions of edgetune)")
     p.add_argument("--hf-mkl-fast-path", action="store_true",
                    help="also run the HF rows with MKL's AVX2/AVX-512 kernels forced on (a non-Intel "
                    "CPU, where MKL otherwise takes a slow path): the peers at their best here")
@@ -306,7 +307,11 @@ def main(argv: list[str] | None = None) -> dict:
     bad = [r for r in wanted if r not in ROWS]
     if bad:
         p.error(f"--rows: {', '.join(bad)} not among {', '.join(ROWS)}")
-    pythons = {py: ort_version(py) for py in a.edgetune_python.split(",")}
+    named = [(item.partition("=")[2], item.partition("=")[0]) if "=" in item else (item, "")
+             for item in a.edgetune_python.split(",")]  # (python, label)
+    pythons = {py: ort_version(py) for py, _ in named}
+    # a row's tag names its python: LABEL where given (two pythons, one build), else the build
+    tags = {py: label or pythons[py].split()[0] for py, label in named}
     # (engine, python, onnxruntime build): static needs the training build
     engines = [(e, py, ort) for py, ort in pythons.items() for e in a.engines.split(",")
                if e != "static" or "training" in ort]
@@ -344,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
             if peer:
                 rows += [(row + t[0], row, t) for t in torch_runs]
             else:
-                rows += [(f"{row}/{e[0]}" + (f"/{e[2].split()[0]}" if several else ""), row, e)
+                rows += [(f"{row}/{e[0]}" + (f"/{tags[e[1]]}" if several else ""), row, e)
                          for e in engines if e[0] == "adaptive" or schedule == "static"]
         runs: dict[str, list[dict]] = {tag: [] for tag, _, _ in rows}
         with tempfile.TemporaryDirectory() as tmp:
@@ -372,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
             if peer:
                 r.update(row=row, label=label + engine[1], peer=None)
             else:
-                where = f"{engine[0]}, ORT {engine[2]}" if several else engine[0]
+                where = f"{engine[0]}, {tags[engine[1]]}, ORT {engine[2]}" if several else engine[0]
                 r.update(row=row, label=f"{label} [{where}]", peer="hf-lora" if row == "lora" else "hf-full")
             r["flops"] = step_flops(bundles[method], r["plans"], model.batch) if "plans" in r \
                 else full_flops[method]
