@@ -174,3 +174,28 @@ def test_unknown_training_op_is_an_error():
     model = _model(node, {"a": f32(2), "b": f32(2)}, ["c"])
     with pytest.raises(LoweringError, match="InPlaceAccumulatorV2"):
         lower(model)
+
+
+def test_gathergrad_zeros_are_not_folded_into_an_initializer(tmp_path):
+    """An embedding table's gradient starts from zeros of the table's (constant) shape; ORT's
+    constant folding must not turn them into an initializer as large as the table, which the
+    session would hold for good (minilm-l6's word embeddings: 47 MB)."""
+    table = [5000, 64]
+    node = helper.make_node("GatherGrad", ["shape", "i", "dy"], ["dx"], domain="com.microsoft", axis=0)
+    feeds = {"i": rng.integers(0, table[0], (2, 7)).astype(np.int64), "dy": f32(2, 7, table[1])}
+    model = _model(node, feeds, ["dx"])
+    for value in model.graph.input:  # batch and tokens vary, as in an exported graph
+        for dim, name in zip(value.type.tensor_type.shape.dim, ("batch", "tokens")):
+            dim.dim_param = name
+    model.graph.initializer.append(helper.make_tensor("shape", I64, [2], table))
+    lowered = lower(model)
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    sess = ort.InferenceSession(lowered.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    (dx,) = sess.run(["dx"], feeds)
+    want = np.zeros(table, np.float32)
+    np.add.at(want, feeds["i"].ravel(), feeds["dy"].reshape(-1, table[1]))
+    assert_close_normwise(dx, want, "dx")
+    optimized = onnx.load_model(str(tmp_path / "optimized.onnx"))
+    biggest = max((int(np.prod(t.dims)) for t in optimized.graph.initializer), default=0)
+    assert biggest < table[0] * table[1], biggest
