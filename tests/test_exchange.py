@@ -189,9 +189,17 @@ def test_rounds_in_a_run_folder(lora, images, tmp_path):
     assert pointed() == "step-00000004-r1"
     from edgetune.train.engines import AdaptiveEngine
     assert equal(AdaptiveEngine.read_trained(run / "checkpoints" / "step-00000004-r1"), shifted)
+    # the old best scored other parameters: its pointer went, so eval (best) falls back to last
+    assert not (run / "checkpoints" / "best.json").exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir()) == ["step-00000004-r1"]
+    from edgetune.train.evaluate import evaluate_path
+    assert "step-00000004-r1" in evaluate_path(run, images[1])["source"]
+    state = json.loads((run / "checkpoints" / "step-00000004-r1" / "state.json").read_text())
+    assert state["inference"]["val_accuracy"] is None and state["best_accuracy"] is None
 
     resumed = Trainer(lora, load_data(lora, images[0]), val, cfg, out=run, resume=True)
     assert resumed.step == 4 and equal(resumed.trainable_state_dict(), shifted)
+    assert resumed.best_accuracy is None and resumed.best_choice is None
     resumed.load_trainable_state_dict(t.trainable_state_dict())
     resumed.fit()
     assert pointed() == "step-00000004-r2"

@@ -165,12 +165,15 @@ class CapPlanner:
         self._inner_plan, self._shape = self.inner.plan(n_tokens, batch_size), (n_tokens, batch_size)
         return self._fit_inner()
 
-    def _fit_inner(self) -> StepPlan:
+    def _fit_inner(self, refused: bool = False) -> StepPlan:
+        """The inner plan fitted to the caps; ``refused``: the arena refused the last one, so
+        the energy fallback is the smallest plan (micro-batch 1), not the cheapest."""
         n_tokens, batch_size = self._shape
         assert self._inner_plan is not None
         cheapest = None
         if self.budget.cap is not None:  # stop before a step the energy cap cannot pay for
-            cheapest = self.model.cheapest(n_tokens, batch_size, self._inner_plan.micro_batch)
+            cheapest = self.smallest(n_tokens, batch_size) if refused else \
+                self.model.cheapest(n_tokens, batch_size, self._inner_plan.micro_batch)
             self.budget.check_left(cheapest.joules, self.steps_done)
         est = self.fit_plan(self._inner_plan, n_tokens, batch_size)
         if cheapest is not None and not self.budget.covers(est.joules):
@@ -189,7 +192,7 @@ class CapPlanner:
         self.steps_done -= 1
         self.budget.refund()
         self.model.arena_factor *= 1.5
-        return self._fit_inner()
+        return self._fit_inner(refused=True)
 
     def observe_startup(self, joules: float) -> None:
         """Energy this process spent before its first step (loading, the warm-up)."""

@@ -60,6 +60,10 @@ class CheckpointStore:
         self._prune()
         return target
 
+    def forget(self, tag: str) -> None:
+        """Remove the ``tag`` pointer (its folder goes with the next save's pruning)."""
+        self.pointer(tag).unlink(missing_ok=True)
+
     def pointer(self, tag: str) -> Path:
         return self.dir / f"{tag}.json"
 

@@ -91,10 +91,12 @@ def decide(budgets: Any, accuracy_all: float, accuracy_trained: float) -> TokenC
                        "trained budgets")
 
 
-def undecided(budgets: Any | None) -> TokenChoice:
-    """No validation to decide from: every token (the budgets stay recorded for ``--tokens trained``)."""
-    reason = "no validation data to decide from" if budgets is not None else "trained on every token"
-    return TokenChoice(ALL, budgets, None, reason)
+def undecided(budgets: Any | None, why: str | None = None) -> TokenChoice:
+    """No validation to decide from (``why``, where there is one to say): every token (the
+    budgets stay recorded for ``--tokens trained``)."""
+    if budgets is None:
+        return TokenChoice(ALL, None, None, "trained on every token")
+    return TokenChoice(ALL, budgets, None, why or "no validation data to decide from")
 
 
 def is_every_token(budgets: Any, n_tokens: int) -> bool:

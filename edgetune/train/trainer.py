@@ -131,6 +131,7 @@ class Trainer:
         self.best_choice: TokenChoice | None = None  # the best checkpoint's
         self._loads = 0  # parameter loads since the last step: a checkpoint's revision
         self._saved: tuple[int, int] | None = None  # (step, loads) of the last "last" checkpoint
+        self._forget_best = False  # drop the "best" pointer with the next checkpoint (a load)
         if resume:
             self._resume()
         first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
@@ -385,7 +386,10 @@ class Trainer:
     def _choice(self) -> TokenChoice:
         """The token choice a checkpoint written now carries: the last validation's, else
         every token (undecided), with the budgets in force recorded."""
-        return self.choice if self.choice is not None else undecided(self._budgets())
+        if self.choice is not None:
+            return self.choice
+        why = "parameters loaded since the last validation" if self._loads else None
+        return undecided(self._budgets(), why)
 
     # ---- the trainable parameters: what a fleet's clients exchange (train/exchange.py) -------
     @property
@@ -404,12 +408,14 @@ class Trainer:
         """Set every trainable parameter from ``arrays`` (the names and shapes
         :meth:`trainable_state_dict` gives; any float dtype; finite), checked whole before
         anything changes. AdamW's moments and step counts stay, or restart at zero with
-        ``reset_optimizer``. The next validation sets the best checkpoint afresh."""
+        ``reset_optimizer``. Another model from here on: a checkpoint at this step is a new
+        revision (``step-N-rK``), the ``best`` pointer goes with the next checkpoint (``best``
+        falls back to ``last``) and the next validation sets it afresh, and until a validation
+        the inference tokens are undecided (the best so far scored other parameters)."""
         self.engine.load_trainable(arrays, reset_optimizer=bool(reset_optimizer))
-        # another model from here on: checkpoints at this step are a new revision, and the
-        # next validation sets the best afresh (the best so far scored other parameters)
         self._loads += 1
-        self.best_accuracy, self.best_choice = None, None
+        self.best_accuracy, self.best_choice, self.choice = None, None, None
+        self._forget_best = True
 
     # ---- state -------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
@@ -425,6 +431,9 @@ class Trainer:
 
     def _checkpoint(self, tags: tuple[str, ...]) -> None:
         if self.run:
+            if self._forget_best:  # parameters were loaded: the old best is another model's
+                self.run.checkpoints.forget("best")
+                self._forget_best = False
             before = self.meter.read_joules()
             self.run.checkpoints.save(self.step, self.engine.save, self._state(), tags, self._loads)
             if "last" in tags:
@@ -449,7 +458,8 @@ class Trainer:
         self.best_accuracy = state.get("best_accuracy")
         self.choice = _validated_choice(state)
         best = self.run.checkpoints.path("best")
-        self.best_choice = None if best is None else _validated_choice(self.run.state(best))
+        self.best_choice = None if best is None or self.best_accuracy is None \
+            else _validated_choice(self.run.state(best))
 
 
 def _more_steps(steps: object) -> int:

@@ -76,10 +76,12 @@ def gather_grad(b: Builder) -> None:
     index = b.op("Reshape", indices, b.op("Concat", ones[0], minus, ones[1], axis=0))
     index = b.op("Expand", index, b.op("Shape", updates))
     # the zeros' shape passes through a value known only at run time (an empty slice of dy's
-    # shape): from a constant shape (an embedding table's) ORT's constant folding would make
-    # them an initializer as large as the table, held by the session for good (47 MB for
-    # minilm-l6's word embeddings)
-    runtime = b.op("Slice", b.op("Shape", dy), b.const([0]), b.const([0]), b.const([0]))
+    # values; dy's shape would fold where it is static): from a constant shape (an embedding
+    # table's) ORT's constant folding would make them an initializer as large as the table,
+    # held by the session for good (47 MB for minilm-l6's word embeddings)
+    flat = b.op("Reshape", dy, b.const([-1]))
+    runtime = b.op("Cast", b.op("Slice", flat, b.const([0]), b.const([0]), b.const([0])),
+                   to=7)  # INT64
     zeros = b.op("ConstantOfShape", b.op("Concat", shape, runtime, axis=0),
                  value=_tensor(np.zeros(1, np.float32)))
     b.op("ScatterElements", zeros, index, updates, axis=axis, reduction="add",
