@@ -125,7 +125,7 @@ class Capped(Uncapped):
         """Its estimate (the last one measured, else FLOPs), and never less than its first
         batch's bound: the checks before each later batch cannot stop that one. A forward
         batch is taken to cost at most what the costliest training step cost per sample."""
-        first = self.planner.budget.max_step * batch / self.planner.batch_size
+        first = self.planner.max_step_joules * batch / self.planner.batch_size
         return self.planner.can_afford(max(joules or self._val_estimate(samples), first))
 
     def check_validation(self, joules: float, done: int, total: int, passes: int) -> None:

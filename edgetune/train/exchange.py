@@ -32,8 +32,7 @@ def checked_state(arrays: Mapping[str, object],
                          f"train: {_names(unexpected)} (frozen parameters never travel)")
     out = {}
     for name, shape in shapes.items():
-        value = arrays[name]
-        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        arr = np.asarray(arrays[name])
         if arr.dtype.kind != "f":
             raise UsageError(f"trainable state {name!r}: dtype {arr.dtype}; must be a float array")
         if tuple(arr.shape) != tuple(shape):
