@@ -79,6 +79,11 @@ class Bundle:
             if sha256_file(p) != digest:
                 raise EdgetuneError(f"{self.path}: bundle file {rel} is corrupt (sha256 mismatch)")
 
+    @property
+    def sha256(self) -> str:
+        """The bundle's identity: sha256 of its manifest, which holds every file's sha256."""
+        return sha256_file(self.path / MANIFEST)
+
     # ---- what the runtime reads ----------------------------------------------------------
     @property
     def modes(self) -> list[str]:

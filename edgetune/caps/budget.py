@@ -58,6 +58,10 @@ class EnergyBudget:
         """Whether the budget left pays for a step of ``joules`` and the final checkpoint."""
         return self.cap is None or self.spent + self.need(joules) + self.reserve <= self.cap
 
+    def covers_checkpoint(self) -> bool:
+        """Whether the budget left pays for a checkpoint (the most one has measured)."""
+        return self.cap is None or self.spent + self.reserve <= self.cap
+
     def check_left(self, least_joules: float, steps_done: int) -> None:
         """Raise :class:`CapReached` if even the smallest step cannot be paid for."""
         if self.cap is None or self.covers(least_joules):

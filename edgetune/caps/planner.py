@@ -215,6 +215,11 @@ class CapPlanner:
         the checkpoint it may write and the final one: the steps come first."""
         return self.budget.can_afford(joules, self.steps_done, self.last.joules if self.last else 0.0)
 
+    def can_checkpoint(self) -> bool:
+        """Whether the energy left pays for a checkpoint write (a fleet's rounds each write
+        one, and only the run's last was kept back)."""
+        return self.budget.covers_checkpoint()
+
     def observe_checkpoint_energy(self, joules: float) -> None:
         """A checkpoint write took ``joules``: keep as much for the final one."""
         self.budget.observe_checkpoint(joules)

@@ -53,6 +53,10 @@ class Uncapped:
     def observe_checkpoint(self, joules: float) -> None:
         pass
 
+    def affords_checkpoint(self) -> bool:
+        """Whether the energy cap leaves enough for a checkpoint write."""
+        return True
+
     def smaller(self, refused: StepPlan, error: ArenaFull, step: int) -> StepPlan:
         """The arena refused step ``step``'s plan: the plan to try instead, or an error."""
         raise EdgetuneError(f"out of memory at step {step}: {error}") from None
@@ -114,6 +118,9 @@ class Capped(Uncapped):
     def observe_checkpoint(self, joules: float) -> None:
         self.planner.observe_checkpoint()
         self.planner.observe_checkpoint_energy(joules)
+
+    def affords_checkpoint(self) -> bool:
+        return self.planner.can_checkpoint()
 
     def smaller(self, refused: StepPlan, error: ArenaFull, step: int) -> StepPlan:
         plan = self.planner.replan_smaller()

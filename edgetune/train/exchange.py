@@ -16,10 +16,11 @@ def _names(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def checked_state(arrays: Mapping[str, object],
-                  shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def checked_state(arrays: Mapping[str, object], shapes: Mapping[str, tuple[int, ...]],
+                  dtype: np.dtype | None = None) -> dict[str, np.ndarray]:
     """``arrays`` as float32 C-contiguous arrays, in ``shapes``' order, after checking that the
-    names are exactly ``shapes``' and every array is a finite float array of its shape."""
+    names are exactly ``shapes``' and every array is a finite float array of its shape (of
+    exactly ``dtype`` where given: what a fleet's server accepts)."""
     if not isinstance(arrays, Mapping):
         raise UsageError(f"trainable state: expected a mapping of name -> array, got {type(arrays).__name__}")
     missing = [n for n in shapes if n not in arrays]
@@ -33,8 +34,9 @@ def checked_state(arrays: Mapping[str, object],
     out = {}
     for name, shape in shapes.items():
         arr = np.asarray(arrays[name])
-        if arr.dtype.kind != "f":
-            raise UsageError(f"trainable state {name!r}: dtype {arr.dtype}; must be a float array")
+        if arr.dtype.kind != "f" or (dtype is not None and arr.dtype != dtype):
+            want = f"must be {np.dtype(dtype)}" if dtype is not None else "must be a float array"
+            raise UsageError(f"trainable state {name!r}: dtype {arr.dtype}; {want}")
         if tuple(arr.shape) != tuple(shape):
             raise UsageError(f"trainable state {name!r}: shape {tuple(arr.shape)}; "
                              f"the bundle's is {tuple(shape)}")

@@ -9,13 +9,12 @@ the device profile.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from edgetune.bundle import MANIFEST, Bundle
+from edgetune.bundle import Bundle
 from edgetune.errors import UsageError
 
 # TrainConfig fields a resumed run must repeat (alast's only under schedule="alast")
@@ -99,7 +98,7 @@ def _size(path: Path) -> int | None:
 
 def _manifest_sha256(bundle: Bundle) -> str | None:
     try:
-        return hashlib.sha256((bundle.path / MANIFEST).read_bytes()).hexdigest()
+        return bundle.sha256
     except OSError:
         return None
 

@@ -34,6 +34,7 @@ from edgetune.runtime.ort_env import ArenaFull
 from edgetune.runtime.placement import Placement
 from edgetune.schedule import AlastPlanner, Planner, StaticPlanner, StepPlan
 from edgetune.sensors.factory import make_energy_meter
+from edgetune.sensors.gate import GatedMeter
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.capping import Capped, Uncapped, ValidationStopped
@@ -72,7 +73,8 @@ class TrainResult:
     best_accuracy: float | None
     seconds: float               # this fit()'s wall time
     peak_rss_mb: float           # decimal megabytes (10⁶ B), as --ram-cap reads them
-    energy_j: float = 0.0        # this process's, from the meter: loading to the last checkpoint
+    energy_j: float = 0.0        # this trainer's, from the meter: loading, the warm-up and every
+                                 #   fit() so far (validations, checkpoints), not the time between
     stopped: str | None = None   # why the run ended before total_steps (the energy cap)
     steps_run: int = 0           # the steps this fit() ran
     inference: TokenChoice | None = None  # which tokens eval and merge keep by default (the
@@ -108,8 +110,10 @@ class Trainer:
         if val_data is not None and len(val_data) == 0:
             raise UsageError("validation data is empty")
         c = self.config
-        self.meter = make_energy_meter(self.device)
-        self.meter.start()  # the run's energy includes loading and the warm-up
+        # this trainer's joules only: loading, the warm-up and its fit() calls, never the time
+        # between them (a fleet client waiting for its next round, another trainer's steps)
+        self.meter = GatedMeter(make_energy_meter(self.device))
+        self.meter.start()
         self._joules = 0.0  # the meter's reading already charged
         bs = min(c.batch_size, len(train_data))
         sample = train_data.batch(np.arange(1))
@@ -136,6 +140,7 @@ class Trainer:
             self._resume()
         first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
         self.limits.prepare(self.engine, first, token_count(first, self.bundle))  # after resume
+        self.meter.close()  # until fit()
 
     # ---- setup -------------------------------------------------------------------------------
     def _with_mode(self, config: TrainConfig) -> TrainConfig:
@@ -188,11 +193,12 @@ class Trainer:
         the learning-rate schedule and the energy cap span the whole run, so a fleet's rounds
         call ``fit(steps=k)`` on one Trainer. The run folder is locked (``RUN/.lock``) meanwhile."""
         until = self.total_steps if steps is None else min(self.total_steps, self.step + _more_steps(steps))
-        if self.run is None:
-            return self._fit(until)
-        with self.run.lock():
-            self.run.remove_temporaries()
-            return self._fit(until)
+        with self.meter.counting():
+            if self.run is None:
+                return self._fit(until)
+            with self.run.lock():
+                self.run.remove_temporaries()
+                return self._fit(until)
 
     def _fit(self, until: int) -> TrainResult:
         start, first = time.monotonic(), self.step
@@ -430,6 +436,13 @@ class Trainer:
                 STATE_KEY: self._choice().to_dict()}
 
     def _checkpoint(self, tags: tuple[str, ...]) -> None:
+        if self.run and not self.limits.affords_checkpoint():  # never past the energy cap
+            last = self._saved[0] if self._saved else None
+            why = (f"the energy cap left too little for a checkpoint at step {self.step} "
+                   f"(the last is {'step ' + str(last) if last is not None else 'none'})")
+            if why not in (self.stopped or ""):
+                self.stopped = f"{self.stopped}; {why}" if self.stopped else why
+            return
         if self.run:
             if self._forget_best:  # parameters were loaded: the old best is another model's
                 self.run.checkpoints.forget("best")
