@@ -14,6 +14,7 @@ import click
 from edgetune import __version__
 from edgetune.bundle import MODES
 from edgetune.cli_errors import ReportingGroup
+from edgetune.fleet.cli import fleet as fleet_group
 
 # inference_tokens.REQUESTS, without importing numpy at start-up (tests/test_inference_tokens.py)
 TOKEN_REQUESTS = ("run", "all", "trained")
@@ -282,6 +283,9 @@ def devices() -> None:
     from edgetune.runtime.ort_build import describe
 
     click.echo(f"  {describe()}")
+
+
+main.add_command(fleet_group, "fleet")
 
 
 def _show(v) -> str:

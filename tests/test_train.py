@@ -390,8 +390,27 @@ class CountingMeter:
             return real(*args, **kwargs)
         return call
 
+    name = "count"
+
+    def start(self):
+        pass
+
+    def sample(self):
+        pass
+
+    def available(self):
+        return True
+
     def read_joules(self):
         return self.joules
+
+
+def _counted(trainer):
+    """A CountingMeter behind the trainer's gate (it counts only inside ``fit()``)."""
+    from edgetune.sensors.gate import GatedMeter
+    meter = CountingMeter(trainer.engine)
+    trainer.meter = GatedMeter(meter)
+    return meter
 
 
 def test_a_validation_whose_estimate_is_wrong_stops_part_way_inside_the_cap(bundle, data, tmp_path,
@@ -408,7 +427,7 @@ def test_a_validation_whose_estimate_is_wrong_stops_part_way_inside_the_cap(bund
     val = load_data(b, synthetic_images(tmp_path / "val.npz", n=1024, seed=3))
     trainer = Trainer(b, train, val, TrainConfig(steps=12, batch_size=64, eval_every=1, threads=1),
                       out=tmp_path / "run", caps=Caps(energy_joules=17.0))
-    meter = trainer.meter = CountingMeter(trainer.engine)
+    meter = _counted(trainer)
     result = trainer.fit()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert result.steps == 12 and result.stopped is None
@@ -440,7 +459,7 @@ def _counted_run(bundle, data, tmp_path, monkeypatch, cap, n_val, eval_every, pa
     val = load_data(b, synthetic_images(tmp_path / "val.npz", n=n_val, seed=3))
     trainer = Trainer(b, train, val, TrainConfig(steps=12, batch_size=64, eval_every=eval_every, threads=1),
                       out=tmp_path / "run", caps=Caps(energy_joules=cap))
-    meter = trainer.meter = CountingMeter(trainer.engine)
+    meter = _counted(trainer)
     trainer.limits.planner.budget.reserve = 1.5  # the final checkpoint's prior, pinned
     def pause(seconds):
         meter.joules += pause_j

@@ -19,7 +19,7 @@ from flwr.clientapp import ClientApp
 from edgetune.bundle import Bundle
 from edgetune.fleet.config import FleetConfig, NodeConfig, from_flower
 from edgetune.fleet.round import client_round, evaluate_arrays
-from edgetune.fleet.wire import BUNDLE_ID, FLEET_ID, WEIGHT, arrays_of, fleet_settings
+from edgetune.fleet.wire import BUNDLE_ID, FLEET_ID, ROUND, WEIGHT, arrays_of, fleet_settings
 
 app = ClientApp()
 
@@ -38,7 +38,7 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     fleet = from_flower(FleetConfig, fleet_settings(config), "run config")
     arrays, report = client_round(node, fleet, arrays_of(msg.content["arrays"]), str(config[BUNDLE_ID]),
-                                  run=str(config[FLEET_ID]))
+                                  run=str(config[FLEET_ID]), server_round=int(str(config[ROUND])))
     metrics = MetricRecord({WEIGHT: report.samples, "steps": report.steps, "loss": report.loss,
                             "joules": report.joules, "peak-rss-mb": report.peak_rss_mb,
                             "seconds": report.seconds})

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgetune.errors import EdgetuneError
 from edgetune.fleet.config import FleetConfig, NodeConfig, to_flower
@@ -195,8 +196,8 @@ def run_local(bundle: str | Path, nodes: Sequence[NodeConfig], fleet: FleetConfi
 
 def absolute(node: NodeConfig) -> NodeConfig:
     """``node`` with its paths made absolute from here."""
-    paths = {k: str(Path(getattr(node, k)).resolve()) for k in ("data", "bundle", "out", "val")
-             if getattr(node, k)}
+    paths: dict[str, Any] = {k: str(Path(getattr(node, k)).resolve())
+                             for k in ("data", "bundle", "out", "val") if getattr(node, k)}
     return dataclasses.replace(node, **paths)
 
 

@@ -19,12 +19,14 @@ import numpy as np
 
 from edgetune.bundle import Bundle
 from edgetune.caps.limits import Caps
+from edgetune.caps.planner import CapPlanner
 from edgetune.config import from_strings
 from edgetune.devices import DeviceProfile, detect_device, get_device
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.fleet.config import FleetConfig, NodeConfig
 from edgetune.schedule.alast import AlastConfig
 from edgetune.train import RunFolder, TrainConfig, Trainer, load_data
+from edgetune.train.checkpoint import read_state
 
 
 @dataclass
@@ -65,9 +67,45 @@ def run_folder(node: NodeConfig, run: str) -> Path:
     return Path(node.out) / str(run)
 
 
-def open_trainer(node: NodeConfig, fleet: FleetConfig, bundle_id: str, run: str) -> Trainer:
+def rewind(folder: Path, server_round: int) -> None:
+    """Before round ``server_round``: where this client already trained it (the server
+    restarted before aggregating it, and sends it again), point ``last`` back at the checkpoint
+    it ended its latest earlier round with (none: back to step 0), so that its step count and
+    schedule follow the server's rounds. A client killed mid-round has no tag for that round:
+    it goes on from its last checkpoint. The rewound round's energy is not counted again."""
+    store = RunFolder(folder).checkpoints
+    tags = store.dir.glob("round-*.json") if store.dir.is_dir() else ()
+    done = {int(p.stem.split("-")[1]) for p in tags}
+    if not any(r >= server_round for r in done):
+        return
+    earlier = [r for r in done if r < server_round]
+    before = store.path(round_tag(max(earlier))) if earlier else None
+    if before is None:
+        store.forget("last")
+    else:
+        store.point("last", before.name, read_state(before)["step"])
+    for r in done - set(earlier):
+        store.forget(round_tag(r))
+
+
+def mark_round(folder: Path, server_round: int) -> None:
+    """After round ``server_round``: tag the checkpoint it ended with (two rounds are kept)."""
+    store = RunFolder(folder).checkpoints
+    last = store.path("last")
+    if last is not None:
+        store.point(round_tag(server_round), last.name, read_state(last)["step"])
+    store.forget(round_tag(server_round - 2))
+
+
+def round_tag(server_round: int) -> str:
+    return f"round-{server_round}"
+
+
+def open_trainer(node: NodeConfig, fleet: FleetConfig, bundle_id: str, run: str,
+                 server_round: int | None = None) -> Trainer:
     """The node's Trainer for this federation run, resumed from its last checkpoint when it
-    has one; refuses a bundle that is not the server's."""
+    has one (rewound to the end of the round before ``server_round``); refuses a bundle that
+    is not the server's."""
     bundle = Bundle.open(node.bundle)
     if bundle.sha256 != bundle_id:
         raise UsageError(f"node bundle={node.bundle!r}: bundle id {bundle.sha256[:16]!r}, the "
@@ -75,12 +113,14 @@ def open_trainer(node: NodeConfig, fleet: FleetConfig, bundle_id: str, run: str)
     data = load_data(bundle, node.data, fleet.label_names())
     folder = run_folder(node, run)
     resume = RunFolder(folder).has_info()
+    if resume and server_round is not None:
+        rewind(folder, server_round)
     return Trainer(bundle, data, config=train_config(fleet, node), out=folder, resume=resume,
                    caps=node.caps(), device=device_profile(node))
 
 
 def client_round(node: NodeConfig, fleet: FleetConfig, arrays: Mapping[str, np.ndarray],
-                 bundle_id: str, run: str) -> tuple[dict[str, np.ndarray], RoundReport]:
+                 bundle_id: str, run: str, server_round: int) -> tuple[dict[str, np.ndarray], RoundReport]:
     """Train one round from the global ``arrays``; :class:`EdgetuneError` where no step can run
     (the energy cap is spent, the run is complete): such a client sends nothing to average."""
     import time
@@ -88,7 +128,7 @@ def client_round(node: NodeConfig, fleet: FleetConfig, arrays: Mapping[str, np.n
     from edgetune.sensors.peak import peak_rss_bytes
 
     t0 = time.monotonic()
-    trainer = open_trainer(node, fleet, bundle_id, run)
+    trainer = open_trainer(node, fleet, bundle_id, run, server_round)
     trainer.load_trainable_state_dict(arrays, reset_optimizer=fleet.reset_optimizer)
     steps: list[dict[str, Any]] = []
     trainer.callbacks.append(steps.append)
@@ -96,7 +136,9 @@ def client_round(node: NodeConfig, fleet: FleetConfig, arrays: Mapping[str, np.n
     if result.steps_run == 0:
         why = result.stopped or f"the run is complete ({trainer.total_steps} steps)"
         raise EdgetuneError(f"no step this round: {why}")
-    spent = trainer.planner.spent_joules if node.caps().energy_joules is not None else result.energy_j
+    mark_round(run_folder(node, run), server_round)
+    planner = trainer.planner  # under an energy cap, its charge spans the client's every round
+    spent = planner.spent_joules if isinstance(planner, CapPlanner) else result.energy_j
     kept = np.mean([s["tokens_kept"] for s in steps], axis=0) if steps else np.zeros(0)
     report = RoundReport(
         steps=result.steps_run, samples=result.steps_run * min(fleet.batch_size, len(trainer.train_data)),

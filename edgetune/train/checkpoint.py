@@ -47,7 +47,7 @@ class CheckpointStore:
                     atomic_write_text(tmp / STATE, json.dumps(state))
                 created = True
             for tag in tags:
-                atomic_write_text(self.pointer(tag), json.dumps({"checkpoint": name, "step": step}))
+                self.point(tag, name, step)
         except OSError as e:
             if created and name not in self._named():
                 shutil.rmtree(target, ignore_errors=True)
@@ -59,6 +59,10 @@ class CheckpointStore:
                                 f"{kept}: free space and rerun with --resume") from None
         self._prune()
         return target
+
+    def point(self, tag: str, name: str, step: int) -> None:
+        """Point ``tag`` at the checkpoint folder ``name`` (atomically)."""
+        atomic_write_text(self.pointer(tag), json.dumps({"checkpoint": name, "step": step}))
 
     def forget(self, tag: str) -> None:
         """Remove the ``tag`` pointer (its folder goes with the next save's pruning)."""
