@@ -139,13 +139,16 @@ def project(folder, bundle, out, val, **kw):
     path = write_project(folder, _fleet_config(kw), bundle, out, val)
     click.echo(f"""{path / 'pyproject.toml'}: edgetune's ServerApp and ClientApp, bundle {b.sha256[:16]}
 workstation:  pip install 'edgetune[fleet,cpu]'
-              flower-superlink --ssl-ca-certfile ca.crt --ssl-certfile server.pem --ssl-keyfile server.key
-              (or --insecure on a trusted network; node authentication: flower-superlink --help)
-each device:  pip install 'edgetune[fleet,cpu]'   (the same bundle folder copied to it)
-              flower-supernode --superlink WORKSTATION:9092 --root-certificates ca.crt \\
+              flower-superlink --port 8000 --disable-runtime-dependency-installation \\
+                --ssl-ca-certfile ca.crt --ssl-certfile server.pem --ssl-keyfile server.key
+              (--insecure in place of the three TLS files on a trusted network only)
+each device:  pip install 'edgetune[fleet,cpu]'   (and a copy of the bundle folder)
+              flower-supernode --superlink WORKSTATION:8000 --root-certificates ca.crt \\
                 --node-config "data='/data/train.npz' bundle='/opt/bundle' device='jetson-nano' ram-cap='3GB'"
-then:         flwr run {path} <your superlink connection>
-See docs/fleet.md.""")
+submit:       in ~/.flwr/config.toml:  [superlink.fleet]  address = "WORKSTATION:8000"
+                                       root-certificates = "/abs/ca.crt"
+              flwr run {path} fleet --stream
+Node authentication, the node-config keys and the metrics: docs/fleet.md.""")
 
 
 @fleet.command("split")
