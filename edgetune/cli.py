@@ -14,6 +14,7 @@ import click
 from edgetune import __version__
 from edgetune.bundle import MODES
 from edgetune.cli_errors import ReportingGroup
+from edgetune.errors import UsageError
 from edgetune.fleet.cli import fleet as fleet_group
 
 # inference_tokens.REQUESTS, without importing numpy at start-up (tests/test_inference_tokens.py)
@@ -191,17 +192,30 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
 @click.option("--tokens", type=click.Choice(TOKEN_REQUESTS), default="run", show_default=True,
               help="Tokens kept: the run's choice from its validation (ALaST runs), every token, or "
                    "the budgets it trained with.")
+@click.option("--round", "server_round", type=int, default=None,
+              help="A fleet folder's round (default: the last aggregated one).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, label_column, tokens,
-             as_json):
-    """Loss and accuracy of a run's checkpoint (or a bundle's initial weights) on --data."""
+             server_round, as_json):
+    """Loss and accuracy of a run's checkpoint, a fleet's aggregate (edgetune fleet) or a
+    bundle's initial weights on --data."""
     import json
 
+    from edgetune.fleet.folder import FleetFolder
     from edgetune.train.evaluate import evaluate_path
 
-    res = evaluate_path(run_or_bundle, data, checkpoint=checkpoint, batch_size=batch_size,
-                        threads=threads, text_column=text_column, label_column=label_column,
-                        tokens=tokens)
+    if FleetFolder.holds_one(run_or_bundle):
+        from edgetune.fleet.result import evaluate_fleet
+
+        res = evaluate_fleet(run_or_bundle, data, batch_size=batch_size, threads=threads,
+                             text_column=text_column, label_column=label_column, tokens=tokens,
+                             server_round=server_round)
+    else:
+        if server_round is not None:
+            raise UsageError(f"--round {server_round}: {run_or_bundle} is not a fleet folder")
+        res = evaluate_path(run_or_bundle, data, checkpoint=checkpoint, batch_size=batch_size,
+                            threads=threads, text_column=text_column, label_column=label_column,
+                            tokens=tokens)
     if as_json:
         click.echo(json.dumps(res))
     else:
@@ -219,14 +233,26 @@ def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, 
 @click.option("--tokens", type=click.Choice(TOKEN_REQUESTS), default="run", show_default=True,
               help="Tokens kept: the run's choice from its validation (ALaST runs), every token, or "
                    "the budgets it trained with.")
+@click.option("--round", "server_round", type=int, default=None,
+              help="A fleet folder's round (default: the last aggregated one).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-def merge(run, checkpoint, out, bundle, overwrite, tokens):
+def merge(run, checkpoint, out, bundle, overwrite, tokens, server_round):
     """Write RUN's inference.onnx (plain onnxruntime) and its adapter in Hugging Face PEFT format;
-    LoRA, IA3 and Propulsion are folded into the weights."""
+    LoRA, IA3 and Propulsion are folded into the weights. RUN may be a fleet folder."""
+    from edgetune.fleet.folder import FleetFolder
     from edgetune.merge import merge_run
 
-    path = merge_run(run, checkpoint=checkpoint, out=out, overwrite=overwrite, bundle=bundle,
-                     tokens=tokens, log=lambda msg: click.echo(msg, err=True))
+    say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    if FleetFolder.holds_one(run):
+        from edgetune.fleet.result import merge_fleet
+
+        path = merge_fleet(run, out=out, overwrite=overwrite, bundle=bundle, log=say, tokens=tokens,
+                           server_round=server_round)
+    else:
+        if server_round is not None:
+            raise UsageError(f"--round {server_round}: {run} is not a fleet folder")
+        path = merge_run(run, checkpoint=checkpoint, out=out, overwrite=overwrite, bundle=bundle,
+                         tokens=tokens, log=say)
     click.echo(path)
 
 

@@ -74,10 +74,21 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
     budgets = budgets_for(TokenChoice.from_state(state), tokens)
     say(f"reading {folder.name} ({state.get('mode')} mode)")
     trained = trained_arrays(folder, state["mode"])  # run_folder.state() checked it is a mode
+    return write_merged(b, trained, out, overwrite, budgets, tokens, {
+        "run": str(run.resolve()), "checkpoint": folder.name, "step": state.get("step"),
+        "mode": state.get("mode")}, say, where=folder)
+
+
+def write_merged(b: Bundle, trained: dict[str, np.ndarray], out: Path, overwrite: bool,
+                 budgets: tuple[float, ...] | None, tokens: str, source: dict[str, Any],
+                 say: Callable[[str], None], where: Path | str = "checkpoint") -> Path:
+    """``out`` (atomically) from the bundle and its ``trained`` parameters by name: the
+    inference model and the PEFT adapter; ``source`` (where they came from) goes into
+    ``merged.json``."""
     adapter = b.manifest.get("adapter")
     if not adapter:
         raise EdgetuneError(f"{b.path}: the manifest has no adapter layout; re-export the bundle")
-    tensors = adapter_tensors(adapter["tensors"], trained, folder)
+    tensors = adapter_tensors(adapter["tensors"], trained, where)
     inference = _inference_index(b)
     budgets = _graph_budgets(inference, budgets, tokens, b, say)
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -91,9 +102,7 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
         if b.tokenizer_path is not None:
             shutil.copyfile(b.tokenizer_path, tmp / b.tokenizer_path.name)
         (tmp / MERGED_JSON).write_text(json.dumps({
-            "format": FORMAT,
-            "run": str(run.resolve()), "bundle": str(b.path.resolve()),
-            "checkpoint": folder.name, "step": state.get("step"), "mode": state.get("mode"),
+            "format": FORMAT, **source, "bundle": str(b.path.resolve()),
             "model": b.manifest["model"]["name"], "method": b.manifest["method"]["name"],
             "merged": merged,
             "tokens": ALL if budgets is None else TRAINED,

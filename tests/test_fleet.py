@@ -188,8 +188,39 @@ def test_a_loopback_fleet_averages_what_its_clients_sent_by_samples(lora, shards
     for k in got:
         want = sum(w * s[k].astype(np.float64) for w, s in sent.values()) / total
         assert_close_normwise(got[k], want, k, rtol=RTOL)
-    central = {r["round"]: r["accuracy"] for r in rows if r.get("central")}
-    assert sorted(central) == [0, 1, 2] and central[2] > central[0], central
+    central = {r["round"]: r for r in rows if r.get("central")}
+    assert sorted(central) == [0, 1, 2] and central[2]["accuracy"] > central[0]["accuracy"], central
+    _eval_and_merge_the_aggregate(out, val, central[2])
+
+
+def _eval_and_merge_the_aggregate(out, val, central):
+    """``edgetune eval FLEET`` scores the last aggregate as the server's central evaluation did
+    (the same arrays, every token: loss to float32 summation noise, the same hits), and
+    ``edgetune merge FLEET`` writes an inference model that plain onnxruntime runs to the same
+    predictions."""
+    import onnxruntime as ort
+
+    from edgetune.fleet.result import evaluate_fleet, merge_fleet
+    from edgetune.train import load_data
+
+    res = evaluate_fleet(out, val)
+    assert res["source"].endswith("(round 2 aggregate)") and res["tokens"] == "all"
+    assert res["count"] == central["count"]
+    assert res["accuracy"] == pytest.approx(central["accuracy"], abs=1.5 / res["count"])
+    assert res["loss"] == pytest.approx(central["loss"], rel=1e-4)
+    merged = merge_fleet(out)
+    info = json.loads((merged / "merged.json").read_text())
+    assert info["checkpoint"] == "round-2" and info["tokens"] == "all"
+    ds = load_data(Bundle.open(info["bundle"]), val)
+    sess = ort.InferenceSession(str(merged / info["inference"]["file"]), providers=["CPUExecutionProvider"])
+    batch = ds.batch(np.arange(len(ds)))
+    logits = sess.run(None, {k: batch[k] for k in info["inference"]["inputs"]})[0]
+    hits = float(np.mean(logits.argmax(-1) == batch["labels"]))
+    assert hits == pytest.approx(res["accuracy"], abs=1.5 / res["count"])
+    with pytest.raises(UsageError, match="no trained budgets"):
+        evaluate_fleet(out, val, tokens="trained")
+    with pytest.raises(UsageError, match="holds rounds 1..2"):
+        evaluate_fleet(out, val, server_round=3)
 
 
 @loopback

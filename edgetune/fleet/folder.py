@@ -1,6 +1,7 @@
 """The server's fleet folder, one owner for its layout:
 
-    OUT/fleet.json          the run's settings and the bundle id (a restart must match them)
+    OUT/fleet.json          the run's settings and the bundle id (a restart must match them),
+                            and the server's bundle path (``edgetune eval`` / ``merge`` open it)
     OUT/rounds/round-N.safetensors   the aggregate after round N (atomic)
     OUT/state.json          {"round": N, "file": ...}: the last aggregated round (atomic)
     OUT/metrics.jsonl       a row per client per round, and one per round (``"client": null``)
@@ -34,10 +35,34 @@ class FleetFolder:
         self.metrics_file = self.path / METRICS
         self.plot_file = self.path / PLOT
 
-    def start(self, settings: Mapping[str, Any]) -> tuple[str, int, dict[str, np.ndarray] | None]:
-        """Record ``settings`` for a new run (with a new fleet id), or check them against a
-        restarted one's; the fleet id, the last aggregated round and its arrays (0 and None
-        when there is none)."""
+    @staticmethod
+    def holds_one(path: str | Path) -> bool:
+        """Whether ``path`` is a fleet folder with an aggregate (what eval and merge accept)."""
+        return (Path(path) / SETTINGS).is_file() and (Path(path) / STATE).is_file()
+
+    def settings(self) -> dict[str, Any]:
+        return dict(read_json(self.path / SETTINGS))
+
+    def bundle_path(self) -> Path:
+        """The server's bundle, as ``fleet.json`` records it."""
+        path = self.settings().get("bundle")
+        if not path:
+            raise EdgetuneError(f"{self.path / SETTINGS}: names no bundle; pass the bundle's path")
+        if not Path(path).is_dir():
+            raise EdgetuneError(f"{self.path}: its bundle {path} is gone; pass the bundle's new path")
+        return Path(path)
+
+    def label_names(self) -> tuple[str, ...] | None:
+        """The class names of string labels the fleet mapped (None: the data's integers)."""
+        text = str(self.settings().get("fleet", {}).get("labels", ""))
+        names = tuple(s.strip() for s in text.split(",") if s.strip())
+        return names or None
+
+    def start(self, settings: Mapping[str, Any], bundle: str | Path | None = None
+              ) -> tuple[str, int, dict[str, np.ndarray] | None]:
+        """Record ``settings`` (and where the ``bundle`` is) for a new run, with a new fleet
+        id, or check them against a restarted one's; the fleet id, the last aggregated round
+        and its arrays (0 and None when there is none)."""
         self.path.mkdir(parents=True, exist_ok=True)
         file = self.path / SETTINGS
         if file.is_file():
@@ -48,9 +73,12 @@ class FleetFolder:
                                      f"({_short(old.get(key))} vs {_short(settings[key])}): "
                                      "use another output folder")
             fleet_id = str(old["fleet_id"])
+            if bundle is not None and old.get("bundle") != str(Path(bundle).resolve()):
+                atomic_write_text(file, json.dumps({**old, "bundle": str(Path(bundle).resolve())}, indent=1))
         else:
             fleet_id = uuid.uuid4().hex[:12]
-            atomic_write_text(file, json.dumps({"fleet_id": fleet_id, **settings}, indent=1))
+            where = {"bundle": str(Path(bundle).resolve())} if bundle is not None else {}
+            atomic_write_text(file, json.dumps({"fleet_id": fleet_id, **settings, **where}, indent=1))
         if not (self.path / STATE).is_file():
             return fleet_id, 0, None
         done = self.last_round()

@@ -147,7 +147,8 @@ def serve(grid: Grid, fleet: FleetConfig, server: ServerConfig, echo: Any = prin
     bundle = Bundle.open(server.bundle)
     schema = TrainableSchema.of(bundle)
     folder = FleetFolder(server.out)
-    fleet_id, done, saved = folder.start({"bundle_id": schema.bundle_id, "fleet": to_flower(fleet)})
+    fleet_id, done, saved = folder.start({"bundle_id": schema.bundle_id, "fleet": to_flower(fleet)},
+                                         bundle=server.bundle)
     if done:
         echo(f"resuming {folder.path} after round {done} of {fleet.rounds}")
     if done >= fleet.rounds:

@@ -80,6 +80,17 @@ def checkpoint_choice(run: Path, checkpoint_dir: Path) -> TokenChoice:
     return TokenChoice.from_state(RunFolder(run).state(checkpoint_dir))
 
 
+def evaluate_state(bundle: Bundle, arrays: dict[str, np.ndarray], data: str | Path, batch_size: int = 32,
+                   threads: int = 0, labels: tuple[str, ...] | None = None, text_column: str = "text",
+                   label_column: str = "label") -> dict:
+    """Loss and accuracy on ``data`` of the bundle with its trainable parameters set from
+    ``arrays`` (name → array, as ``Trainer.trainable_state_dict`` gives), every token."""
+    engine = open_engine(bundle, pick_mode("static", bundle.modes, False), threads)
+    engine.load_trainable(arrays)
+    ds = load_data(bundle, data, labels, text_column, label_column)
+    return evaluate_engine(engine, bundle, ds, batch_size, None)
+
+
 def evaluate_path(path: str | Path, data: str | Path, checkpoint: str = "best", batch_size: int = 32,
                   threads: int = 0, text_column: str = "text", label_column: str = "label",
                   tokens: str = RUN) -> dict:
