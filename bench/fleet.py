@@ -21,7 +21,9 @@ Per task and row (LoRA static, LoRA + ALaST):
   (the server's, median over rounds; every client shares this machine's cores, so a round here
   is slower than on a fleet of devices).
 
-Then a **mixed-profile round** on the vit task (``--mixed``): three clients with the
+Then, per task, the LoRA fleet again with ``--reset-optimizer`` (AdamW's moments restarted each
+round) against the default (each client keeps its own), and a **mixed-profile round** on the
+vit task (``--mixed``): three clients with the
 ``jetson-nano``, ``jetson-orin-nano`` and ``raspberry-pi-5`` profiles under their own RAM caps;
 each client process's VmHWM is polled from outside (/proc, every 0.1 s) and set against its cap,
 with the client's own joules and plan (tokens kept, layers trained, micro-batch).
@@ -153,8 +155,9 @@ class ClientWatch:
 
 
 # ---- rows -------------------------------------------------------------------------------------
-def federated(a, task, bundle: Path, schedule: str, out: Path, env: dict, extra: list[str]) -> dict:
-    folder = out / "fed" / f"{task.name}-lora-{schedule}"
+def federated(a, task, bundle: Path, schedule: str, out: Path, env: dict, extra: list[str],
+              tag: str = "") -> dict:
+    folder = out / "fed" / f"{task.name}-lora-{schedule}{tag}"
     if folder.exists():
         shutil.rmtree(folder)
     args = ["fleet", "local", str(bundle), "--data", str(task.data["train"]), "--clients", str(a.clients),
@@ -252,6 +255,11 @@ def table(results: dict, a) -> list[str]:
             f"{2 * fed['bytes_per_client'] / 1e3:.0f} kB | {2 * r['full_bytes'] / 1e6:.1f} MB | "
             f"{fewer:.0f}× ({'met' if fewer >= BYTES_TARGET else 'missed'}) | "
             f"{float(np.median(fed['round_s'])):.1f} |")
+    if results.get("reset"):
+        lines += ["", "AdamW across rounds (LoRA, static; test accuracy of the last aggregate):", "",
+                  "| task | kept (default) | reset every round |", "|---|---:|---:|"]
+        for task, r in results["reset"].items():
+            lines.append(f"| {task} | {r['kept']:.2%} | {r['reset']:.2%} |")
     if results.get("mixed"):
         lines += ["", "Mixed-profile fleet (vit, ALaST + LoRA, 2 rounds): VmHWM of each ClientApp "
                   "process polled from outside.", "",
@@ -304,12 +312,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mnist", type=Path, default=None, help="bench/mnist.py's splits (default: made in OUT)")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of the label split")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--local-steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--local-steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="threads of centralised training and evaluation")
     ap.add_argument("--no-mixed", dest="mixed", action="store_false", help="skip the mixed-profile round")
+    ap.add_argument("--no-reset", dest="reset", action="store_false",
+                    help="skip the LoRA fleet that resets AdamW every round (the default keeps it)")
     ap.add_argument("--python", default=None, help="interpreter of the runs (default: .venv-device's)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
@@ -337,6 +347,13 @@ def main(argv: list[str] | None = None) -> None:
             say(f"   test {cen['test_accuracy']:.2%}, {cen['wall_s']:.0f} s")
             results["rows"][f"{task.name}:{schedule}"] = {"federated": fed, "centralised": cen,
                                                           "full_bytes": full_model_bytes(bundle)}
+        if a.reset:
+            say("-- LoRA static, optimizer reset every round: federated")
+            fed = federated(a, task, bundle, "static", a.out, env, ["--reset-optimizer"], tag="-reset")
+            say(f"   test {fed['test_accuracy']:.2%}, {fed['wall_s']:.0f} s")
+            results.setdefault("reset", {})[task.name] = {
+                "kept": results["rows"][f"{task.name}:static"]["federated"]["test_accuracy"],
+                "reset": fed["test_accuracy"], "central": fed["central"]}
         if task.name == "vit" and a.mixed:
             say("-- mixed-profile fleet")
             results["mixed"] = mixed_round(a, task, bundle, a.out, env)

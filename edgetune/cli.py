@@ -34,8 +34,9 @@ def models() -> None:
     """List the registered models."""
     from edgetune.export.models import list_models
 
-    rows = [(m.name, m.family, m.description) for m in list_models()]
-    _table(("model", "family", "description"), rows)
+    tasks = {"classification": "classifier", "causal_lm": "causal LM"}
+    rows = [(m.name, m.family, tasks.get(m.task, m.task), m.description) for m in list_models()]
+    _table(("model", "family", "task", "description"), rows)
 
 
 @main.command()
@@ -58,7 +59,7 @@ def methods() -> None:
 @click.argument("model")
 @click.option("--method", required=True, help="PEFT method (edgetune methods lists them).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Method option; repeatable.")
-@click.option("--num-classes", type=int, required=True, help="Classes of the task head.")
+@click.option("--num-classes", type=int, default=None, help="Classes of the task head (classifiers).")
 @click.option("--out", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--mode", type=click.Choice([*MODES, "both"]), default="both", show_default=True,
               help="static: ORT's artifacts; adaptive: per-layer graphs for ALaST.")
@@ -79,7 +80,10 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
     """Write an ONNX Runtime training bundle for MODEL (a name from `edgetune models` or a
     checkpoint folder) with a PEFT method injected."""
     from edgetune.export import export_bundle
+    from edgetune.export.models.registry import model_task
 
+    if num_classes is None and model_task(model) == "classification":
+        raise UsageError(f"--num-classes: {model} is a classifier; give its number of classes (>= 2)")
     export_bundle(model, method, out, method_config=list(settings), num_classes=num_classes, mode=mode,
                   max_tokens=max_tokens, tokenizer=tokenizer, pooling=pooling,
                   image_size=image_size, seed=seed,

@@ -35,7 +35,7 @@ TRACE_BATCH, TRACE_TOKENS = 2, 16  # only size the trace: batch and tokens stay 
 
 
 def export_bundle(model: str | Path | EncoderClassifier, method: str | None = "lora",
-                  out: str | Path = "bundle", *, method_config: Any = None, num_classes: int = 2,
+                  out: str | Path = "bundle", *, method_config: Any = None, num_classes: int | None = None,
                   mode: str = "both", max_tokens: int | None = None,
                   tokenizer: str | Path | None = None, image_mean: float | None = None,
                   image_std: float | None = None, pooling: str | None = None,

@@ -19,7 +19,7 @@ def test_models_lists_every_registered_model():
     out = run("models")
     assert out.exit_code == 0
     lines = out.output.splitlines()
-    assert lines[0].split() == ["model", "family", "description"]
+    assert lines[0].split() == ["model", "family", "task", "description"]
     assert sorted(line.split()[0] for line in lines[1:]) == sorted(m.name for m in list_models())
 
 

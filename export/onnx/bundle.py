@@ -20,7 +20,7 @@ from edgetune.bundle import INDEX_FILE, INDEX_FORMAT, MODES, PARAMS_FILE
 from edgetune.config import to_dict
 from edgetune.errors import UsageError
 from edgetune.export.models.base import EncoderClassifier
-from edgetune.export.models.registry import create_model
+from edgetune.export.models.registry import create_model, model_task
 from edgetune.export.onnx.adaptive import PartGraphs, export_adaptive
 from edgetune.export.onnx.optim import write_optimizer
 from edgetune.export.onnx.static import export_static
@@ -29,12 +29,16 @@ from edgetune.export.peft import apply_method, trainable_names
 
 
 def prepare_model(model: str | EncoderClassifier, method: str | None, method_config: Any = None,
-                  num_classes: int = 2, seed: int = 0, pooling: str | None = None,
+                  num_classes: int | None = None, seed: int = 0, pooling: str | None = None,
                   image_size: int | None = None) -> EncoderClassifier:
-    """A model with its method applied (a registered name is built with ``seed``)."""
+    """A model with its method applied (a registered name is built with ``seed``; a classifier
+    with ``num_classes``, default 2)."""
     if isinstance(model, (str, Path)):
+        if model_task(model) == "causal_lm":
+            raise UsageError(f"{model} is a language model: exporting language models for device "
+                             "training is not implemented yet (classifiers only: edgetune models)")
         torch.manual_seed(seed)
-        model = create_model(model, num_classes, pooling, image_size)
+        model = create_model(model, 2 if num_classes is None else num_classes, pooling, image_size)
     elif pooling is not None or image_size is not None:
         raise UsageError("pooling= and image_size= apply to a model built by name or folder; "
                          "set them on the model object")
@@ -49,7 +53,7 @@ def prepare_model(model: str | EncoderClassifier, method: str | None, method_con
 
 
 def export_mode(model: str | EncoderClassifier, method: str | None, out_dir: str | Path, *,
-                  mode: str = "adaptive", method_config: Any = None, num_classes: int = 2,
+                  mode: str = "adaptive", method_config: Any = None, num_classes: int | None = None,
                   batch: int = 2, tokens: int | None = None, seed: int = 0,
                   overwrite: bool = False) -> Path:
     """Export ``model`` + ``method`` to ``out_dir`` in ``mode`` ('static' or 'adaptive').
