@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgetune.errors import EdgetuneError
+from edgetune.errors import EdgetuneError, UsageError
 from edgetune.jsonfile import read_json
 
 # ---- layout: the one place the bundle format's names live (exporter and runtime import them)
@@ -46,6 +46,12 @@ def hash_tree(folder: Path, skip: tuple[str, ...] = (MANIFEST,)) -> dict[str, st
     """sha256 of every file below ``folder`` by relative path (sorted)."""
     return {p.relative_to(folder).as_posix(): sha256_file(p)
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
+
+
+def drops_tokens(manifest: dict[str, Any]) -> bool:
+    """A classifier's tokens may be dropped (ALaST); a language model's never: each position is
+    a next-token target that later positions attend to."""
+    return manifest["model"].get("task", "classification") != "causal_lm"
 
 
 class Bundle:
@@ -103,8 +109,26 @@ class Bundle:
         return int(self.manifest["model"]["num_layers"])
 
     @property
+    def drops_tokens(self) -> bool:
+        """Whether ALaST may drop tokens (a classifier); a language model keeps them all."""
+        return drops_tokens(self.manifest)
+
+    @property
+    def task(self) -> str:
+        """``classification`` (encoders) or ``causal_lm`` (a decoder that writes)."""
+        return str(self.manifest["model"].get("task", "classification"))
+
+    @property
+    def is_lm(self) -> bool:
+        return self.task == "causal_lm"
+
+    @property
     def num_classes(self) -> int:
-        return int(self.manifest["model"]["num_classes"])
+        """Classes of a classifier (a language model has none: an error to ask)."""
+        n = self.manifest["model"].get("num_classes")
+        if n is None:
+            raise UsageError(f"{self.path}: a {self.task} bundle has no classes")
+        return int(n)
 
     @property
     def inputs(self) -> dict[str, Any]:

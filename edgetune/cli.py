@@ -171,7 +171,7 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
             f"{result.seconds_per_step:.3f} s/step, peak RSS {result.peak_rss_mb:.0f} MB, "
             f"{format_joules(result.energy_j)}")
     if result.best_accuracy is not None:
-        line += f", best val accuracy {result.best_accuracy:.4f}"
+        line += f", best val {'token ' if b.is_lm else ''}accuracy {result.best_accuracy:.4f}"
         if result.inference is not None and result.inference.val_accuracy is not None:
             line += " (at the budgets)" if result.inference.tokens == "trained" else " (every token)"
     click.echo(line)
@@ -201,8 +201,8 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, label_column, tokens,
              server_round, as_json):
-    """Loss and accuracy of a run's checkpoint, a fleet's aggregate (edgetune fleet) or a
-    bundle's initial weights on --data."""
+    """Loss and accuracy (a language model's: perplexity) of a run's checkpoint, a fleet's
+    aggregate (edgetune fleet) or a bundle's initial weights on --data."""
     import json
 
     from edgetune.fleet.folder import FleetFolder
@@ -224,8 +224,12 @@ def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, 
         click.echo(json.dumps(res))
     else:
         kept = "every token" if res["keep"] is None else f"keep {res['keep']}"
-        click.echo(f"{res['source']}: accuracy {res['accuracy']:.4f}, loss {res['loss']:.4f} "
-                   f"on {res['count']} samples ({kept})")
+        if "perplexity" in res:  # a language model: per target token
+            click.echo(f"{res['source']}: perplexity {res['perplexity']:.2f}, loss {res['loss']:.4f}, "
+                       f"token accuracy {res['accuracy']:.4f} on {res['count']} target tokens")
+        else:
+            click.echo(f"{res['source']}: accuracy {res['accuracy']:.4f}, loss {res['loss']:.4f} "
+                       f"on {res['count']} samples ({kept})")
 
 
 @main.command()

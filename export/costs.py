@@ -15,7 +15,7 @@ import contextlib
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.models.base import TransformerModel
 
 
 def _fit(n1: int, c1: float, n2: int, c2: float) -> list[float]:
@@ -104,7 +104,7 @@ def _block_costs(block, n: int, d: int, bias: bool, trained: bool,
             p.requires_grad_(o)
 
 
-def layer_costs(model: EncoderClassifier, tokens: int) -> list[dict]:
+def layer_costs(model: TransformerModel, tokens: int) -> list[dict]:
     """Per block: forward / backward (trained, frozen, and ``first``: trained without the input
     gradient) FLOPs and saved bytes, as [a, b] fits."""
     n1, n2 = max(2, tokens // 2), max(3, tokens)

@@ -24,7 +24,7 @@ from edgetune.bundle import FORMAT, INDEX_FILE, INFERENCE_DIR, MANIFEST, MODES, 
 from edgetune.config import to_dict
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.export.costs import layer_costs
-from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.models.base import TransformerModel
 from edgetune.export.onnx.bundle import export_mode, prepare_model
 from edgetune.export.onnx.inference import inference_model, write_inference_model
 from edgetune.export.peft import trainable_names
@@ -34,7 +34,7 @@ MODE_CHOICES = (*MODES, "both")
 TRACE_BATCH, TRACE_TOKENS = 2, 16  # only size the trace: batch and tokens stay dynamic
 
 
-def export_bundle(model: str | Path | EncoderClassifier, method: str | None = "lora",
+def export_bundle(model: str | Path | TransformerModel, method: str | None = "lora",
                   out: str | Path = "bundle", *, method_config: Any = None, num_classes: int | None = None,
                   mode: str = "both", max_tokens: int | None = None,
                   tokenizer: str | Path | None = None, image_mean: float | None = None,
@@ -59,6 +59,11 @@ def export_bundle(model: str | Path | EncoderClassifier, method: str | None = "l
     inputs, tokens, text_tokens = _input_spec(model, max_tokens, tokenizer, image_mean, image_std)
     trainable = trainable_names(model)
     modes = MODES if mode == "both" else (mode,)
+    if model.task == "causal_lm":  # static mode's ORT loss scores classes (onnx/bundle.py)
+        if mode == "static":
+            raise UsageError("--mode static: a language model exports in mode adaptive (which "
+                             "trains on stock onnxruntime); leave --mode out")
+        modes = ("adaptive",)
     trace_tokens = min(TRACE_TOKENS, text_tokens) if text_tokens else None
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for m in modes:
@@ -81,7 +86,7 @@ def export_bundle(model: str | Path | EncoderClassifier, method: str | None = "l
     return out
 
 
-def _pixel_statistics(model: EncoderClassifier) -> tuple[float, float]:
+def _pixel_statistics(model: TransformerModel) -> tuple[float, float]:
     """(mean, std) of pixels / 255 that a checkpoint folder's config.json declares
     (``image_mean``, ``image_std``: what it was pretrained with), else (0.5, 0.5)."""
     folder = getattr(model, "source_dir", None)
@@ -89,7 +94,7 @@ def _pixel_statistics(model: EncoderClassifier) -> tuple[float, float]:
     return float(cfg.get("image_mean", 0.5)), float(cfg.get("image_std", 0.5))
 
 
-def _input_spec(model: EncoderClassifier, max_tokens, tokenizer, mean, std) -> tuple[dict, int, int]:
+def _input_spec(model: TransformerModel, max_tokens, tokenizer, mean, std) -> tuple[dict, int, int]:
     """(inputs entry, tokens entering layer 1 at most, text tokens or 0)."""
     prompt = model.prompt.embeddings.shape[0] if getattr(model, "prompt", None) is not None else 0
     if model.family == "vit":
@@ -104,7 +109,8 @@ def _input_spec(model: EncoderClassifier, max_tokens, tokenizer, mean, std) -> t
                 "mean": [mean] * c.in_chans, "std": [std] * c.in_chans, "extra_tokens": prompt}
         return spec, c.num_patches + 1 + prompt, 0
     limit = model.config.max_position_embeddings
-    max_tokens = max_tokens if max_tokens is not None else min(128, limit)
+    default = 256 if model.task == "causal_lm" else 128
+    max_tokens = max_tokens if max_tokens is not None else min(default, limit)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 2 <= max_tokens <= limit:
         raise UsageError(f"max_tokens={max_tokens!r}: must be an integer in [2, {limit}] for this model")
     source = Path(tokenizer) if tokenizer else _model_tokenizer(model)
@@ -114,6 +120,10 @@ def _input_spec(model: EncoderClassifier, max_tokens, tokenizer, mean, std) -> t
         raise EdgetuneError(f"{source}: no such tokenizer file")
     spec = {"kind": "text", "max_tokens": max_tokens, "tokenizer": TOKENIZER_FILE,
             "tokenizer_source": str(source), "extra_tokens": prompt}
+    if model.task == "causal_lm":  # what the data appends, and what stops generation
+        eos = list(model.config.eos_token_id)
+        spec.update(task="causal_lm", eos_id=eos[0] if eos else None, eos_ids=eos,
+                    bos_id=model.config.bos_token_id)
     return spec, max_tokens + prompt, max_tokens
 
 
@@ -122,7 +132,7 @@ def _model_tokenizer(model) -> Path | None:
     return Path(folder) / TOKENIZER_FILE if folder and (Path(folder) / TOKENIZER_FILE).is_file() else None
 
 
-def _stem_trainable(model: EncoderClassifier) -> bool:
+def _stem_trainable(model: TransformerModel) -> bool:
     """Whether any trainable parameter takes part in the embeddings (the adaptive stem)."""
     wrt = [p for p in model.parameters() if p.requires_grad]
     if not wrt:
@@ -135,7 +145,7 @@ def _stem_trainable(model: EncoderClassifier) -> bool:
     return any(g is not None for g in grads)
 
 
-def _manifest(model: EncoderClassifier, name: str, modes, inputs: dict, tokens: int,
+def _manifest(model: TransformerModel, name: str, modes, inputs: dict, tokens: int,
               trainable: list[str]) -> dict:
     params = dict(model.named_parameters())
     blocks = []
@@ -157,7 +167,8 @@ def _manifest(model: EncoderClassifier, name: str, modes, inputs: dict, tokens: 
         "edgetune_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {"name": name, "family": model.family, "num_layers": model.num_layers,
-                  "hidden_size": model.hidden_size, "num_classes": model.config.num_classes,
+                  "hidden_size": model.hidden_size, "task": model.task,
+                  "num_classes": getattr(model.config, "num_classes", None),
                   "input_names": list(model.input_names),
                   "config": to_dict(model.config)},
         "method": {"name": model.peft_method, "config": to_dict(cfg) if cfg is not None else {}},

@@ -77,6 +77,20 @@ def test_gelugrad():
     _both("GeluGrad", ["dy", "x"], ["dx"], {"dy": f32(4, 9, 16), "x": 3 * f32(4, 9, 16)})
 
 
+@pytest.mark.parametrize("alpha", [1.0, 1.702])
+def test_quickgelugrad(alpha):
+    _both("QuickGeluGrad", ["dy", "x"], ["dx"], {"dy": f32(4, 9, 16), "x": 3 * f32(4, 9, 16)}, alpha=alpha)
+
+
+@pytest.mark.parametrize("wanted", [("dx", "dg"), ("dx", ""), ("", "dg")])
+def test_simplifiedlayernormalizationgrad(wanted):
+    x = 2 + 3 * f32(3, 6, 16)
+    inv = 1 / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6)
+    feeds = {"dy": f32(3, 6, 16), "x": x, "g": 1 + f32(16), "r": inv.astype(np.float32)}
+    _both("SimplifiedLayerNormalizationGrad", ["dy", "x", "g", "r"], list(wanted), feeds,
+          reference=["dx", "dg"], axis=-1, epsilon=1e-6)
+
+
 def test_tanhgrad():
     _both("TanhGrad", ["dy", "y"], ["dx"], {"dy": f32(5, 8), "y": np.tanh(f32(5, 8))})
 

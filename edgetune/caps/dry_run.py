@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from edgetune.bundle import drops_tokens
 from edgetune.caps.cost_model import activation_bytes_per_sample
 from edgetune.caps.limits import Caps
 from edgetune.caps.planner import CapPlanner, CapSettings, StepEstimate
@@ -63,10 +64,11 @@ def plan_report(manifest: Mapping[str, Any], profile: DeviceProfile, caps: Caps,
     if schedule not in SCHEDULES:
         raise UsageError(f"schedule={schedule!r}: must be one of {', '.join(SCHEDULES)}")
     L, n = int(manifest["model"]["num_layers"]), int(manifest["tokens"])
-    inner = AlastPlanner(L, n, alast) if schedule == "alast" else StaticPlanner(L)
+    inner = (AlastPlanner(L, n, alast, drop_tokens=drops_tokens(dict(manifest))) if schedule == "alast"
+             else StaticPlanner(L))
     if settings is None:  # the engine `edgetune train` would pick
         mode = pick_mode(schedule, manifest.get("modes", ["static", "adaptive"]), caps.ram_bytes is not None)
-        settings = CapSettings(engine=engine_class(mode).caps.memory)
+        settings = CapSettings.for_bundle(manifest, engine_class(mode).caps.memory)
     planner = CapPlanner(inner, manifest, profile, caps, steps, batch_size, settings)
     smallest = planner.check_feasible()
     wanted = inner.plan(n, batch_size)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from edgetune.bundle import drops_tokens
 from edgetune.caps.budget import power_pause
 from edgetune.caps.calibration import MemoryCalibration, RatioCalibration, base_prior
 from edgetune.caps.cost_model import (
@@ -46,6 +49,11 @@ class CapSettings:
         check_int(self, "min_tokens", lo=1)
         check_float(self, "safety", lo=0.0, hi=1.0, hi_open=True)
         check_engine(self.engine, "CapSettings.engine")
+
+    @classmethod
+    def for_bundle(cls, manifest: Mapping[str, Any], engine: EngineMemory) -> CapSettings:
+        """The defaults, with the keep floor at every token for a model that drops none."""
+        return cls(engine=engine, keep_floor=0.1 if drops_tokens(dict(manifest)) else 1.0)
 
     @property
     def shrink_layers(self) -> bool:

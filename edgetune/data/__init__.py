@@ -13,16 +13,18 @@ from edgetune.data.base import Dataset, Subset, split
 from edgetune.data.errors import DataError
 from edgetune.data.folder import ImageFolderDataset, load_image_folder
 from edgetune.data.images import ArrayImageDataset, load_npz
+from edgetune.data.lm import LMDataset, load_lm
 from edgetune.data.loader import load_dataset
 from edgetune.data.resize import normalize, resize
 from edgetune.data.sampler import BatchSampler, permutation
-from edgetune.data.spec import ImageSpec, TextSpec
+from edgetune.data.spec import ImageSpec, LMSpec, TextSpec
 from edgetune.data.text import TextDataset, load_text
-from edgetune.data.tokenizer import build_word_level_tokenizer, load_tokenizer
+from edgetune.data.tokenizer import build_bpe_tokenizer, build_word_level_tokenizer, load_tokenizer
 
 __all__ = [
     "ArrayImageDataset", "BatchSampler", "DataError", "Dataset", "ImageFolderDataset",
-    "ImageSpec", "Subset", "TextDataset", "TextSpec", "build_word_level_tokenizer",
-    "load_dataset", "load_image_folder", "load_npz", "load_text", "load_tokenizer", "normalize",
+    "ImageSpec", "LMDataset", "LMSpec", "Subset", "TextDataset", "TextSpec", "build_bpe_tokenizer",
+    "build_word_level_tokenizer",
+    "load_dataset", "load_image_folder", "load_lm", "load_npz", "load_text", "load_tokenizer", "normalize",
     "permutation", "resize", "split",
 ]

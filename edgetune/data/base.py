@@ -13,7 +13,8 @@ from edgetune.errors import UsageError
 class Dataset:
     """``len(ds)`` examples; ``ds.batch(indices)`` gives the model's inputs plus ``labels``.
 
-    Subclasses set ``path``, ``labels`` (int64, one per example), ``label_names`` (class names
+    Subclasses set ``path``, ``labels`` (int64, one per example, or a row of next-token
+    targets per example for a language model: data/lm.py), ``label_names`` (class names
     by index, or None for integer labels), ``input_names`` and implement :meth:`_inputs`.
     """
 
@@ -31,11 +32,16 @@ class Dataset:
         if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"batch indices out of range for {len(self)} examples")
         out = self._inputs(idx)
-        out["labels"] = self.labels[idx]
+        out["labels"] = self._labels(idx, out)
         return out
 
     def _inputs(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def _labels(self, idx: np.ndarray, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The labels of examples ``idx`` for these ``inputs`` (a language model's: cut to the
+        batch's length)."""
+        return self.labels[idx]
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Subset:
         return Subset(self, indices)
@@ -57,6 +63,9 @@ class Subset(Dataset):
 
     def _inputs(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         return self.parent._inputs(self.indices[idx])
+
+    def _labels(self, idx: np.ndarray, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.parent._labels(self.indices[idx], inputs)
 
 
 def split(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[Subset, Subset]:

@@ -6,20 +6,21 @@ from pathlib import Path
 
 from edgetune.data.base import Dataset
 from edgetune.data.errors import DataError
-from edgetune.data.spec import ImageSpec, TextSpec
+from edgetune.data.spec import ImageSpec, LMSpec, TextSpec
 
 IMAGE_FILES = (".npz",)
 TEXT_FILES = (".csv", ".tsv", ".jsonl")
 
 
-def load_dataset(path: str | Path, spec: ImageSpec | TextSpec) -> Dataset:
+def load_dataset(path: str | Path, spec: ImageSpec | TextSpec | LMSpec) -> Dataset:
     """``.npz`` or a folder of class subfolders for an :class:`ImageSpec`; ``.csv``, ``.tsv`` or
-    ``.jsonl`` for a :class:`TextSpec`. Every problem is a one-line :class:`DataError`."""
+    ``.jsonl`` for a :class:`TextSpec` or an :class:`LMSpec`. Every problem is a one-line
+    :class:`DataError`."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, "no such file or folder")
-    if not isinstance(spec, (ImageSpec, TextSpec)):
-        raise TypeError(f"spec must be an ImageSpec or a TextSpec, not {type(spec).__name__}")
+    if not isinstance(spec, (ImageSpec, TextSpec, LMSpec)):
+        raise TypeError(f"spec must be an ImageSpec, TextSpec or LMSpec, not {type(spec).__name__}")
     kind = "image" if isinstance(spec, ImageSpec) else "text"
     suffix = "folder" if path.is_dir() else path.suffix.lower()
     if suffix in ("folder", *IMAGE_FILES) and kind == "text":
@@ -36,6 +37,9 @@ def load_dataset(path: str | Path, spec: ImageSpec | TextSpec) -> Dataset:
         from edgetune.data.images import load_npz
         assert isinstance(spec, ImageSpec)
         return load_npz(path, spec)
+    if suffix in TEXT_FILES and isinstance(spec, LMSpec):
+        from edgetune.data.lm import load_lm
+        return load_lm(path, spec)
     if suffix in TEXT_FILES:
         from edgetune.data.text import load_text
         assert isinstance(spec, TextSpec)

@@ -106,3 +106,35 @@ class TextSpec:
 
     def label_columns(self) -> tuple[str, ...]:
         return LABEL_COLUMNS if self.label_column == "label" else (self.label_column,)
+
+
+@dataclasses.dataclass
+class LMSpec:
+    """Text for a language model: ``input_ids`` int64 N×L and next-token ``labels`` N×L.
+
+    Rows hold ``text`` (every token is learned) or ``prompt`` + ``completion`` (only the
+    completion's tokens are). ``eos_id``: appended to every row (the model learns to stop);
+    None when the model declares none. ``max_length``: rows longer are cut (the prompt side
+    first stays whole; a row left with no target is an error)."""
+
+    tokenizer_path: str | Path = TOKENIZER_FILE
+    max_length: int = 256
+    eos_id: int | None = None
+    text_column: str = "text"
+    prompt_column: str = "prompt"
+    completion_column: str = "completion"
+
+    input_names = ("input_ids",)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tokenizer_path, (str, Path)) or not str(self.tokenizer_path):
+            raise UsageError(f"LMSpec.tokenizer_path={self.tokenizer_path!r}: must be a path "
+                             "to a tokenizer.json")
+        self.tokenizer_path = Path(self.tokenizer_path)
+        check_int(self, "max_length", 2)
+        if self.eos_id is not None:
+            check_int(self, "eos_id", 0)
+        for field in ("text_column", "prompt_column", "completion_column"):
+            v = getattr(self, field)
+            if not isinstance(v, str) or not v:
+                raise UsageError(f"LMSpec.{field}={v!r}: must be a non-empty column name")

@@ -51,3 +51,22 @@ def build_word_level_tokenizer(texts: Iterable[str], path: str | Path,
     path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(path))
     return path
+
+
+def build_bpe_tokenizer(texts: Iterable[str], path: str | Path, vocab_size: int = 512,
+                        end_token: str = "<|endoftext|>") -> Path:
+    """Train a byte-level BPE tokenizer (GPT-2's scheme: any text encodes, no unknown token) on
+    ``texts``, ``end_token`` = id 0 (a language model's EOS), and save it to ``path``; no
+    download. ``vocab_size`` ≥ 257 (the 256 bytes and the end token)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[end_token],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+    return path

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -157,11 +158,26 @@ def local_fleet(out: str | Path) -> Iterator[LocalFleet]:
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
                                       f'address = "{HOST}:{port}"\ninsecure = true\n')
+    previous = _exit_on_sigterm()
     try:
         fleet.start_superlink()
         yield fleet
     finally:
         fleet.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm():
+    """SIGTERM (``kill``, a service manager) stops this process through its ``finally`` blocks,
+    so the SuperLink and SuperNodes it started stop too; returns the handler it replaced (None
+    off the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def run_local(bundle: str | Path, nodes: Sequence[NodeConfig], fleet: FleetConfig, out: str | Path,
@@ -182,8 +198,6 @@ def run_local(bundle: str | Path, nodes: Sequence[NodeConfig], fleet: FleetConfi
         for name, node in zip(names, nodes):
             local.start_node(name, node)
         if during is not None:
-            import threading
-
             threading.Thread(target=during, args=(local,), daemon=True).start()
         code = local.submit(project, echo, deadline)
     folder = FleetFolder(out)

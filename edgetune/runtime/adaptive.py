@@ -1,5 +1,10 @@
 """Run an adaptive bundle: stem → blocks (with keep) → head loss → backward walk.
 
+A language model's blocks take no keep count and return no attention (they drop no tokens);
+ALaST's per-layer signal is then the mean of the tokens after the first (``summary``). A
+parameter two parts use (a language model's embedding tied to its head) gets the sum of their
+gradients.
+
 Trained blocks run their trainable backward, frozen blocks (above the lowest trained one)
 their frozen backward, and below the lowest trained block no backward runs at all; that block
 runs its ``first`` graphs (parameter gradients, no input gradient) where the bundle has them.
@@ -26,7 +31,7 @@ class StepResult:
     grads: dict[str, np.ndarray]          # parameter name → gradient (trained parts only;
                                           # OrtValues on the device when resident)
     cls_delta: np.ndarray                 # (L,) ALaST importance per layer
-    cls_attn: list[np.ndarray]            # per layer (B, N_l)
+    cls_attn: list[np.ndarray | None]     # per layer (B, N_l); None where blocks drop no tokens
     backward: dict[str, str] = field(default_factory=dict)  # part → graph run backward
     cls_norm: np.ndarray | None = None    # (L,) ‖CLS_{l−1}‖², batch mean (the "relative" rule)
 
@@ -48,6 +53,10 @@ class AdaptiveRunner:
         self.values = ResidentParams(self.params, placement) if placement.resident \
             else ParamValues(self.params)
         self.key_bias = "key_bias" in self.parts["stem"]["outputs"]
+        self.summary = self.index["model"].get("summary", SUMMARIES[0])
+        if self.summary not in SUMMARIES:
+            raise UsageError(f"{self.folder}: summary {self.summary!r}; this edgetune knows "
+                             f"{', '.join(SUMMARIES)} (a newer bundle format?)")
 
     @property
     def num_layers(self) -> int:
@@ -133,7 +142,7 @@ class AdaptiveRunner:
             deltas.append(float(class_token_delta(prev, cur)))
             norms.append(float(class_token_norm(prev)))
             prev = cur
-            attns.append(values["cls_attn"].numpy())
+            attns.append(values["cls_attn"].numpy() if "cls_attn" in values else None)
             bias = bias_out
         head = self.parts["head"]
         outs = run(self._graph("head", "train"), head["outputs"],
@@ -157,20 +166,29 @@ class AdaptiveRunner:
             wanted = [p + "_grad" for p in stem["trainable"]]
             file = self._graph("stem", "backward_train")
             stem_grads = run(file, wanted, {**params, **stem_vals, "dtokens": dy})
-            grads.update((p, out(g)) for p, g in zip(stem["trainable"], stem_grads))
+            for p, g in zip(stem["trainable"], stem_grads):
+                # tied to the head (a language model's embedding): the sum of both gradients
+                grads[p] = out(g) if p not in grads else self._add(grads[p], g)
             backward["stem"] = file
         return StepResult(float(res["loss"].numpy()), res["logits"].numpy(), grads,
                           np.array(deltas, dtype=np.float32), attns, backward,
                           np.array(norms, dtype=np.float32))
 
     def _cls(self, x) -> np.ndarray:
-        """The class token (B, D) of a block's (B, N, D) output, on the host. Resident: taken
-        on the device by the bundle's ``class_token`` graph (B·D floats cross, not B·N·D)."""
+        """The summary (B, D) of a block's (B, N, D) output, on the host: the class token, or
+        for a language model the mean of the tokens after the first. Resident: the class token
+        is taken on the device by the bundle's ``class_token`` graph (B·D floats cross, not B·N·D)."""
         graph = self.index.get("optimizer", {}).get("class_token")
-        if self.placement.resident and graph is not None:
+        if self.summary == "first" and self.placement.resident and graph is not None:
             (cls,) = self.placement.run(self.sessions.get(graph), ["cls"], {"x": x})
             return np.array(cls.numpy())
-        return _cls(x)
+        return _summary(x, self.summary)
+
+    def _add(self, grad, more):
+        """grad + more (an OrtValue from a graph): numpy on the host; resident, on the host too
+        (rare: a tied parameter under full fine-tuning) and put back on the device."""
+        total = (grad.numpy() if hasattr(grad, "numpy") else grad) + more.numpy()
+        return self.placement.upload(total.astype(np.float32)) if self.placement.resident else total
 
     def _out(self, value):
         """A gradient as the optimizer takes it: numpy on the host, the OrtValue when resident."""
@@ -197,6 +215,13 @@ class AdaptiveRunner:
         return self._graph(block, f"backward_{self._mode(block, i, trained, lowest)}")
 
 
-def _cls(x) -> np.ndarray:
-    """The class token (B, D) of a (B, N, D) OrtValue or array."""
-    return np.array((x.numpy() if hasattr(x, "numpy") else x)[:, 0])
+SUMMARIES = ("first", "mean_skip_first")  # what ``summary`` a bundle's index may name
+
+
+def _summary(x, kind: str = "first") -> np.ndarray:
+    """(B, D) of a (B, N, D) OrtValue or array: token 0 (``first``, the class token) or the
+    mean of tokens 1.. (``mean_skip_first``; token 0 alone when N = 1)."""
+    a = x.numpy() if hasattr(x, "numpy") else x
+    if kind == "first" or a.shape[1] == 1:
+        return np.array(a[:, 0])
+    return a[:, 1:].mean(axis=1)

@@ -23,6 +23,7 @@ from edgetune.errors import EdgetuneError, UsageError
 from edgetune.runtime.ort_env import ArenaFull, arena_errors, session_options
 from edgetune.runtime.ort_training import training_api
 from edgetune.runtime.placement import HOST, Placement
+from edgetune.targets import hits, targets
 from edgetune.tensorfile import load_tensors, save_tensors
 from edgetune.train.exchange import checked_state
 from edgetune.train.optim import AdamWConfig
@@ -56,7 +57,7 @@ class EngineCaps:
 class StepStats:
     loss: float            # mean over the step's samples
     correct: int           # argmax hits, for running accuracy
-    count: int             # samples in the step
+    count: int             # targets in the step (samples; a language model's target tokens)
     cls_delta: np.ndarray  # (L,) ALaST importance signal, mean over micro-batches
     cls_norm: np.ndarray | None = None  # (L,) ‖CLS_{l−1}‖², mean over micro-batches (adaptive)
 
@@ -102,10 +103,6 @@ class EngineClass(Protocol):
                  optim: AdamWConfig | None = None, placement: Placement = HOST) -> Engine: ...
 
     def read_trained(self, folder: Path) -> dict[str, np.ndarray]: ...
-
-
-def _hits(logits: np.ndarray, labels: np.ndarray) -> int:
-    return int((np.asarray(logits).argmax(-1) == labels).sum())
 
 
 class StaticEngine:
@@ -165,7 +162,7 @@ class StaticEngine:
                 outs = dict(zip(names, self.module(*self._feeds(self._train_inputs, mb, keep))))
             n = len(mb["labels"])
             loss += float(outs[names[0]]) * n
-            correct += _hits(outs["logits"], mb["labels"])
+            correct += hits(outs["logits"], mb["labels"])
             count += n
             deltas.append(outs["cls_delta"])
         self.optimizer.set_learning_rate(lr)
@@ -259,16 +256,16 @@ class AdaptiveEngine:
         train_stem = bool(trained[0])
         grads: dict = {}
         loss, correct, count, deltas, norms = 0.0, 0, 0, [], []
-        total = sum(len(mb["labels"]) for mb in micro_batches)
+        total = sum(targets(mb["labels"]) for mb in micro_batches)
         for mb in micro_batches:
-            n = len(mb["labels"])
+            n = targets(mb["labels"])
             inputs = {k: v for k, v in mb.items() if k != "labels"}
             res = self.runner.step(inputs, mb["labels"], [int(k) for k in keep], train=train,
                                    train_stem=train_stem)
-            # the step's loss is the sample-weighted mean of the micro-batches'
+            # the step's loss is the target-weighted mean of the micro-batches' (targets.py)
             self.state.accumulate(grads, res.grads, n / total)
             loss += res.loss * n
-            correct += _hits(res.logits, mb["labels"])
+            correct += hits(res.logits, mb["labels"])
             count += n
             deltas.append(res.cls_delta)
             assert res.cls_norm is not None  # AdaptiveRunner.step always measures it

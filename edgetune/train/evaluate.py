@@ -11,6 +11,8 @@ import numpy as np
 from edgetune.bundle import MANIFEST, Bundle
 from edgetune.data.base import Dataset
 from edgetune.errors import EdgetuneError, UsageError
+from edgetune.targets import IGNORE, targets
+from edgetune.targets import hits as count_hits
 from edgetune.train.engines import Engine
 from edgetune.train.inference_tokens import (
     ALL,
@@ -27,9 +29,15 @@ from edgetune.train.run_folder import RUN_INFO, RunFolder
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    z = logits - logits.max(-1, keepdims=True)
+    """Mean of −log softmax(z)[y] over the targets: one per sample (logits (B, C), labels
+    (B,)), or a language model's positions with a target (logits (B, N, V), labels (B, N),
+    −100 elsewhere)."""
+    labels = np.asarray(labels).reshape(-1)
+    logits = np.asarray(logits).reshape(labels.size, -1)
+    keep = labels != IGNORE
+    z = logits[keep] - logits[keep].max(-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    return float(-logp[np.arange(len(labels)), labels].mean())
+    return float(-logp[np.arange(len(z)), labels[keep]].mean())
 
 
 def token_count(batch: dict[str, np.ndarray], bundle: Bundle) -> int:
@@ -42,7 +50,8 @@ def token_count(batch: dict[str, np.ndarray], bundle: Bundle) -> int:
 def evaluate_engine(engine: Engine, bundle: Bundle, data: Dataset, batch_size: int = 32,
                     budgets: tuple[float, ...] | None = None,
                     before_batch: Callable[[int], None] | None = None) -> dict:
-    """Mean loss and accuracy over ``data``; ``budgets``: keep ⌈b_l·N⌉ tokens (None: every token).
+    """Mean loss and accuracy over ``data``'s targets (samples; a language model's target
+    tokens, with ``perplexity``); ``budgets``: keep ⌈b_l·N⌉ tokens (None: every token).
     ``before_batch(samples_done)`` runs before each batch after the first (an energy cap's
     check; it raises to stop)."""
     total_loss, hits, n = 0.0, 0, 0
@@ -53,12 +62,16 @@ def evaluate_engine(engine: Engine, bundle: Bundle, data: Dataset, batch_size: i
         keep = keep_for(budgets, token_count(batch, bundle), engine.num_layers)
         logits = engine.predict(batch, keep)
         labels = batch["labels"]
-        total_loss += cross_entropy(logits, labels) * len(labels)
-        hits += int((logits.argmax(-1) == labels).sum())
-        n += len(labels)
+        count = targets(labels)
+        total_loss += cross_entropy(logits, labels) * count
+        hits += count_hits(logits, labels)
+        n += count
     if n == 0:
         raise UsageError("evaluation data is empty")
-    return {"loss": total_loss / n, "accuracy": hits / n, "count": n}
+    out = {"loss": total_loss / n, "accuracy": hits / n, "count": n}
+    if bundle.is_lm:  # per target token: perplexity = exp(mean NLL)
+        out["perplexity"] = float(np.exp(min(out["loss"], 700.0)))
+    return out
 
 
 def open_run(run: Path, checkpoint: str = "best", threads: int = 0) -> tuple[Bundle, Engine, dict, Path]:

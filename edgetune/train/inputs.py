@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgetune.bundle import Bundle
-from edgetune.data import ImageSpec, TextSpec, load_dataset
+from edgetune.data import ImageSpec, LMSpec, TextSpec, load_dataset
 from edgetune.data.base import Dataset
 from edgetune.errors import UsageError
 
 
 def data_spec(bundle: Bundle, labels: tuple[str, ...] | None = None, text_column: str = "text",
-              label_column: str = "label") -> ImageSpec | TextSpec:
+              label_column: str = "label") -> ImageSpec | TextSpec | LMSpec:
     inp = bundle.inputs
     if inp["kind"] == "image":
         return ImageSpec(image_size=inp["image_size"], channels=inp["channels"], mean=tuple(inp["mean"]),
@@ -19,6 +19,9 @@ def data_spec(bundle: Bundle, labels: tuple[str, ...] | None = None, text_column
     tokenizer = bundle.tokenizer_path
     if tokenizer is None:  # what TextSpec says of a missing path
         raise UsageError("TextSpec.tokenizer_path=None: must be a path to a tokenizer.json")
+    if bundle.is_lm:
+        return LMSpec(tokenizer_path=tokenizer, max_length=inp["max_tokens"], eos_id=inp.get("eos_id"),
+                      text_column=text_column)
     return TextSpec(tokenizer_path=tokenizer, max_length=inp["max_tokens"],
                     num_classes=bundle.num_classes, text_column=text_column,
                     label_column=label_column, labels=labels)

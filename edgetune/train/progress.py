@@ -22,7 +22,9 @@ class ProgressBar:
         self.tty = getattr(self.stream, "isatty", lambda: False)()
         self._last = 0.0
 
-    def update(self, step: int, loss: float, samples_per_s: float, rss_mb: float, extra: str = "") -> None:
+    def update(self, step: int, loss: float, samples_per_s: float, rss_mb: float, extra: str = "",
+               unit: str = "samples/s") -> None:
+        """``samples_per_s``: the rate in ``unit`` (a language model's: target tokens, tok/s)."""
         now = time.monotonic()
         if self.tty and now - self._last < 0.1 and step < self.total:
             return
@@ -31,7 +33,7 @@ class ProgressBar:
         self._last = now
         filled = int(self.width * step / max(1, self.total))
         bar = "█" * filled + "·" * (self.width - filled)
-        line = (f"{bar} {step}/{self.total}  loss {loss:.4f}  {samples_per_s:.1f} samples/s  "
+        line = (f"{bar} {step}/{self.total}  loss {loss:.4f}  {samples_per_s:.1f} {unit}  "
                 f"RSS {rss_mb:.0f} MB{('  ' + extra) if extra else ''}")
         self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
         self.stream.flush()

@@ -178,12 +178,14 @@ class Trainer:
     def _limits(self, batch_size: int, input_bytes: float, arena: int | None) -> Uncapped:
         """The schedule's planner, wrapped in the cap planner under caps."""
         c, L = self.config, self.engine.num_layers
-        inner: Planner = (AlastPlanner(L, int(self.bundle.manifest["tokens"]), c.alast, self.total_steps)
+        inner: Planner = (AlastPlanner(L, int(self.bundle.manifest["tokens"]), c.alast, self.total_steps,
+                                       drop_tokens=self.bundle.drops_tokens)
                           if c.schedule == "alast" else StaticPlanner(L))
         if self.caps is None or not self.caps.any:
             return Uncapped(inner)
         planner = CapPlanner(inner, self.bundle.manifest, self.device, self.caps, self.total_steps,
-                             batch_size, settings=CapSettings(engine=self.engine.caps.memory))
+                             batch_size,
+                             settings=CapSettings.for_bundle(self.bundle.manifest, self.engine.caps.memory))
         planner.input_bytes_per_sample, planner.arena_bytes = input_bytes, arena
         return Capped(planner)
 
@@ -255,7 +257,7 @@ class Trainer:
         rss = process_rss_bytes() / MB
         self._peak_rss = max(self._peak_rss, rss, peak_rss_bytes() / MB)
         pause = self.limits.observe_step(self._energy(), seconds)
-        record = self._record(epoch, n_tokens, lr, stats, plan, seconds, rss)
+        record = self._record(epoch, n_tokens, lr, stats, plan, seconds, rss, len(batch["labels"]))
         if budgets is not None:
             record["budgets"] = [float(b) for b in budgets]
         if pause > 0:
@@ -273,16 +275,25 @@ class Trainer:
         for cb in self.callbacks:
             cb(record)
         if bar:
-            bar.update(self.step, record["loss"], record["samples_per_s"], record["rss_mb"])
+            if "target_tokens_per_s" in record:  # a language model: tokens learned per second
+                bar.update(self.step, record["loss"], record["target_tokens_per_s"], record["rss_mb"],
+                           unit="tok/s")
+            else:
+                bar.update(self.step, record["loss"], record["samples_per_s"], record["rss_mb"])
 
     def _record(self, epoch: int, n_tokens: int, lr: float, stats: StepStats, plan: StepPlan,
-                seconds: float, rss: float) -> dict[str, Any]:
-        return {"step": self.step, "epoch": epoch, "loss": stats.loss, "lr": lr,
-                "accuracy": stats.correct / stats.count, "tokens": n_tokens,
-                "tokens_kept": plan.keep.tolist(), "layers_trained": np.flatnonzero(plan.trained).tolist(),
-                "micro_batch": plan.micro_batch, "step_time": seconds,
-                "samples_per_s": stats.count / seconds, "rss_mb": rss,
-                "peak_rss_mb": self._peak_rss, "energy_j": self._joules}
+                seconds: float, rss: float, samples: int) -> dict[str, Any]:
+        """``accuracy``: of the step's targets (a language model's: next-token hits)."""
+        record = {"step": self.step, "epoch": epoch, "loss": stats.loss, "lr": lr,
+                  "accuracy": stats.correct / stats.count, "tokens": n_tokens,
+                  "tokens_kept": plan.keep.tolist(), "layers_trained": np.flatnonzero(plan.trained).tolist(),
+                  "micro_batch": plan.micro_batch, "step_time": seconds,
+                  "samples_per_s": samples / seconds, "rss_mb": rss,
+                  "peak_rss_mb": self._peak_rss, "energy_j": self._joules}
+        if self.bundle.is_lm:  # the tokens learned (targets) per second, and the step's perplexity
+            record.update(targets=stats.count, target_tokens_per_s=stats.count / seconds,
+                          perplexity=float(np.exp(min(stats.loss, 700.0))))
+        return record
 
     def _run_step(self, batch: Batch, plan: StepPlan, lr: float) -> tuple[StepStats, float, StepPlan]:
         """One optimizer step; where the arena refuses a plan, nothing was updated, and the

@@ -78,6 +78,8 @@ class TransformerModel(nn.Module):
         budgets: instead of keep, per-layer budgets (L,) turned into counts for these inputs'
         tokens (``budget_keep``), as a merged inference graph drops them."""
         x, bias = self.embed(*inputs)
+        if not self.drops_tokens:  # a language model keeps every token: budgets are all 1
+            keep = budgets = None
         if budgets is not None:
             keep = budget_keep(budgets, x)
         cls_tokens, cls_attn = [self.summary(x)], []

@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from edgetune.export.models.base import TransformerModel
-
-IGNORE = -100  # a position with no target (labels)
+from edgetune.targets import IGNORE
 
 
 class CausalLM(TransformerModel):

@@ -115,12 +115,22 @@ class LlamaAttention(nn.Module):
         self.o_proj = nn.Linear(h * dh, d, bias=cfg.o_bias)
         self.prefix = None
 
+    @property
+    def kv_dim(self) -> int:
+        """Width of the keys (and values): H_kv·d_h, what a prefix holds per token."""
+        return self.num_kv_heads * self.head_dim
+
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, key_bias: Tensor | None = None) -> Tensor:
+        """cos, sin: the rotary tables of x's positions (after a prefix's, if any)."""
         b = x.shape[0]
         q = self.q_proj(x).reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).reshape(b, -1, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).reshape(b, -1, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.prefix is not None:  # a past of P keys/values, as PEFT's prefix tuning: unrotated
+            pk, pv = (t.reshape(1, -1, self.num_kv_heads, self.head_dim).transpose(1, 2)
+                      .expand(b, -1, -1, -1) for t in (self.prefix.key, self.prefix.value))
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
         context = causal_attention(q, k, v, key_bias)
         return self.o_proj(context.transpose(1, 2).reshape(b, -1, self.num_heads * self.head_dim))
 
@@ -152,7 +162,8 @@ class LlamaDecoderLayer(nn.Module):
     def forward(self, x: Tensor, key_bias: Tensor | None, keep: Tensor | None):
         if keep is not None:
             raise UsageError("a language model's blocks keep every token (keep must be None)")
-        cos, sin = self._rotary[0](x.shape[1])
+        prefix = self.self_attn.prefix  # its P keys come first: these tokens sit at P, P+1, …
+        cos, sin = self._rotary[0](x.shape[1], 0 if prefix is None else prefix.key.shape[0])
         h = x + self.self_attn(self.input_layernorm(x), cos, sin, key_bias)
         return h + self.mlp(self.post_attention_layernorm(h)), key_bias, None
 
@@ -196,12 +207,18 @@ class LlamaForCausalLM(CausalLM):
         return self.config.vocab_size
 
     def embed(self, input_ids: Tensor) -> tuple[Tensor, None]:
+        """Token embeddings; prompt tuning's P tokens go first (PEFT's causal-LM layout: the
+        text's positions start at P)."""
         x = self.model.embed_tokens(input_ids)
         if self.prompt is not None:
-            x, _ = self.prompt(x, None)
+            p = self.prompt.embeddings
+            x = torch.cat([p.unsqueeze(0).expand(x.shape[0], -1, -1), x], dim=1)
         return x, None
 
     def classify(self, x: Tensor, key_bias: Tensor | None = None) -> Tensor:
+        """Logits of the text's positions (prompt tokens predict nothing)."""
+        if self.prompt is not None:
+            x = x[:, self.prompt.embeddings.shape[0]:]
         return self.lm_head(self.model.norm(x))
 
     def example_inputs(self, batch: int, tokens: int | None = None) -> tuple[Tensor, ...]:

@@ -249,7 +249,8 @@ def minilm_l6(num_classes: int) -> BertClassifier:
 def llama_micro(num_classes: None = None) -> LlamaForCausalLM:
     return LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128,
                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                        max_position_embeddings=256, rms_norm_eps=1e-6))
+                                        max_position_embeddings=256, rms_norm_eps=1e-6,
+                                        eos_token_id=[0]))  # build_bpe_tokenizer's end token
 
 
 @register_model("qwen2-micro", "llama", "Qwen2-style decoder (q/k/v biases, untied head), 64 wide, "
@@ -258,4 +259,5 @@ def qwen2_micro(num_classes: None = None) -> LlamaForCausalLM:
     return LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128,
                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                         max_position_embeddings=256, qkv_bias=True,
-                                        tie_word_embeddings=False, rope_theta=1e6, model_type="qwen2"))
+                                        tie_word_embeddings=False, rope_theta=1e6, model_type="qwen2",
+                                        eos_token_id=[0]))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import onnx
 import torch
 
-from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.models.base import TransformerModel
 from edgetune.export.onnx.gradients import (
     build_gradient,
     forward_tensors,
@@ -102,7 +102,7 @@ def export_head(traced: Traced, trainable: set[str]) -> PartGraphs:
     return PartGraphs(graphs, list(traced.params), params, list(traced.inputs), outs)
 
 
-def export_adaptive(model: EncoderClassifier, trainable: set[str], batch: int = 2,
+def export_adaptive(model: TransformerModel, trainable: set[str], batch: int = 2,
                     tokens: int | None = None) -> dict[str, PartGraphs]:
     """All parts of ``model``: {"stem": ..., "block_00": ..., ..., "head": ...}."""
     model.eval()
@@ -112,7 +112,8 @@ def export_adaptive(model: EncoderClassifier, trainable: set[str], batch: int = 
     parts = {"stem": export_part(trace_stem(model, example), trainable, frozen_variant=False)}
     keep = n
     for i in range(model.num_layers):
-        k = max(2, keep - 1) if keep > 2 else keep  # trace below the full count
+        # trace below the full count (a model that drops no tokens: at it)
+        k = (max(2, keep - 1) if keep > 2 else keep) if model.drops_tokens else keep
         parts[f"block_{i:02d}"] = export_part(trace_block(model, i, batch, keep, k), trainable,
                                               frozen_variant=True, first_variant=True)
         keep = k

@@ -19,7 +19,7 @@ from edgetune.atomic import atomic_dir
 from edgetune.bundle import INDEX_FILE, INDEX_FORMAT, MODES, PARAMS_FILE
 from edgetune.config import to_dict
 from edgetune.errors import UsageError
-from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.models.base import TransformerModel
 from edgetune.export.models.registry import create_model, model_task
 from edgetune.export.onnx.adaptive import PartGraphs, export_adaptive
 from edgetune.export.onnx.optim import write_optimizer
@@ -28,17 +28,20 @@ from edgetune.export.onnx.trace import save_model
 from edgetune.export.peft import apply_method, trainable_names
 
 
-def prepare_model(model: str | EncoderClassifier, method: str | None, method_config: Any = None,
+def prepare_model(model: str | TransformerModel, method: str | None, method_config: Any = None,
                   num_classes: int | None = None, seed: int = 0, pooling: str | None = None,
-                  image_size: int | None = None) -> EncoderClassifier:
+                  image_size: int | None = None) -> TransformerModel:
     """A model with its method applied (a registered name is built with ``seed``; a classifier
     with ``num_classes``, default 2)."""
     if isinstance(model, (str, Path)):
-        if model_task(model) == "causal_lm":
-            raise UsageError(f"{model} is a language model: exporting language models for device "
-                             "training is not implemented yet (classifiers only: edgetune models)")
         torch.manual_seed(seed)
-        model = create_model(model, 2 if num_classes is None else num_classes, pooling, image_size)
+        if model_task(model) == "causal_lm":
+            if num_classes is not None:
+                raise UsageError(f"num_classes={num_classes}: {model} is a language model (it "
+                                 "predicts tokens, it has no classes); leave num_classes out")
+            model = create_model(model, None, pooling, image_size)
+        else:
+            model = create_model(model, 2 if num_classes is None else num_classes, pooling, image_size)
     elif pooling is not None or image_size is not None:
         raise UsageError("pooling= and image_size= apply to a model built by name or folder; "
                          "set them on the model object")
@@ -52,7 +55,7 @@ def prepare_model(model: str | EncoderClassifier, method: str | None, method_con
     return model.eval()
 
 
-def export_mode(model: str | EncoderClassifier, method: str | None, out_dir: str | Path, *,
+def export_mode(model: str | TransformerModel, method: str | None, out_dir: str | Path, *,
                   mode: str = "adaptive", method_config: Any = None, num_classes: int | None = None,
                   batch: int = 2, tokens: int | None = None, seed: int = 0,
                   overwrite: bool = False) -> Path:
@@ -69,6 +72,9 @@ def export_mode(model: str | EncoderClassifier, method: str | None, out_dir: str
         raise UsageError(f"{out_dir}: exists and is not empty (pass overwrite=True)")
     name = model if isinstance(model, (str, Path)) else type(model).__name__
     model = prepare_model(model, method, method_config, num_classes, seed)
+    if mode == "static" and model.task == "causal_lm":
+        raise UsageError("mode='static': ORT's training artifacts score classes; a language model "
+                         "exports in mode 'adaptive' (which trains on stock onnxruntime)")
     trainable = trainable_names(model)
     index = _describe(model, str(name), trainable, mode)
     with atomic_dir(out_dir, overwrite=True) as tmp:  # a non-empty one was refused above
@@ -85,12 +91,13 @@ def export_mode(model: str | EncoderClassifier, method: str | None, out_dir: str
     return out_dir
 
 
-def _describe(model: EncoderClassifier, name: str, trainable: list[str], mode: str) -> dict:
+def _describe(model: TransformerModel, name: str, trainable: list[str], mode: str) -> dict:
     cfg = getattr(model, "peft_config", None)
     return {
         "format": INDEX_FORMAT, "mode": mode,
         "model": {"name": name, "family": model.family, "num_layers": model.num_layers,
-                  "hidden_size": model.hidden_size, "inputs": list(model.input_names)},
+                  "hidden_size": model.hidden_size, "inputs": list(model.input_names),
+                  "task": model.task, "summary": "first" if model.drops_tokens else "mean_skip_first"},
         "method": {"name": model.peft_method, "config": to_dict(cfg) if cfg is not None else {}},
         "trainable": trainable,
     }
@@ -114,6 +121,6 @@ def write_parts(parts: dict[str, PartGraphs], folder: Path) -> dict:
     return out
 
 
-def _param_arrays(model: EncoderClassifier) -> dict[str, np.ndarray]:
+def _param_arrays(model: TransformerModel) -> dict[str, np.ndarray]:
     return {n: np.ascontiguousarray(p.detach().cpu().numpy().astype(np.float32))
             for n, p in model.named_parameters()}

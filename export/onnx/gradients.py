@@ -17,7 +17,7 @@ import onnx
 from onnx import helper
 
 from edgetune.export.onnx.recompute import DEFAULT_RULES, recompute
-from edgetune.export.onnx.trace import clamp_ir
+from edgetune.export.onnx.trace import add_gradient_outputs, clamp_ir
 
 
 def quiet_ort() -> None:
@@ -76,6 +76,7 @@ def optimize_for_training(model: onnx.ModelProto, weights: Iterable[str]) -> onn
     with quiet_stderr():  # the transformers log at INFO whatever the severity
         optimized = get_optimized_model(model.SerializeToString(), set(weights), options)
     optimized = onnx.load_model_from_string(optimized)
+    add_gradient_outputs(optimized)  # of the nodes the optimizer fused (RMSNorm)
     g = optimized.graph
     made = {o for node in g.node for o in node.output if o}
     outer = {v.name for v in list(g.input) + list(g.output)}

@@ -22,7 +22,7 @@ from torch import nn
 
 from edgetune.bundle import INFERENCE_MODEL, TOKEN_BUDGETS
 from edgetune.errors import EdgetuneError
-from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.models.base import TransformerModel
 from edgetune.export.peft.base import METHODS, Mergeable, MergeRecipe
 from edgetune.merge_ops import MERGE_OPS
 
@@ -41,8 +41,8 @@ def _module_recipe(name: str, module: nn.Module) -> dict[str, dict] | None:
     return out
 
 
-def inference_model(model: EncoderClassifier, trainable: list[str]
-                    ) -> tuple[EncoderClassifier, list[str], dict]:
+def inference_model(model: TransformerModel, trainable: list[str]
+                    ) -> tuple[TransformerModel, list[str], dict]:
     """(model to trace for inference, its parameters to mark trainable, merge entry).
 
     The merge entry, written into ``inference/graphs.json``: ``{"merged": bool, "method",
@@ -83,7 +83,7 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def write_inference_model(model: EncoderClassifier, trainable: list[str], folder: Path,
+def write_inference_model(model: TransformerModel, trainable: list[str], folder: Path,
                           batch: int, tokens: int | None) -> dict:
     """Trace ``model`` (inputs → logits) into ``folder/inference.onnx``, one self-contained file,
     and return its index entry: inputs, outputs, the trainable names and, for every parameter,

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import onnx
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.models.base import TransformerModel
+from edgetune.export.models.causal_lm import IGNORE
 from edgetune.export.onnx.trace import strip_prefix, to_onnx
 
 B, N, K = "batch", "tokens", "kept"
@@ -32,7 +32,7 @@ class Traced:
     params: list[str] = field(default_factory=list)
 
 
-def has_key_bias(model: EncoderClassifier) -> bool:
+def has_key_bias(model: TransformerModel) -> bool:
     return "attention_mask" in model.input_names
 
 
@@ -41,7 +41,7 @@ def _params_of(graph: onnx.ModelProto, model: nn.Module) -> list[str]:
     return [t.name for t in graph.graph.initializer if t.name in names]
 
 
-def _finish(module: nn.Module, model: EncoderClassifier, args, inputs, outputs, axes,
+def _finish(module: nn.Module, model: TransformerModel, args, inputs, outputs, axes,
             **kw) -> Traced:
     graph = to_onnx(module, args, inputs, outputs, axes)
     strip_prefix(graph, "model.")
@@ -50,7 +50,7 @@ def _finish(module: nn.Module, model: EncoderClassifier, args, inputs, outputs, 
 
 
 class _Stem(nn.Module):
-    def __init__(self, model: EncoderClassifier):
+    def __init__(self, model: TransformerModel):
         super().__init__()
         self.model = model
 
@@ -61,15 +61,16 @@ class _Stem(nn.Module):
         return outs + ((bias,) if bias is not None else ())
 
 
-def trace_stem(model: EncoderClassifier, example: tuple[Tensor, ...]) -> Traced:
+def trace_stem(model: TransformerModel, example: tuple[Tensor, ...]) -> Traced:
     with torch.no_grad():
         tokens, _ = model.embed(*example)
     bias = has_key_bias(model)
     inputs = list(model.input_names) + ["dtokens"]
     outputs = ["objective", "tokens"] + (["key_bias"] if bias else [])
     axes = {n: {0: B} for n in model.input_names}
-    if bias:  # text: the sequence length varies too
+    if "input_ids" in model.input_names:  # text: the sequence length varies too
         axes.update({n: {0: B, 1: "seq"} for n in model.input_names})
+    if bias:
         axes["key_bias"] = {0: B, 1: N}
     axes.update(tokens={0: B, 1: N}, dtokens={0: B, 1: N})
     return _finish(_Stem(model), model, (*example, torch.randn_like(tokens)), inputs, outputs,
@@ -77,52 +78,71 @@ def trace_stem(model: EncoderClassifier, example: tuple[Tensor, ...]) -> Traced:
 
 
 class _Block(nn.Module):
-    def __init__(self, model: EncoderClassifier, index: int, bias: bool):
+    def __init__(self, model: TransformerModel, index: int, bias: bool):
         super().__init__()
         self.model, self.index, self.bias = model, index, bias
 
     def forward(self, x: Tensor, *rest: Tensor):
-        key_bias, keep, dy = rest if self.bias else (None, *rest)
+        drops = self.model.drops_tokens
+        if drops:
+            key_bias, keep, dy = rest if self.bias else (None, *rest)
+        else:
+            (key_bias, dy), keep = (rest if self.bias else (None, *rest)), None
         y, key_bias, attn = self.model.blocks[self.index](x, key_bias, keep)
         outs = ((y * dy).sum(), y) + ((key_bias,) if self.bias else ())
-        return outs + (attn,)
+        return outs + ((attn,) if drops else ())
 
 
-def trace_block(model: EncoderClassifier, index: int, batch: int, tokens: int, keep: int) -> Traced:
-    bias = has_key_bias(model)
+def trace_block(model: TransformerModel, index: int, batch: int, tokens: int, keep: int) -> Traced:
+    """x (+ key_bias) (+ keep, for a model that drops tokens) + dy → objective, y (+ key_bias_out)
+    (+ cls_attn). A language model's block keeps every token: no keep input, y as long as x."""
+    bias, drops = has_key_bias(model), model.drops_tokens
+    kept = K if drops else N
+    if not drops:
+        keep = tokens
     d = model.hidden_size
     x, dy = torch.randn(batch, tokens, d), torch.randn(batch, keep, d)
-    args = (x,) + ((torch.zeros(batch, tokens),) if bias else ()) + (torch.tensor([keep]), dy)
-    inputs = ["x"] + (["key_bias"] if bias else []) + ["keep", "dy"]
-    outputs = ["objective", "y"] + (["key_bias_out"] if bias else []) + ["cls_attn"]
-    axes = {"x": {0: B, 1: N}, "key_bias": {0: B, 1: N}, "dy": {0: B, 1: K}, "y": {0: B, 1: K},
-            "key_bias_out": {0: B, 1: K}, "cls_attn": {0: B, 1: N}}
+    args = ((x,) + ((torch.zeros(batch, tokens),) if bias else ())
+            + ((torch.tensor([keep]),) if drops else ()) + (dy,))
+    inputs = ["x"] + (["key_bias"] if bias else []) + (["keep"] if drops else []) + ["dy"]
+    outputs = ["objective", "y"] + (["key_bias_out"] if bias else []) + (["cls_attn"] if drops else [])
+    axes = {"x": {0: B, 1: N}, "key_bias": {0: B, 1: N}, "dy": {0: B, 1: kept}, "y": {0: B, 1: kept},
+            "key_bias_out": {0: B, 1: kept}, "cls_attn": {0: B, 1: N}}
     axes = {k: v for k, v in axes.items() if k in inputs + outputs}
     return _finish(_Block(model, index, bias), model, args, inputs, outputs, axes,
                    grad_input="x", seed="dy", loss="objective")
 
 
 class _Head(nn.Module):
-    def __init__(self, model: EncoderClassifier, bias: bool):
+    def __init__(self, model: TransformerModel, bias: bool):
         super().__init__()
         self.model, self.bias = model, bias
 
     def forward(self, tokens: Tensor, *rest: Tensor):
         key_bias, labels = rest if self.bias else (None, *rest)
         logits = self.model.classify(tokens, key_bias)
-        return F.cross_entropy(logits, labels), logits
+        return self.model.loss(logits, labels), logits
 
 
-def trace_head(model: EncoderClassifier, batch: int, tokens: int) -> Traced:
-    """tokens (+ key_bias when the model pools with the padding mask) + labels → loss, logits."""
+def trace_head(model: TransformerModel, batch: int, tokens: int) -> Traced:
+    """tokens (+ key_bias when the model pools with the padding mask) + labels → loss, logits.
+    A classifier's labels are (B,) and logits (B, C); a language model's labels (B, N) with −100
+    where there is no target, logits (B, N, V)."""
     bias = has_key_bias(model) and model.pools_with_mask
     x = torch.randn(batch, tokens, model.hidden_size)
     key_bias = torch.zeros(batch, tokens)
     key_bias[0, -1] = torch.finfo(x.dtype).min  # a padded position, so the mask stays in the graph
-    labels = torch.zeros(batch, dtype=torch.int64)
+    if model.task == "causal_lm":  # the text's positions: the tokens less a prompt's
+        prompt = getattr(model, "prompt", None)
+        text = tokens - (0 if prompt is None else prompt.embeddings.shape[0])
+        labels = torch.randint(0, model.vocab_size, (batch, text))
+        labels[0, -1] = IGNORE  # an untargeted position, so ignore_index stays in the graph
+        axes = {"tokens": {0: B, 1: N}, "labels": {0: B, 1: "seq"}, "logits": {0: B, 1: "seq"}}
+    else:
+        labels = torch.zeros(batch, dtype=torch.int64)
+        axes = {"tokens": {0: B, 1: N}, "labels": {0: B}, "logits": {0: B}}
     args = (x,) + ((key_bias,) if bias else ()) + (labels,)
     inputs = ["tokens"] + (["key_bias"] if bias else []) + ["labels"]
-    axes = {"tokens": {0: B, 1: N}, "labels": {0: B}, "logits": {0: B}}
     if bias:
         axes["key_bias"] = {0: B, 1: N}
     return _finish(_Head(model, bias), model, args, inputs, ["loss", "logits"],

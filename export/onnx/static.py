@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from edgetune.bundle import STATIC_FILES, TOKEN_BUDGETS
-from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.models.base import TransformerModel
 from edgetune.export.onnx.gradients import quiet_ort, quiet_stderr
 from edgetune.export.onnx.low_rank import reassociate_lora_grads
 from edgetune.export.onnx.trace import clamp_file, save_model, strip_prefix, to_onnx
@@ -34,7 +34,7 @@ def cls_delta(cls_tokens: Sequence[Tensor]) -> Tensor:
 
 
 class _Whole(nn.Module):
-    def __init__(self, model: EncoderClassifier):
+    def __init__(self, model: TransformerModel):
         super().__init__()
         self.model = model
 
@@ -44,7 +44,7 @@ class _Whole(nn.Module):
         return out.logits, cls_delta(out.cls_tokens)
 
 
-def trace_whole(model: EncoderClassifier, batch: int = 2, tokens: int | None = None) -> onnx.ModelProto:
+def trace_whole(model: TransformerModel, batch: int = 2, tokens: int | None = None) -> onnx.ModelProto:
     """The whole model with ``keep`` as an input; batch (and sequence length for text) dynamic."""
     model.eval()
     example = model.example_inputs(batch, tokens)
@@ -64,7 +64,7 @@ class _Logits(nn.Module):
     """inputs → logits, with the token budgets a tensor of the graph (``TOKEN_BUDGETS``, all 1:
     every token kept) that ``edgetune merge`` overwrites with an ALaST run's."""
 
-    def __init__(self, model: EncoderClassifier):
+    def __init__(self, model: TransformerModel):
         super().__init__()
         self.model = model
         self.register_parameter(TOKEN_BUDGETS, nn.Parameter(torch.ones(model.num_layers),
@@ -74,20 +74,20 @@ class _Logits(nn.Module):
         return self.model.forward_features(*inputs, budgets=getattr(self, TOKEN_BUDGETS)).logits
 
 
-def trace_inference(model: EncoderClassifier, batch: int = 2, tokens: int | None = None) -> onnx.ModelProto:
+def trace_inference(model: TransformerModel, batch: int = 2, tokens: int | None = None) -> onnx.ModelProto:
     """The plain model (inputs → logits; every token kept until ``edgetune merge`` writes an
     ALaST run's budgets into its ``token_budgets``)."""
     model.eval()
     example = model.example_inputs(batch, tokens)
-    text = "attention_mask" in model.input_names
+    text = "input_ids" in model.input_names
     axes = {name: ({0: "batch", 1: "seq"} if text else {0: "batch"}) for name in model.input_names}
-    axes["logits"] = {0: "batch"}
+    axes["logits"] = {0: "batch", 1: "seq"} if model.task == "causal_lm" else {0: "batch"}
     graph = to_onnx(_Logits(model), example, list(model.input_names), ["logits"], axes)
     strip_prefix(graph, "model.")
     return graph
 
 
-def export_static(model: EncoderClassifier, trainable: list[str], out_dir: str | Path,
+def export_static(model: TransformerModel, trainable: list[str], out_dir: str | Path,
                   batch: int = 2, tokens: int | None = None, optimizer: str = "AdamW") -> dict:
     """Write ORT's artifacts into ``out_dir``; returns the index entry describing them."""
     from onnxruntime.training import artifacts

@@ -61,8 +61,10 @@ def to_onnx(module: nn.Module, args: tuple, input_names: Sequence[str],
 
 
 # Optional outputs ORT's gradient builders read: LayerNormalization's mean and inv-std,
-# SoftmaxCrossEntropyLoss's log-probabilities.
-_EXTRA_OUTPUTS = {"LayerNormalization": ("_mean", "_inv_std"), "SoftmaxCrossEntropyLoss": ("_log_prob",)}
+# SoftmaxCrossEntropyLoss's log-probabilities, and (RMSNorm, fused by ORT's optimizer)
+# SimplifiedLayerNormalization's inv-std.
+_EXTRA_OUTPUTS = {"LayerNormalization": ("_mean", "_inv_std"), "SoftmaxCrossEntropyLoss": ("_log_prob",),
+                  "SimplifiedLayerNormalization": ("_inv_std",)}
 
 
 def add_gradient_outputs(model: onnx.ModelProto) -> None:
@@ -123,7 +125,8 @@ def tensor_elem_types(model: onnx.ModelProto) -> dict[str, int]:
         types = {k: v for k, v in types.items() if v != TensorProto.UNDEFINED}
         added = []
         for node in g.node:
-            if node.domain in ("", "ai.onnx") or not node.input or node.input[0] not in types:
+            standard = node.domain in ("", "ai.onnx") and onnx.defs.has(node.op_type)
+            if standard or not node.input or node.input[0] not in types:
                 continue
             rule = _CONTRIB_OUTPUT_TYPES.get(node.op_type, ())
             for i, out in enumerate(node.output):

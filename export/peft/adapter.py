@@ -17,7 +17,8 @@ from edgetune.config import check_choice, check_int, check_names
 from edgetune.export.peft.base import default_targets, find_targets, register_method, replace_module
 
 # Houlsby's two places: after attention's output projection and after the feed-forward's.
-DEFAULT_TARGETS = {"vit": ("attn.proj", "mlp.fc2"), "bert": ("output.dense",)}
+DEFAULT_TARGETS = {"vit": ("attn.proj", "mlp.fc2"), "bert": ("output.dense",),
+                   "llama": ("o_proj", "down_proj")}
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 
 

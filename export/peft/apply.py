@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from edgetune.errors import UsageError
-from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.models.base import TransformerModel
 from edgetune.export.peft.base import METHODS, AdapterModule, Mergeable, Method, replace_module
 
 
@@ -19,7 +19,7 @@ def list_methods() -> list[Method]:
     return [m for _, m in METHODS.items()]
 
 
-def apply_method(model: EncoderClassifier, method: str, config: Any = None) -> Any:
+def apply_method(model: TransformerModel, method: str, config: Any = None) -> Any:
     """Inject ``method`` into ``model`` in place and set the trainable set: the method's
     parameters plus the task head; everything else frozen. Returns the validated config."""
     if getattr(model, "peft_method", None) is not None:
@@ -45,7 +45,7 @@ def adapter_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, AdapterModule)]
 
 
-def merge_model(model: EncoderClassifier) -> EncoderClassifier:
+def merge_model(model: TransformerModel) -> TransformerModel:
     """Fold the method into the base weights in place (merged output == unmerged output)."""
     method = getattr(model, "peft_method", None)
     if method is None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from edgetune.config import from_mapping, from_strings
 from edgetune.errors import UsageError
-from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.models.base import TransformerModel
 from edgetune.registry import Registry
 
 
@@ -41,15 +41,15 @@ class MergeRecipe(Protocol):
         layer, called ``name``, changes; the others are copied from ``base_layer``."""
 
 
-HfConfig = Callable[[EncoderClassifier, Any], dict]
-AdapterKeys = Callable[[EncoderClassifier], dict[str, list[str]]]
+HfConfig = Callable[[TransformerModel, Any], dict]
+AdapterKeys = Callable[[TransformerModel], dict[str, list[str]]]
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     config: type
-    inject: Callable[[EncoderClassifier, Any], None]
+    inject: Callable[[TransformerModel, Any], None]
     description: str
     mergeable: bool
     hf_peft_type: str | None = None  # set where Hugging Face PEFT has the method
@@ -114,6 +114,11 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def default_targets(cfg_targets: tuple[str, ...], defaults: Mapping[str, tuple[str, ...]],
-                    model: EncoderClassifier) -> tuple[str, ...]:
+                    model: TransformerModel) -> tuple[str, ...]:
     """The config's targets, or the method's default for the model family."""
-    return cfg_targets if cfg_targets else defaults[model.family]
+    if cfg_targets:
+        return cfg_targets
+    if model.family not in defaults:
+        raise UsageError(f"no default target_modules for a {model.family!r} model: pass "
+                         f"target_modules (families with defaults: {', '.join(defaults)})")
+    return defaults[model.family]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgetune.errors import UsageError
 from edgetune.export.peft.base import register_method
 
 
@@ -17,6 +18,9 @@ class BitFitConfig:
 
 @register_method("bitfit", BitFitConfig, "train only the biases", mergeable=True)
 def inject(model, cfg: BitFitConfig) -> None:
-    for name, p in model.named_parameters():
-        if name.endswith("bias"):
-            p.requires_grad_(True)
+    biases = [p for name, p in model.named_parameters() if name.endswith("bias")]
+    if not biases:
+        raise UsageError(f"method bitfit: {type(model).__name__} ({model.family}) has no biases to "
+                         "train (LLaMA-style layers have none; Qwen2's q/k/v projections do)")
+    for p in biases:
+        p.requires_grad_(True)

@@ -20,20 +20,21 @@ from edgetune.adapter_format import WEIGHTS_FILE, read_header, save_adapter_arra
 from edgetune.atomic import atomic_dir
 from edgetune.config import to_dict
 from edgetune.errors import EdgetuneError, UsageError
-from edgetune.export.models.base import EncoderClassifier
+from edgetune.export.models.base import TransformerModel
 from edgetune.export.peft.apply import apply_method, trainable_names
 from edgetune.export.peft.base import METHODS, Method
 
 PREFIX = "base_model.model."
+TASK_TYPES = {"classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM"}  # PEFT's TaskType, by our task
 # Prompt-learning methods in PEFT hold the transformers model directly as ``base_model``.
 PROMPT_LEARNING_PREFIX = "base_model."
 
 
-def _hf_config(model: EncoderClassifier, method: str, cfg) -> dict:
+def _hf_config(model: TransformerModel, method: str, cfg) -> dict:
     spec = METHODS.get(method)
     base = {
         "peft_type": spec.hf_peft_type or f"EDGETUNE_{method.upper()}",
-        "task_type": "SEQ_CLS" if model.family == "bert" else None,
+        "task_type": TASK_TYPES.get(model.task) if model.family != "vit" else None,
         "base_model_name_or_path": None,
         "inference_mode": True,
         "modules_to_save": list(model.head_names),
@@ -43,7 +44,7 @@ def _hf_config(model: EncoderClassifier, method: str, cfg) -> dict:
     return base
 
 
-def adapter_layout(model: EncoderClassifier) -> dict[str, list[str]]:
+def adapter_layout(model: TransformerModel) -> dict[str, list[str]]:
     """On-disk key → the parameter names concatenated (along dim 1) to make it: the method's own
     keys, then every other trained parameter under its path. Written into bundles so the device
     can save adapters in this format without torch."""
@@ -57,7 +58,7 @@ def adapter_layout(model: EncoderClassifier) -> dict[str, list[str]]:
     return out
 
 
-def adapter_state(model: EncoderClassifier) -> dict[str, torch.Tensor]:
+def adapter_state(model: TransformerModel) -> dict[str, torch.Tensor]:
     """The trainable tensors under their on-disk keys."""
     params = dict(model.named_parameters())
     return {key: torch.cat([params[n].detach() for n in parts], dim=1).contiguous().clone()
@@ -65,12 +66,12 @@ def adapter_state(model: EncoderClassifier) -> dict[str, torch.Tensor]:
             for key, parts in adapter_layout(model).items()}
 
 
-def hf_adapter_config(model: EncoderClassifier) -> dict:
+def hf_adapter_config(model: TransformerModel) -> dict:
     """``adapter_config.json``'s content for the model's method."""
     return _hf_config(model, model.peft_method, model.peft_config)
 
 
-def save_adapter(model: EncoderClassifier, folder: str | Path, overwrite: bool = False) -> Path:
+def save_adapter(model: TransformerModel, folder: str | Path, overwrite: bool = False) -> Path:
     """Write the two files into ``folder`` atomically (a temporary folder, then a rename)."""
     method = getattr(model, "peft_method", None)
     if method is None:
@@ -88,7 +89,7 @@ def read_adapter(folder: str | Path) -> tuple[str, dict, dict[str, torch.Tensor]
     return method, cfg, load_file(str(Path(folder) / WEIGHTS_FILE))
 
 
-def load_adapter(model: EncoderClassifier, folder: str | Path) -> EncoderClassifier:
+def load_adapter(model: TransformerModel, folder: str | Path) -> TransformerModel:
     """Apply the saved method to a fresh ``model`` (if not applied yet) and load its tensors."""
     method, cfg, tensors = read_adapter(folder)
     if getattr(model, "peft_method", None) is None:

@@ -16,8 +16,10 @@ from torch import Tensor, nn
 from edgetune.config import check_names
 from edgetune.export.peft.base import default_targets, find_targets, matches, register_method, replace_module
 
-DEFAULT_TARGETS = {"vit": ("qkv", "mlp.fc2"), "bert": ("key", "value", "output.dense")}
-DEFAULT_FEEDFORWARD = {"vit": ("mlp.fc2",), "bert": ("output.dense",)}
+# PEFT's defaults (llama: k, v and the MLP's down projection)
+DEFAULT_TARGETS = {"vit": ("qkv", "mlp.fc2"), "bert": ("key", "value", "output.dense"),
+                   "llama": ("k_proj", "v_proj", "down_proj")}
+DEFAULT_FEEDFORWARD = {"vit": ("mlp.fc2",), "bert": ("output.dense",), "llama": ("down_proj",)}
 
 
 @dataclass

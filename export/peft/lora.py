@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from edgetune.config import check_float, check_int, check_names
 from edgetune.export.peft.base import default_targets, find_targets, register_method, replace_module
 
-DEFAULT_TARGETS = {"vit": ("qkv",), "bert": ("query", "value")}
+DEFAULT_TARGETS = {"vit": ("qkv",), "bert": ("query", "value"), "llama": ("q_proj", "v_proj")}  # PEFT's
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgetune.config import check_float, check_int
+from edgetune.errors import UsageError
 from edgetune.export.models.layers import PrefixKV
 from edgetune.export.peft.base import register_method
 
@@ -28,7 +29,13 @@ class PrefixConfig:
 
 def attention_of(block):
     """The attention module that holds the ``prefix`` slot."""
-    return block.attn if hasattr(block, "attn") else block.attention.self
+    for path in ("attn", "self_attn", "attention.self"):
+        try:
+            return block.get_submodule(path)
+        except AttributeError:
+            continue
+    raise UsageError(f"prefix tuning: {type(block).__name__} has no attention module "
+                     "(attn, self_attn or attention.self)")
 
 
 def prompt_learning_fields(model, cfg) -> dict:
@@ -54,6 +61,7 @@ def adapter_keys(model) -> dict[str, list[str]]:
                  mergeable=False, hf_peft_type="PREFIX_TUNING", hf_config=hf_config,
                  adapter_keys=adapter_keys, prompt_learning=True)
 def inject(model, cfg: PrefixConfig) -> None:
-    d = model.hidden_size
     for block in model.blocks:
-        attention_of(block).prefix = PrefixKV(cfg.num_virtual_tokens, d, cfg.init_std)
+        attention = attention_of(block)  # keys and values as wide as its kv heads (GQA)
+        d = getattr(attention, "kv_dim", model.hidden_size)
+        attention.prefix = PrefixKV(cfg.num_virtual_tokens, d, cfg.init_std)

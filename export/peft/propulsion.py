@@ -20,6 +20,8 @@ DEFAULT_TARGETS = {
     "vit": ("qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
     "bert": ("query", "key", "value", "attention.output.dense", "intermediate.dense",
              "output.dense", "word_embeddings"),
+    # every linear layer of the blocks (not the embedding, which a tied head shares)
+    "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
 }
 
 

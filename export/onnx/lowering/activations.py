@@ -22,6 +22,17 @@ def gelu_grad(b: Builder) -> None:
     b.op("Mul", dy, b.op("Add", cdf, b.op("Mul", x, pdf)), out=b.node.output[0])
 
 
+@lowering("QuickGeluGrad")
+def quick_gelu_grad(b: Builder) -> None:
+    """y = x·σ(αx) (SiLU at α = 1): dx = dy·s·(1 + αx·(1 − s)), s = σ(αx)."""
+    dy, x = b.input(0), b.input(1)
+    f32 = np.float32
+    ax = b.op("Mul", x, b.const(float(b.attrs.get("alpha", 1.702)), f32))
+    s = b.op("Sigmoid", ax)
+    slope = b.op("Add", b.const(1.0, f32), b.op("Mul", ax, b.op("Sub", b.const(1.0, f32), s)))
+    b.op("Mul", dy, b.op("Mul", s, slope), out=b.node.output[0])
+
+
 @lowering("TanhGrad")
 def tanh_grad(b: Builder) -> None:
     """y = tanh(x): dx = dy·(1 − y²)."""

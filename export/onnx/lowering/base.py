@@ -11,8 +11,10 @@ from onnx import helper, numpy_helper
 from edgetune.errors import EdgetuneError
 
 MS = "com.microsoft"
-# Contrib ops in every stock build, CPU and CUDA execution providers alike.
-STOCK_CONTRIB = frozenset({"FusedMatMul", "Gelu", "BiasGelu", "FastGelu"})
+# Contrib ops in every stock build, CPU and CUDA execution providers alike (QuickGelu: x·σ(αx),
+# what ORT fuses SiLU into). SimplifiedLayerNormalization (RMSNorm) is ORT's too, in the
+# default domain: it passes as is.
+STOCK_CONTRIB = frozenset({"FusedMatMul", "Gelu", "BiasGelu", "FastGelu", "QuickGelu"})
 INT64_MAX = np.iinfo(np.int64).max
 
 

@@ -1,0 +1,101 @@
+"""Language-model data: JSONL (or CSV/TSV) rows of ``text``, or ``prompt`` + ``completion``,
+tokenized once on load into next-token targets.
+
+For a row of ids x_0 … x_{n−1} (the tokenizer's own specials, e.g. a BOS, then the text, then
+EOS), position t learns x_{t+1}: ``labels[t] = x_{t+1}`` for t < n − 1, and −100
+(:data:`~edgetune.targets.IGNORE`) at the last position, on padding, and wherever
+x_{t+1} belongs to the prompt. Batches are padded (right) to their longest row; causal
+attention never lets a real token see the padding after it, so no attention mask is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgetune.data.base import Dataset
+from edgetune.data.errors import DataError, check_file
+from edgetune.data.spec import LMSpec
+from edgetune.data.tables import Table, read_table
+from edgetune.data.tokenizer import load_tokenizer
+from edgetune.targets import IGNORE
+
+
+class LMDataset(Dataset):
+    """Ids and shifted labels as N×max_length matrices plus lengths; a batch is cut to its
+    longest row. ``labels`` (N, max_length); ``targets`` counts the learned tokens."""
+
+    input_names = ("input_ids",)
+
+    def __init__(self, path: Path, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray,
+                 pad_id: int):
+        self.path, self.ids, self.labels, self.lengths = Path(path), ids, labels, lengths
+        self.pad_id = pad_id
+
+    def _labels(self, idx: np.ndarray, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.ascontiguousarray(self.labels[idx, :inputs["input_ids"].shape[1]])
+
+    def _inputs(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        width = int(self.lengths[idx].max()) if idx.size else 0
+        return {"input_ids": np.ascontiguousarray(self.ids[idx, :width])}
+
+    @property
+    def targets(self) -> int:
+        return int((self.labels != IGNORE).sum())
+
+
+def _strings(table: Table, column: str, what: str) -> list[str]:
+    values = table.values(column, what)
+    for value, line in zip(values, table.lines):
+        if not isinstance(value, str):
+            raise DataError(table.path, f"line {line}: {what} {column!r} is {value!r}, not a string")
+    return values
+
+
+def load_lm(path: str | Path, spec: LMSpec) -> LMDataset:
+    """Read, check and tokenize ``path``: every row a ``text``, or every row a ``prompt`` and a
+    ``completion`` (one kind per file)."""
+    path = Path(path)
+    check_file(path)
+    table = read_table(path)
+    has_text = spec.text_column in table.columns
+    has_pair = spec.prompt_column in table.columns and spec.completion_column in table.columns
+    if not has_text and not has_pair:
+        raise DataError(path, f"no {spec.text_column!r} column, nor {spec.prompt_column!r} + "
+                              f"{spec.completion_column!r} (columns: {', '.join(table.columns)})")
+    tok, pad_id = load_tokenizer(spec.tokenizer_path, spec.max_length)
+    tok.no_truncation()  # cut here, after the EOS and with the prompt kept whole
+    eos = [] if spec.eos_id is None else [spec.eos_id]
+    rows: list[tuple[list[int], int]] = []  # (ids, index of the first learned id)
+    if has_pair and not has_text:
+        prompts = _strings(table, spec.prompt_column, "prompt")
+        completions = _strings(table, spec.completion_column, "completion")
+        for line, completion in zip(table.lines, completions):
+            if not completion.strip():
+                raise DataError(path, f"line {line}: empty completion {spec.completion_column!r}")
+        head = tok.encode_batch(prompts)
+        tail = tok.encode_batch(completions, add_special_tokens=False)
+        rows = [(p.ids + c.ids + eos, len(p.ids)) for p, c in zip(head, tail)]
+    else:
+        texts = _strings(table, spec.text_column, "text")
+        for line, text in zip(table.lines, texts):
+            if not text.strip():
+                raise DataError(path, f"line {line}: empty text in column {spec.text_column!r}")
+        rows = [(e.ids + eos, 1) for e in tok.encode_batch(texts)]
+    n, width = len(rows), min(spec.max_length, max(len(r) for r, _ in rows))
+    ids = np.full((n, width), pad_id, dtype=np.int64)
+    labels = np.full((n, width), IGNORE, dtype=np.int64)
+    lengths = np.zeros(n, dtype=np.int64)
+    for i, ((row, first), line) in enumerate(zip(rows, table.lines)):
+        row = row[:spec.max_length]
+        if first >= len(row) and first > 1:
+            raise DataError(path, f"line {line}: the prompt's {first} tokens fill max_length="
+                                  f"{spec.max_length}; no completion token is left to learn")
+        if len(row) < 2:
+            raise DataError(path, f"line {line}: {len(row)} token; a row needs 2 (one to learn)")
+        k = len(row)
+        ids[i, :k] = row
+        labels[i, max(first, 1) - 1:k - 1] = row[max(first, 1):k]
+        lengths[i] = k
+    return LMDataset(path, ids, labels, lengths, pad_id)
