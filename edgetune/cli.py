@@ -184,6 +184,42 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
         click.echo(f"stopped early: {result.stopped}", err=True)
 
 
+@main.command()
+@click.argument("source", type=click.Path())
+@click.option("--prompt", required=True, help="The text to continue.")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True,
+              help="0: greedy (the most likely token); else sampling from softmax(logits / T).")
+@click.option("--top-p", type=float, default=1.0, show_default=True,
+              help="Sample from the smallest set of tokens whose probability reaches this.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The sampling's seed.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Which checkpoint of a run.")
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(),
+              help="An .onnx_adapter (edgetune merge) to apply over SOURCE's base decoder; repeatable.")
+@click.option("--threads", type=int, default=0)
+def generate(source, prompt, max_new_tokens, temperature, top_p, seed, checkpoint, adapters, threads):
+    """Continue --prompt with a language model: a run folder (its checkpoint), a merged folder
+    (edgetune merge) or a bundle (its initial weights); with --adapter, SOURCE's base decoder
+    with LoRA adapters applied by onnxruntime. Streams the text to stdout."""
+    import tempfile
+
+    from tokenizers import Tokenizer
+
+    from edgetune.generate import Generator, Sampling, open_source, stream_text
+
+    sampling = Sampling(max_new_tokens, temperature, top_p, seed)
+    with tempfile.TemporaryDirectory(prefix="edgetune-generate-") as work:
+        src = open_source(source, checkpoint, work, base=bool(adapters))
+        tok = Tokenizer.from_file(str(src.tokenizer))
+        ids = tok.encode(prompt).ids
+        gen = Generator(src.graph, src.spec, src.initial_past, threads, adapters)
+        click.echo(prompt, nl=False)
+        for piece in stream_text(tok, ids, gen.ids(ids, sampling)):
+            click.echo(piece, nl=False)
+        click.echo()
+
+
 @main.command("eval")
 @click.argument("run_or_bundle", type=click.Path())
 @click.option("--data", required=True, type=click.Path())

@@ -2,6 +2,10 @@
 
     merged/
       inference.onnx              inputs → logits; a plain ``onnxruntime.InferenceSession`` runs it
+                                  (a language model's: a generation step over a KV cache)
+      decoder_lora.onnx           a LoRA language model: the base decoder, LoRA pairs as inputs,
+      adapter.onnx_adapter        and the trained pairs onnxruntime applies to it (onnx_adapter.py)
+      initial_past.safetensors    prefix tuning of a language model: its cache (generate.py)
       adapter/                    adapter_config.json + adapter_model.safetensors (PEFT layout)
       tokenizer.json              text models
       merged.json                 what was written, from which run, checkpoint and bundle
@@ -96,6 +100,12 @@ def write_merged(b: Bundle, trained: dict[str, np.ndarray], out: Path, overwrite
                                                f"at the token budgets {[round(b, 3) for b in budgets]}"))
         merged = write_inference(b.path / INFERENCE_DIR, inference, trained, tmp / INFERENCE_FILE,
                                  budgets)
+        decoder = inference.get("model", {}).get("decoder")
+        if decoder is not None and decoder.get("prefix"):  # a language model's prefix: its cache
+            from edgetune.generate import initial_past, save_initial_past
+
+            save_initial_past(initial_past(decoder, trained), tmp)
+        served = _write_served_lora(b, inference, trained, tmp, say)
         say("writing the adapter")
         save_adapter_arrays(tensors, adapter["config"], b.manifest["method"],
                             b.manifest["model"]["family"], tmp / ADAPTER_DIR)
@@ -108,13 +118,37 @@ def write_merged(b: Bundle, trained: dict[str, np.ndarray], out: Path, overwrite
             "tokens": ALL if budgets is None else TRAINED,
             "token_budgets": None if budgets is None else list(budgets),
             "inference": {"file": INFERENCE_FILE, "inputs": _model_inputs(inference),
-                          "outputs": OUTPUTS, "preprocessing": b.inputs},
+                          "outputs": inference.get("model", {}).get("outputs", OUTPUTS),
+                          "preprocessing": b.inputs,
+                          **({"decoder": inference["model"]["decoder"]}
+                             if "decoder" in inference.get("model", {}) else {})},
             "adapter": {"folder": ADAPTER_DIR, "peft_type": adapter["config"].get("peft_type"),
                         "files": [CONFIG_FILE, WEIGHTS_FILE]},
             "tokenizer": b.tokenizer_path.name if b.tokenizer_path is not None else None,
+            **({"onnx_adapter": served} if served is not None else {}),
         }, indent=1))
     say(f"wrote {out}")
     return out
+
+
+def _write_served_lora(b: Bundle, inference: dict, trained: dict[str, np.ndarray], tmp: Path,
+                       say: Callable[[str], None]) -> dict | None:
+    """A LoRA language model's ``adapter.onnx_adapter`` and the base decoder it applies to
+    (edgetune/onnx_adapter.py), where this onnxruntime writes adapters; None otherwise."""
+    from edgetune.onnx_adapter import ONNX_ADAPTER, available, lora_pairs, write_onnx_adapter
+
+    entry = inference.get("lora_decoder")
+    if entry is None:
+        return None
+    if not available():
+        say("note: this onnxruntime cannot write .onnx_adapter files (stock onnxruntime >= 1.20 "
+            "can); merge there for one")
+        return {"file": None, "reason": "this onnxruntime has no AdapterFormat"}
+    say("writing the LoRA as an .onnx_adapter over the base decoder")
+    shutil.copyfile(b.path / INFERENCE_DIR / entry["file"], tmp / entry["file"])
+    write_onnx_adapter(lora_pairs(inference["merge"]["tensors"], trained), tmp / ONNX_ADAPTER)
+    return {"file": ONNX_ADAPTER, "base": entry["file"], "inputs": entry["inputs"],
+            "outputs": entry["outputs"]}
 
 
 # ---- the run ---------------------------------------------------------------------------------

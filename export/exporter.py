@@ -27,6 +27,7 @@ from edgetune.export.costs import layer_costs
 from edgetune.export.models.base import TransformerModel
 from edgetune.export.onnx.bundle import export_mode, prepare_model
 from edgetune.export.onnx.inference import inference_model, write_inference_model
+from edgetune.export.onnx.lora_decoder import write_lora_decoder
 from edgetune.export.peft import trainable_names
 from edgetune.export.peft.hf_format import adapter_layout, hf_adapter_config
 
@@ -73,8 +74,9 @@ def export_bundle(model: str | Path | TransformerModel, method: str | None = "lo
         plain, plain_trainable, merge = inference_model(model, trainable)
         inference = write_inference_model(plain, plain_trainable, tmp / INFERENCE_DIR,
                                           TRACE_BATCH, trace_tokens)
-        (tmp / INFERENCE_DIR / INDEX_FILE).write_text(
-            json.dumps({"model": inference, "merge": merge}, indent=1))
+        served = write_lora_decoder(model, tmp / INFERENCE_DIR, TRACE_BATCH, trace_tokens)
+        (tmp / INFERENCE_DIR / INDEX_FILE).write_text(json.dumps(
+            {"model": inference, "merge": merge, **({"lora_decoder": served} if served else {})}, indent=1))
         if inputs.get("tokenizer"):
             shutil.copyfile(inputs.pop("tokenizer_source"), tmp / inputs["tokenizer"])
         say("measuring per-layer costs")

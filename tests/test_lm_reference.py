@@ -118,3 +118,35 @@ def test_the_micro_presets_build_and_predict_every_position():
         model = create_model(name).eval()
         (ids,) = model.example_inputs(2, 12)
         assert model(ids).shape == (2, 12, model.config.vocab_size)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_lora_gradients_match_peft(tmp_path, kind):
+    """Our LoRA (PEFT's default targets q_proj, v_proj; r 8, α 16) against peft's on the same
+    weights, A and B alike (B moved off zero so every gradient is generic)."""
+    peft = pytest.importorskip("peft")
+    from edgetune.export.peft import apply_method, trainable_names
+
+    ref, folder = save_hf(tmp_path, kind)
+    ours = create_model(folder).eval()
+    apply_method(ours, "lora", None)
+    theirs = peft.get_peft_model(ref, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                                                      target_modules=["q_proj", "v_proj"],
+                                                      task_type="CAUSAL_LM")).eval()
+    named = dict(theirs.named_parameters())
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name in trainable_names(ours):
+            p = dict(ours.named_parameters())[name]
+            p.copy_(torch.randn_like(p) * 0.1)
+            named["base_model.model." + name.replace(".lora_A.weight", ".lora_A.default.weight")
+                  .replace(".lora_B.weight", ".lora_B.default.weight")].copy_(p)
+    ids = torch.randint(0, TINY["vocab_size"], (2, 16))
+    lengths = [16, 11]
+    theirs(ids, labels=hf_labels(ids, lengths)).loss.backward()
+    ours.loss(ours(ids), shifted(ids, lengths)).backward()
+    params = dict(ours.named_parameters())
+    for name in trainable_names(ours):
+        key = "base_model.model." + name.replace(".lora_A.weight", ".lora_A.default.weight") \
+            .replace(".lora_B.weight", ".lora_B.default.weight")
+        assert_close_normwise(params[name].grad, named[key].grad, name, rtol=RTOL)

@@ -120,19 +120,39 @@ class LlamaAttention(nn.Module):
         """Width of the keys (and values): H_kv·d_h, what a prefix holds per token."""
         return self.num_kv_heads * self.head_dim
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, key_bias: Tensor | None = None) -> Tensor:
-        """cos, sin: the rotary tables of x's positions (after a prefix's, if any)."""
+    def _qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries (B, H, N, d_h) and keys, values (B, H_kv, N, d_h), q and k rotated."""
         b = x.shape[0]
         q = self.q_proj(x).reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).reshape(b, -1, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).reshape(b, -1, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if self.prefix is not None:  # a past of P keys/values, as PEFT's prefix tuning: unrotated
-            pk, pv = (t.reshape(1, -1, self.num_kv_heads, self.head_dim).transpose(1, 2)
-                      .expand(b, -1, -1, -1) for t in (self.prefix.key, self.prefix.value))
-            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def _out(self, q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None = None) -> Tensor:
         context = causal_attention(q, k, v, key_bias)
-        return self.o_proj(context.transpose(1, 2).reshape(b, -1, self.num_heads * self.head_dim))
+        return self.o_proj(context.transpose(1, 2).reshape(q.shape[0], -1, self.num_heads * self.head_dim))
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, key_bias: Tensor | None = None) -> Tensor:
+        """cos, sin: the rotary tables of x's positions (after a prefix's, if any)."""
+        q, k, v = self._qkv(x, cos, sin)
+        if self.prefix is not None:  # a past of P keys/values, as PEFT's prefix tuning: unrotated
+            pk, pv = self.prefix_past(x.shape[0])
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        return self._out(q, k, v, key_bias)
+
+    def prefix_past(self, batch: int) -> tuple[Tensor, Tensor]:
+        """Prefix tuning's keys and values as a past (B, H_kv, P, d_h) each."""
+        assert self.prefix is not None
+        return tuple(t.reshape(1, -1, self.num_kv_heads, self.head_dim).transpose(1, 2)
+                     .expand(batch, -1, -1, -1) for t in (self.prefix.key, self.prefix.value))
+
+    def decode(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """With a key/value cache: x (B, S, D) after ``past`` (B, H_kv, P, d_h) → the output and
+        the present keys and values (B, H_kv, P + S, d_h)."""
+        q, k, v = self._qkv(x, cos, sin)
+        k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        return self._out(q, k, v), k, v
 
 
 class LlamaMLP(nn.Module):
@@ -166,6 +186,13 @@ class LlamaDecoderLayer(nn.Module):
         cos, sin = self._rotary[0](x.shape[1], 0 if prefix is None else prefix.key.shape[0])
         h = x + self.self_attn(self.input_layernorm(x), cos, sin, key_bias)
         return h + self.mlp(self.post_attention_layernorm(h)), key_bias, None
+
+    def decode(self, x: Tensor, past_k: Tensor, past_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The layer over x after a cache of P positions (x's positions start at P)."""
+        cos, sin = self._rotary[0](x.shape[1], past_k.shape[2])
+        a, k, v = self.self_attn.decode(self.input_layernorm(x), cos, sin, past_k, past_v)
+        h = x + a
+        return h + self.mlp(self.post_attention_layernorm(h)), k, v
 
 
 class LlamaModel(nn.Module):
@@ -220,6 +247,28 @@ class LlamaForCausalLM(CausalLM):
         if self.prompt is not None:
             x = x[:, self.prompt.embeddings.shape[0]:]
         return self.lm_head(self.model.norm(x))
+
+    def decode(self, input_ids: Tensor, past: list[tuple[Tensor, Tensor]]
+               ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """Generation's step: ``input_ids`` (B, S) after ``past`` (per layer, keys and values
+        (B, H_kv, P, d_h)) → logits (B, S, V) and the presents (P + S positions). Prefix tuning's
+        keys are a past the caller starts from (``initial_past``)."""
+        if self.prompt is not None:
+            raise UsageError("generation with prompt tuning is not supported yet (its virtual "
+                             "tokens are no input ids); use another method")
+        x = self.model.embed_tokens(input_ids)
+        presents = []
+        for layer, (pk, pv) in zip(self.model.layers, past):
+            x, k, v = layer.decode(x, pk, pv)
+            presents.append((k, v))
+        return self.lm_head(self.model.norm(x)), presents
+
+    def initial_past(self, batch: int) -> list[tuple[Tensor, Tensor]]:
+        """The cache before any token: empty, or prefix tuning's keys and values."""
+        c = self.config
+        empty = torch.zeros(batch, c.num_key_value_heads, 0, c.head_dim)
+        return [layer.self_attn.prefix_past(batch) if layer.self_attn.prefix is not None
+                else (empty, empty) for layer in self.model.layers]
 
     def example_inputs(self, batch: int, tokens: int | None = None) -> tuple[Tensor, ...]:
         n = tokens or min(16, self.config.max_position_embeddings)

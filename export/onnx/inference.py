@@ -85,8 +85,9 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def write_inference_model(model: TransformerModel, trainable: list[str], folder: Path,
                           batch: int, tokens: int | None) -> dict:
-    """Trace ``model`` (inputs → logits) into ``folder/inference.onnx``, one self-contained file,
-    and return its index entry: inputs, outputs, the trainable names and, for every parameter,
+    """Trace ``model`` (inputs → logits; a language model's generation step over a KV cache,
+    onnx/decoder.py) into ``folder/inference.onnx``, one self-contained file, and return its
+    index entry: inputs, outputs, the trainable names and, for every parameter,
     the byte offset of its float32 data in the file. ``edgetune merge`` writes trained values
     at those offsets, so the device needs neither the ``onnx`` package nor ORT's training API.
 
@@ -97,10 +98,16 @@ def write_inference_model(model: TransformerModel, trainable: list[str], folder:
     import onnx
     from onnx import numpy_helper
 
+    from edgetune.export.onnx.decoder import decoder_spec, trace_decoder
     from edgetune.export.onnx.static import trace_inference
     from edgetune.export.onnx.trace import clamp_ir
 
-    graph = clamp_ir(trace_inference(model, batch, tokens))
+    if model.task == "causal_lm":  # a language model's: one generation step over a KV cache
+        graph, inputs, outputs = trace_decoder(model, batch, tokens)
+        graph = clamp_ir(graph)
+    else:
+        graph = clamp_ir(trace_inference(model, batch, tokens))
+        inputs, outputs = list(model.input_names), ["logits"]
     params = {n for n, _ in model.named_parameters()} | {TOKEN_BUDGETS}
     real = {t.name: numpy_helper.to_array(t).astype(np.float32)
             for t in graph.graph.initializer if t.name in params}
@@ -125,6 +132,7 @@ def write_inference_model(model: TransformerModel, trainable: list[str], folder:
             raise EdgetuneError(f"inference model: {t.name} did not round-trip")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / INFERENCE_MODEL).write_bytes(bytes(blob))
-    return {"file": INFERENCE_MODEL, "inputs": list(model.input_names), "outputs": ["logits"],
+    extra = {"decoder": decoder_spec(model)} if model.task == "causal_lm" else {}
+    return {"file": INFERENCE_MODEL, "inputs": inputs, "outputs": outputs, **extra,
             "trainable": [n for n in trainable if n in real],
             "tensors": {n: {"offset": o, "shape": list(real[n].shape)} for n, o in offsets.items()}}
