@@ -121,12 +121,12 @@ class TrainProcess:
     peak_rss_mb: float | None   # VmHWM of the training process; None if it did not say
 
 
-def train(args: list[str], run: Path, env: dict[str, str]) -> TrainProcess:
-    """``edgetune train ARGS --out RUN`` in a fresh process; RUN is made (empty) first."""
+def train(args: list[str], run: Path, env: dict[str, str], python: str = sys.executable) -> TrainProcess:
+    """``edgetune train ARGS --out RUN`` in a fresh process of ``python``; RUN is made (empty) first."""
     run.mkdir(parents=True, exist_ok=True)
     hwm = run / "vmhwm_kb"
     hwm.unlink(missing_ok=True)
-    cmd = [sys.executable, "-c", TRAIN_MAIN, "train", *args, "--out", str(run)]
+    cmd = [python, "-c", TRAIN_MAIN, "train", *args, "--out", str(run)]
     say(f"$ edgetune {' '.join(cmd[3:])}")
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "EDGETUNE_BENCH_HWM": str(hwm)})
