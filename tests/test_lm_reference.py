@@ -13,6 +13,7 @@ import torch
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.export import create_model
 from edgetune.export.models.causal_lm import IGNORE
+from edgetune.export.models.gpt2 import CONV1D
 
 from numerics import RTOL, assert_close_normwise
 
@@ -30,12 +31,16 @@ def save_hf(tmp_path, kind="llama", shard=False, **over):
     if kind == "llama":
         cfg = transformers.LlamaConfig(**{**TINY, "tie_word_embeddings": True, **over})
         model = transformers.LlamaForCausalLM(cfg)
+    elif kind == "gpt2":
+        cfg = transformers.GPT2Config(vocab_size=TINY["vocab_size"], n_positions=128, n_embd=64, n_layer=2,
+                                      n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **over)
+        model = transformers.GPT2LMHeadModel(cfg)
     else:
         cfg = transformers.Qwen2Config(**{**TINY, "tie_word_embeddings": False, **over})
         model = transformers.Qwen2ForCausalLM(cfg)
     with torch.no_grad():  # biases and norms away from their 0 / 1 initialisation
         for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:
+            if name.endswith("bias") or "norm" in name or ".ln_" in name:
                 p.add_(torch.randn_like(p) * 0.1)
     folder = tmp_path / kind
     model.save_pretrained(str(folder), max_shard_size="100KB" if shard else "5GB")
@@ -63,6 +68,7 @@ def hf_labels(ids, lengths):
     ("qwen2", {"rope_theta": 1e6}),                                      # q/k/v biases, untied head
     ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
+    ("gpt2", {}),                                                        # learned positions, Conv1D
 ])
 def test_logits_loss_and_gradients_match_transformers(tmp_path, kind, over):
     ref, folder = save_hf(tmp_path, kind, **over)
@@ -85,7 +91,10 @@ def test_logits_loss_and_gradients_match_transformers(tmp_path, kind, over):
     assert_close_normwise(loss.detach(), loss_ref.detach(), "loss")
     ref_params = dict(ref.named_parameters())
     for name, p in ours.named_parameters():
-        assert_close_normwise(p.grad, ref_params[name].grad, name, rtol=RTOL)
+        want = ref_params[name].grad
+        if kind == "gpt2" and name.endswith(CONV1D):  # Conv1D (in × out) vs our Linear
+            want = want.t()
+        assert_close_normwise(p.grad, want, name, rtol=RTOL)
 
 
 def test_a_sharded_checkpoint_loads_as_one(tmp_path):
@@ -114,15 +123,15 @@ def test_what_a_language_model_refuses(tmp_path):
 
 
 def test_the_micro_presets_build_and_predict_every_position():
-    for name in ("llama-micro", "qwen2-micro"):
+    for name in ("llama-micro", "qwen2-micro", "gpt2-micro"):
         model = create_model(name).eval()
         (ids,) = model.example_inputs(2, 12)
         assert model(ids).shape == (2, 12, model.config.vocab_size)
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
 def test_lora_gradients_match_peft(tmp_path, kind):
-    """Our LoRA (PEFT's default targets q_proj, v_proj; r 8, α 16) against peft's on the same
+    """Our LoRA (PEFT's default targets: q_proj, v_proj; GPT-2's c_attn; r 8, α 16) against peft's on the same
     weights, A and B alike (B moved off zero so every gradient is generic)."""
     peft = pytest.importorskip("peft")
     from edgetune.export.peft import apply_method, trainable_names
@@ -130,9 +139,11 @@ def test_lora_gradients_match_peft(tmp_path, kind):
     ref, folder = save_hf(tmp_path, kind)
     ours = create_model(folder).eval()
     apply_method(ours, "lora", None)
-    theirs = peft.get_peft_model(ref, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                      target_modules=["q_proj", "v_proj"],
-                                                      task_type="CAUSAL_LM")).eval()
+    gpt2 = kind == "gpt2"  # PEFT's default: the fused c_attn, its Conv1D weight in × out
+    targets = ["c_attn"] if gpt2 else ["q_proj", "v_proj"]
+    config = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets,
+                             fan_in_fan_out=gpt2, task_type="CAUSAL_LM")
+    theirs = peft.get_peft_model(ref, config).eval()
     named = dict(theirs.named_parameters())
     torch.manual_seed(2)
     with torch.no_grad():

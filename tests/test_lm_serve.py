@@ -90,7 +90,8 @@ def test_adapters_over_one_base_equal_their_merged_decoders(files, tmp_path):
         run_options([m / "adapter.onnx_adapter" for m in merged])
 
 
-def test_peft_loads_the_merged_adapter(tmp_path):
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_peft_loads_the_merged_adapter(tmp_path, kind):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
@@ -98,10 +99,17 @@ def test_peft_loads_the_merged_adapter(tmp_path):
 
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                   tie_word_embeddings=True, eos_token_id=None, bos_token_id=None)
-    hf = transformers.LlamaForCausalLM(cfg).eval()
+    if kind == "llama":
+        cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128,
+                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                       max_position_embeddings=128, tie_word_embeddings=True,
+                                       eos_token_id=None, bos_token_id=None)
+        hf = transformers.LlamaForCausalLM(cfg).eval()
+    else:  # Conv1D base weights: the adapter's config says fan_in_fan_out
+        cfg = transformers.GPT2Config(vocab_size=512, n_positions=128, n_embd=64, n_layer=2, n_head=4,
+                                      eos_token_id=None, bos_token_id=None, resid_pdrop=0.0, embd_pdrop=0.0,
+                                      attn_pdrop=0.0)
+        hf = transformers.GPT2LMHeadModel(cfg).eval()
     folder = tmp_path / "llama"
     hf.save_pretrained(str(folder))
     build_bpe_tokenizer(corpus(300, 0), folder / "tokenizer.json", 512)

@@ -100,7 +100,8 @@ def test_bad_rows_are_one_line_naming_the_row(lm_files, tmp_path, rows, problem)
 
 # ---- a step against torch ------------------------------------------------------------------
 STEP_CASES = [("llama-micro", m) for m in ("lora", "full", "ia3", "adapter", "propulsion", "prefix",
-                                             "prompt")] + [("qwen2-micro", m) for m in ("lora", "bitfit")]
+                                             "prompt")] + [("qwen2-micro", m) for m in ("lora", "bitfit")] \
+    + [("gpt2-micro", m) for m in ("lora", "full", "ia3", "prefix", "prompt")]
 
 
 @pytest.mark.parametrize("name, method", STEP_CASES, ids=[f"{n}-{m}" for n, m in STEP_CASES])

@@ -56,14 +56,16 @@ def read_tensors(file: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, file: str | Path, key_prefix: str = "",
                  resize: Callable[[str, torch.Tensor, torch.Size], torch.Tensor | None] | None = None,
-                 tied: dict[str, str] | None = None) -> list[str]:
+                 tied: dict[str, str] | None = None,
+                 convert: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> list[str]:
     """Copy the tensors of safetensors ``file`` into ``model``; returns the keys left as
     initialised (a new head). ``key_prefix`` is put in front of checkpoint keys that lack it
     (a bare ``BertModel`` checkpoint loaded into ``bert.*``). Raises on missing or mis-shaped
     backbone weights. ``resize(name, value, shape)``: a tensor of ``shape`` for a checkpoint
     tensor of another shape (a position embedding at another resolution), or None. ``tied``:
     a parameter the model shares with another (``lm_head.weight`` → ``model.embed_tokens.weight``)
-    counts as loaded with it (a tied checkpoint stores one of the two)."""
+    counts as loaded with it (a tied checkpoint stores one of the two). ``convert(name, value)``:
+    every tensor as the model stores it (GPT-2's Conv1D weights transposed), before any check."""
     file = Path(file)
     tensors = read_tensors(file)
     own = model.state_dict()
@@ -74,6 +76,8 @@ def load_weights(model: nn.Module, file: str | Path, key_prefix: str = "",
         name = key if key in own or not key_prefix else key_prefix + key
         if name not in own:
             continue  # e.g. a masked-LM head in a pretraining checkpoint
+        if convert is not None:
+            value = convert(name, value)
         if own[name].shape != value.shape and resize is not None:
             resized = resize(name, value, own[name].shape)
             value = resized if resized is not None else value

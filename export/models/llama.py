@@ -252,7 +252,7 @@ class LlamaForCausalLM(CausalLM):
                ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         """Generation's step: ``input_ids`` (B, S) after ``past`` (per layer, keys and values
         (B, H_kv, P, d_h)) → logits (B, S, V) and the presents (P + S positions). Prefix tuning's
-        keys are a past the caller starts from (``initial_past``)."""
+        keys are a past the caller starts from (edgetune.generate.initial_past)."""
         if self.prompt is not None:
             raise UsageError("generation with prompt tuning is not supported yet (its virtual "
                              "tokens are no input ids); use another method")
@@ -262,13 +262,6 @@ class LlamaForCausalLM(CausalLM):
             x, k, v = layer.decode(x, pk, pv)
             presents.append((k, v))
         return self.lm_head(self.model.norm(x)), presents
-
-    def initial_past(self, batch: int) -> list[tuple[Tensor, Tensor]]:
-        """The cache before any token: empty, or prefix tuning's keys and values."""
-        c = self.config
-        empty = torch.zeros(batch, c.num_key_value_heads, 0, c.head_dim)
-        return [layer.self_attn.prefix_past(batch) if layer.self_attn.prefix is not None
-                else (empty, empty) for layer in self.model.layers]
 
     def example_inputs(self, batch: int, tokens: int | None = None) -> tuple[Tensor, ...]:
         n = tokens or min(16, self.config.max_position_embeddings)

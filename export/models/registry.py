@@ -3,7 +3,7 @@
 A preset is a function ``(num_classes) -> TransformerModel`` (a language model's takes None).
 A folder holding a ``config.json`` loads as BERT (``model_type: bert``), ViT (``model_type: vit``
 with our ``ViTConfig`` fields, or timm's ``architecture`` name), or a causal language model
-(``model_type: llama`` or ``qwen2``) with the folder's ``model.safetensors`` (or its shards).
+(``model_type: llama``, ``qwen2`` or ``gpt2``) with the folder's ``model.safetensors`` (or its shards).
 A sentence-transformers BERT folder (``modules.json`` naming a Pooling module) keeps the pooling
 it was trained with (mean or class token); ``pooling=`` overrides it.
 """
@@ -21,6 +21,7 @@ from edgetune.errors import EdgetuneError, UsageError
 from edgetune.export.models.base import TransformerModel
 from edgetune.export.models.bert import POOLINGS, BertClassifier, BertConfig
 from edgetune.export.models.checkpoint import checkpoint_file, load_weights
+from edgetune.export.models.gpt2 import GPT2Config, GPT2LMHeadModel, conv1d_to_linear, gpt2_config_from_hf
 from edgetune.export.models.llama import LlamaConfig, LlamaForCausalLM, llama_config_from_hf
 from edgetune.export.models.vit import VisionTransformer, ViTConfig, resample_pos_embed
 from edgetune.jsonfile import read_json
@@ -40,7 +41,7 @@ class ModelSpec:
 MODELS: Registry[ModelSpec] = Registry("model")
 
 
-LM_TYPES = ("llama", "qwen2")  # config.json model_type of the causal language models
+LM_TYPES = ("llama", "qwen2", "gpt2")  # config.json model_type of the causal language models
 
 
 def register_model(name: str, family: str, description: str, pretrained: bool = False,
@@ -137,7 +138,13 @@ def load_folder(folder: Path, num_classes: int | None, pooling: str | None = Non
         kind, cfg = "vit", {**cfg, **TIMM_ARCHITECTURES[cfg["architecture"]]}
     weights = folder / "model.safetensors"
     model: TransformerModel
-    if kind in LM_TYPES:
+    if kind == "gpt2":
+        gpt2 = GPT2LMHeadModel(gpt2_config_from_hf(cfg))
+        load_weights(gpt2, checkpoint_file(folder), key_prefix="transformer.", convert=conv1d_to_linear,
+                     tied={"lm_head.weight": "transformer.wte.weight"} if gpt2.config.tie_word_embeddings
+                     else None)
+        model = gpt2
+    elif kind in LM_TYPES:
         lm = LlamaForCausalLM(llama_config_from_hf(cfg))
         load_weights(lm, checkpoint_file(folder), tied={"lm_head.weight": "model.embed_tokens.weight"}
                      if lm.config.tie_word_embeddings else None)
@@ -261,3 +268,10 @@ def qwen2_micro(num_classes: None = None) -> LlamaForCausalLM:
                                         max_position_embeddings=256, qkv_bias=True,
                                         tie_word_embeddings=False, rope_theta=1e6, model_type="qwen2",
                                         eos_token_id=[0]))
+
+
+@register_model("gpt2-micro", "gpt2", "GPT-2-style decoder (learned positions, LayerNorm, GELU), 64 wide, "
+                "2 layers, tied head (tests)", task="causal_lm")
+def gpt2_micro(num_classes: None = None) -> GPT2LMHeadModel:
+    return GPT2LMHeadModel(GPT2Config(vocab_size=512, n_positions=256, n_embd=64, n_layer=2, n_head=4,
+                                      eos_token_id=[0]))

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from edgetune.export.models.base import TransformerModel
 from edgetune.export.onnx.trace import strip_prefix, to_onnx
+from edgetune.export.peft.prefix import attention_of
 
 
 def past_names(num_layers: int) -> list[str]:
@@ -59,7 +60,7 @@ def decoder_spec(model: TransformerModel) -> dict:
     paths = {id(m): n for n, m in model.named_modules()}
     prefix = []
     for layer in model.blocks:
-        attn = layer.self_attn
+        attn = attention_of(layer)
         if attn.prefix is not None:
             base = paths[id(attn)] + ".prefix"
             prefix.append([f"{base}.key", f"{base}.value"])

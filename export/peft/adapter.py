@@ -18,7 +18,7 @@ from edgetune.export.peft.base import default_targets, find_targets, register_me
 
 # Houlsby's two places: after attention's output projection and after the feed-forward's.
 DEFAULT_TARGETS = {"vit": ("attn.proj", "mlp.fc2"), "bert": ("output.dense",),
-                   "llama": ("o_proj", "down_proj")}
+                   "llama": ("o_proj", "down_proj"), "gpt2": ("attn.c_proj", "mlp.c_proj")}
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 
 

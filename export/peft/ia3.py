@@ -18,8 +18,9 @@ from edgetune.export.peft.base import default_targets, find_targets, matches, re
 
 # PEFT's defaults (llama: k, v and the MLP's down projection)
 DEFAULT_TARGETS = {"vit": ("qkv", "mlp.fc2"), "bert": ("key", "value", "output.dense"),
-                   "llama": ("k_proj", "v_proj", "down_proj")}
-DEFAULT_FEEDFORWARD = {"vit": ("mlp.fc2",), "bert": ("output.dense",), "llama": ("down_proj",)}
+                   "llama": ("k_proj", "v_proj", "down_proj"), "gpt2": ("c_attn", "mlp.c_proj")}
+DEFAULT_FEEDFORWARD = {"vit": ("mlp.fc2",), "bert": ("output.dense",), "llama": ("down_proj",),
+                       "gpt2": ("mlp.c_proj",)}
 
 
 @dataclass

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from edgetune.config import check_float, check_int, check_names
 from edgetune.export.peft.base import default_targets, find_targets, register_method, replace_module
 
-DEFAULT_TARGETS = {"vit": ("qkv",), "bert": ("query", "value"), "llama": ("q_proj", "v_proj")}  # PEFT's
+DEFAULT_TARGETS = {"vit": ("qkv",), "bert": ("query", "value"), "llama": ("q_proj", "v_proj"),
+                   "gpt2": ("c_attn",)}  # PEFT's
 
 
 @dataclass
@@ -81,7 +82,10 @@ def hf_config(model, cfg: LoraConfig) -> dict:
     """PEFT's ``LoraConfig`` fields; targets by their last name, as PEFT matches them."""
     targets = sorted({n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, LoraLinear)})
     return dict(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none",
-                target_modules=targets, fan_in_fan_out=False, init_lora_weights=True)
+                target_modules=targets, init_lora_weights=True,
+                # PEFT's flag for Hugging Face GPT-2's Conv1D base weights (in × out); the pairs
+                # themselves have the same shapes either way
+                fan_in_fan_out=model.family == "gpt2")
 
 
 @register_method("lora", LoraConfig, "low-rank update W + (α/r)·B·A of linear layers",

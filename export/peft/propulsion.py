@@ -22,6 +22,7 @@ DEFAULT_TARGETS = {
              "output.dense", "word_embeddings"),
     # every linear layer of the blocks (not the embedding, which a tied head shares)
     "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "gpt2": ("c_attn", "c_proj", "c_fc"),
 }
 
 
