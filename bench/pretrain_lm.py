@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
             opt.zero_grad(set_to_none=True)
             step += 1
             if step % 100 == 0 or step == a.steps:
-                history.append({"step": step, "train_loss": float(loss.detach()), "val_perplexity": held_out(),
+                history.append({"step": step, "train_loss": float(loss.detach()),
+                                "val_perplexity": held_out(),
                                 "seconds": round(time.perf_counter() - t0, 1)})
                 say(f"step {step}: loss {float(loss.detach()):.3f}, held-out perplexity "
                     f"{history[-1]['val_perplexity']:.1f}")

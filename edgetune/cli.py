@@ -113,6 +113,8 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
 @click.option("--eval-every", type=int, default=0, help="Steps between validations (0: each epoch).")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
+@click.option("--pack", is_flag=True,
+              help="A language model's text rows: concatenated and cut into full-length rows (no padding).")
 @click.option("--set", "alast_settings", multiple=True, metavar="KEY=VALUE",
               help="ALaST option: token_budget, rule (relative|paper), alpha, n_train, b_min, selection, ...")
 @click.option("--ram-cap", default=None, help="Peak RSS limit, e.g. 600MB or 1.5GiB.")
@@ -125,7 +127,7 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
                    "where this onnxruntime offers it, else cpu).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mode, out, resume, seed,
-          threads, checkpoint_every, eval_every, text_column, label_column, alast_settings,
+          threads, checkpoint_every, eval_every, text_column, label_column, pack, alast_settings,
           ram_cap, energy_cap, power_cap, device_name, provider, quiet):
     """Fine-tune BUNDLE on local data with ONNX Runtime (no torch)."""
     from pathlib import Path
@@ -156,7 +158,7 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     else:
         folder.require_fresh()
     folder.check_free()
-    train_set = load_data(b, data, None, text_column, label_column)
+    train_set = load_data(b, data, None, text_column, label_column, pack)
     labels = getattr(train_set, "label_names", None)
     val_set = load_data(b, val, labels, text_column, label_column) if val else None
     trainer = Trainer(b, train_set, val_set, cfg, out=run, progress=not quiet, resume=resume,

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 MICRO_MODELS = ["vit-micro", "bert-micro"]
+# Language models (causal LM presets): the PEFT matrix runs them too (tests/test_peft_matrix.py).
+MICRO_LMS = ["llama-micro", "qwen2-micro", "gpt2-micro"]
 # What a test module imports at its top that only the workstation venv has.
 WORKSTATION = ("torch", "onnx", "transformers", "peft", "edgetune.export", "export_cases")
 

@@ -78,6 +78,16 @@ def test_prompt_completion_rows_learn_the_completion_only(lm_files):
     assert ds.targets == sum(int((ds.labels[i] != IGNORE).sum()) for i in range(len(ds)))
 
 
+def test_packing_fills_every_row_and_learns_every_token_once(lm_files):
+    plain = load_dataset(lm_files / "train.jsonl", spec(lm_files))
+    packed = load_dataset(lm_files / "train.jsonl", spec(lm_files, max_length=32, pack=True))
+    total = int(plain.lengths.sum())  # every text's tokens and its EOS
+    assert (packed.lengths[:-1] == 32).all() and packed.ids.shape[1] == 32
+    assert packed.targets == total - 1  # all but the very first token, each once
+    with pytest.raises(DataError, match="pack applies to text rows"):
+        load_dataset(lm_files / "pairs.jsonl", spec(lm_files, pack=True))
+
+
 def test_max_length_cuts_rows(lm_files):
     ds = load_dataset(lm_files / "train.jsonl", spec(lm_files, max_length=6))
     assert ds.ids.shape[1] == 6 and ds.lengths.max() == 6
@@ -226,3 +236,21 @@ def test_training_resumes(lm_bundle, lm_files, tmp_path):
     a, b = whole.trainable_state_dict(), again.trainable_state_dict()
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6 * (1 + np.abs(a[name]).max()))
+
+
+def test_a_ram_cap_shrinks_the_micro_batch_never_the_tokens(lm_bundle):
+    import re
+
+    from edgetune.caps import Caps
+    from edgetune.caps.dry_run import plan_report
+    from edgetune.devices import get_device
+    from edgetune.errors import EdgetuneError
+
+    device = get_device("jetson-nano")
+    with pytest.raises(EdgetuneError, match="keep 64 of 64 tokens per layer") as e:
+        plan_report(lm_bundle.manifest, device, Caps.parse(ram="1MB"), batch_size=16)
+    smallest = float(re.search(r"would work is --ram-cap ([\d.]+)MB", str(e.value)).group(1))
+    plans = [plan_report(lm_bundle.manifest, device, Caps.parse(ram=f"{smallest + d}MB"), batch_size=16)
+             for d in (1, 4, 1000)]
+    assert all(p["step"]["plan"]["keep"] == [64, 64] for p in plans)
+    assert plans[0]["step"]["plan"]["micro_batch"] < 16 == plans[-1]["step"]["plan"]["micro_batch"]

@@ -1,4 +1,6 @@
-"""Every registered model × every PEFT method, through the same checks (peft-style matrix)."""
+"""Every registered model × every PEFT method, through the same checks (peft-style matrix):
+the micro classifiers and the micro language models (whose logits are per position, whose
+blocks drop no tokens, and which have no task head of their own)."""
 
 import copy
 
@@ -9,7 +11,7 @@ from edgetune.errors import EdgetuneError, UsageError
 from edgetune.export import apply_method, create_model, list_methods, merge_model
 from edgetune.export.peft import adapter_modules, load_adapter, save_adapter, trainable_names
 
-from conftest import MICRO_MODELS
+from conftest import MICRO_LMS, MICRO_MODELS
 from numerics import assert_close_normwise, method_rtol
 
 METHODS = [m.name for m in list_methods()]
@@ -31,13 +33,28 @@ OWN_PARAMS = {
 }
 
 
+MODELS = MICRO_MODELS + MICRO_LMS
+
+
 def build(model_name: str, method: str):
     torch.manual_seed(0)
-    base = create_model(model_name, num_classes=3).eval()
+    lm = model_name in MICRO_LMS
+    base = create_model(model_name, num_classes=None if lm else 3).eval()
     tuned = copy.deepcopy(base)
+    if method == "bitfit" and not any(n.endswith("bias") for n, _ in base.named_parameters()):
+        with pytest.raises(UsageError, match="no biases"):
+            apply_method(tuned, method)
+        pytest.skip(f"{model_name} has no biases for bitfit (refused, as checked)")
     apply_method(tuned, method)
     inputs = base.example_inputs(batch=3)
     return base, tuned, inputs
+
+
+def labels_for(model, inputs):
+    """Targets of the model's task: a class per sample, or a next token per position."""
+    if model.task == "causal_lm":
+        return torch.randint(0, model.vocab_size, inputs[0].shape)
+    return torch.tensor([0, 1, 2])
 
 
 def perturb(model, scale=0.05):
@@ -53,12 +70,16 @@ def test_every_method_is_in_the_matrix():
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("model_name", MICRO_MODELS)
+@pytest.mark.parametrize("model_name", MODELS)
 def test_shapes_and_alast_outputs(model_name, method):
     _, tuned, inputs = build(model_name, method)
     out = tuned.forward_features(*inputs)
-    assert out.logits.shape == (3, 3)
     assert len(out.cls_tokens) == tuned.num_layers + 1
+    if tuned.task == "causal_lm":  # a next-token distribution per text position; no token dropped
+        assert out.logits.shape == (*inputs[0].shape, tuned.vocab_size)
+        assert out.cls_attn == [None] * tuned.num_layers
+        return
+    assert out.logits.shape == (3, 3)
     n = tuned.num_tokens(*inputs)
     for attn in out.cls_attn:
         assert attn.shape == (3, n)
@@ -70,7 +91,7 @@ def test_shapes_and_alast_outputs(model_name, method):
 
 
 @pytest.mark.parametrize("method", sorted(set(METHODS) - ADDS_TOKENS))
-@pytest.mark.parametrize("model_name", MICRO_MODELS)
+@pytest.mark.parametrize("model_name", MODELS)
 def test_identity_at_init(model_name, method):
     base, tuned, inputs = build(model_name, method)
     with torch.no_grad():
@@ -78,7 +99,7 @@ def test_identity_at_init(model_name, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("model_name", MICRO_MODELS)
+@pytest.mark.parametrize("model_name", MODELS)
 def test_trainable_set_is_method_params_plus_head(model_name, method):
     _, tuned, _ = build(model_name, method)
     heads = tuple(h + "." for h in tuned.head_names)
@@ -91,12 +112,11 @@ def test_trainable_set_is_method_params_plus_head(model_name, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("model_name", MICRO_MODELS)
+@pytest.mark.parametrize("model_name", MODELS)
 def test_gradient_flows_only_where_it_should(model_name, method):
     _, tuned, inputs = build(model_name, method)
     perturb(tuned)
-    labels = torch.tensor([0, 1, 2])
-    torch.nn.functional.cross_entropy(tuned(*inputs), labels).backward()
+    tuned.loss(tuned(*inputs), labels_for(tuned, inputs)).backward()
     for name, p in tuned.named_parameters():
         if p.requires_grad:
             assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
@@ -105,7 +125,7 @@ def test_gradient_flows_only_where_it_should(model_name, method):
 
 
 @pytest.mark.parametrize("method", MERGEABLE)
-@pytest.mark.parametrize("model_name", MICRO_MODELS)
+@pytest.mark.parametrize("model_name", MODELS)
 def test_merged_equals_unmerged(model_name, method):
     _, tuned, inputs = build(model_name, method)
     perturb(tuned)
@@ -125,7 +145,7 @@ def test_unmergeable_methods_say_so(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("model_name", MICRO_MODELS)
+@pytest.mark.parametrize("model_name", MODELS)
 def test_save_load_round_trip(model_name, method, tmp_path):
     base, tuned, inputs = build(model_name, method)
     perturb(tuned)

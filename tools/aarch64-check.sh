@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Prove the device side on aarch64 (Raspberry Pi 5 / Jetson CPU platform) under qemu:
-#   1. on the host (x86-64, the workstation venv): export two micro bundles and their data;
+#   1. on the host (x86-64, the workstation venv): export three micro bundles (a ViT, a BERT,
+#      a LLaMA-style language model) and their data;
 #   2. in a Debian bookworm arm64 root (tools/aarch64-root.sh): a fresh venv,
 #      pip install "<this checkout>[cpu]" from the project's own files (stock onnxruntime);
 #   3. there: edgetune devices, then edgetune train on each bundle with --schedule static and
 #      --schedule alast, and a check that the loss falls (mean of the last third of the steps
-#      below the mean of the first third);
+#      below the mean of the first third), and edgetune generate from the language model's run;
 #   4. with --suite: the device side of the test suite there (pip install ".[cpu,test]", then
 #      pytest on the micro bundles the workstation suite cached in build/test-bundles: run
 #      `make test` on the host first), as `make test`'s second run does on x86-64.
@@ -54,6 +55,14 @@ tok = build_word_level_tokenizer([t for t, _ in rows], out / "tokenizer.json")
 export_bundle("vit-micro", "lora", out / "vit-micro-lora", num_classes=2, overwrite=True)
 export_bundle("bert-micro", "lora", out / "bert-micro-lora", num_classes=2, max_tokens=16,
               tokenizer=tok, overwrite=True)
+# a language model: JSONL text, a byte-level BPE (end token 0, the preset's EOS)
+import json
+from edgetune.data.tokenizer import build_bpe_tokenizer
+texts = [" ".join(rng.choice("the cat sat on a mat and ran to the park".split(), 10)) for _ in range(128)]
+(out / "lm.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+build_bpe_tokenizer(texts, out / "lm-tokenizer.json", 512)
+export_bundle("llama-micro", "lora", out / "llama-micro-lora", max_tokens=32,
+              tokenizer=out / "lm-tokenizer.json", overwrite=True)
 PY
 
 log "copying the project's own files (git ls-files) into $ROOT$WORK/src"
@@ -69,7 +78,7 @@ in_root "$WORK/venv/bin/python" -c "import platform, sys, onnxruntime; print('ar
 in_root "$WORK/venv/bin/edgetune" devices
 
 status=0
-for b in vit-micro-lora:images.npz:3e-3 bert-micro-lora:text.csv:1e-2; do
+for b in vit-micro-lora:images.npz:3e-3 bert-micro-lora:text.csv:1e-2 llama-micro-lora:lm.jsonl:1e-2; do
   IFS=: read -r bundle data lr <<< "$b"
   for schedule in static alast; do
     run=$WORK/runs/$bundle-$schedule
@@ -90,6 +99,9 @@ sys.exit(0 if ok else 1)
 PY
   done
 done
+log "arm64: edgetune generate from the language model's run (KV-cache decoder, stock onnxruntime)"
+in_root "$WORK/venv/bin/edgetune" generate "$WORK/runs/llama-micro-lora-static" --prompt "the cat" \
+  --max-new-tokens 12 || status=1
 if [[ $SUITE == 1 ]]; then
   [[ -d build/test-bundles ]] || { log "no build/test-bundles: run make test on the host first"; exit 1; }
   log "arm64: the device-side suite (pip install '$WORK/src[cpu,test]', cached micro bundles)"

@@ -6,6 +6,8 @@ EOS), position t learns x_{t+1}: ``labels[t] = x_{t+1}`` for t < n âˆ’ 1, and âˆ
 (:data:`~edgetune.targets.IGNORE`) at the last position, on padding, and wherever
 x_{t+1} belongs to the prompt. Batches are padded (right) to their longest row; causal
 attention never lets a real token see the padding after it, so no attention mask is needed.
+Packed (``LMSpec.pack``, text rows): the texts' tokens run on across rows of ``max_length``,
+no padding at all.
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ def _strings(table: Table, column: str, what: str) -> list[str]:
     return values
 
 
+def _packed(rows: list[list[int]], length: int) -> list[tuple[list[int], int]]:
+    """Rows of ``length`` tokens from the texts' ids concatenated (the last one shorter); the
+    first token of each row is learned from nothing, as any row's: rows overlap by one token,
+    so every token but the very first is a target once."""
+    ids = [i for row in rows for i in row]
+    step = length - 1
+    return [(ids[lo:lo + length], 1) for lo in range(0, max(1, len(ids) - 1), step)]
+
+
 def load_lm(path: str | Path, spec: LMSpec) -> LMDataset:
     """Read, check and tokenize ``path``: every row a ``text``, or every row a ``prompt`` and a
     ``completion`` (one kind per file)."""
@@ -69,6 +80,8 @@ def load_lm(path: str | Path, spec: LMSpec) -> LMDataset:
     eos = [] if spec.eos_id is None else [spec.eos_id]
     rows: list[tuple[list[int], int]] = []  # (ids, index of the first learned id)
     if has_pair and not has_text:
+        if spec.pack:
+            raise DataError(path, "pack applies to text rows; prompt + completion rows stay one a row")
         prompts = _strings(table, spec.prompt_column, "prompt")
         completions = _strings(table, spec.completion_column, "completion")
         for line, completion in zip(table.lines, completions):
@@ -83,6 +96,8 @@ def load_lm(path: str | Path, spec: LMSpec) -> LMDataset:
             if not text.strip():
                 raise DataError(path, f"line {line}: empty text in column {spec.text_column!r}")
         rows = [(e.ids + eos, 1) for e in tok.encode_batch(texts)]
+        if spec.pack:
+            rows = _packed([r for r, _ in rows], spec.max_length)
     n, width = len(rows), min(spec.max_length, max(len(r) for r, _ in rows))
     ids = np.full((n, width), pad_id, dtype=np.int64)
     labels = np.full((n, width), IGNORE, dtype=np.int64)

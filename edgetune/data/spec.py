@@ -115,7 +115,9 @@ class LMSpec:
     Rows hold ``text`` (every token is learned) or ``prompt`` + ``completion`` (only the
     completion's tokens are). ``eos_id``: appended to every row (the model learns to stop);
     None when the model declares none. ``max_length``: rows longer are cut (the prompt side
-    first stays whole; a row left with no target is an error)."""
+    first stays whole; a row left with no target is an error). ``pack`` (``text`` rows only):
+    every row's tokens concatenated and cut into rows of ``max_length`` (no padding, nothing cut
+    off; attention then spans the texts within a row)."""
 
     tokenizer_path: str | Path = TOKENIZER_FILE
     max_length: int = 256
@@ -123,6 +125,7 @@ class LMSpec:
     text_column: str = "text"
     prompt_column: str = "prompt"
     completion_column: str = "completion"
+    pack: bool = False
 
     input_names = ("input_ids",)
 
@@ -134,6 +137,8 @@ class LMSpec:
         check_int(self, "max_length", 2)
         if self.eos_id is not None:
             check_int(self, "eos_id", 0)
+        if not isinstance(self.pack, bool):
+            raise UsageError(f"LMSpec.pack={self.pack!r}: must be True or False")
         for field in ("text_column", "prompt_column", "completion_column"):
             v = getattr(self, field)
             if not isinstance(v, str) or not v:

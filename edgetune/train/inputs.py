@@ -11,7 +11,8 @@ from edgetune.errors import UsageError
 
 
 def data_spec(bundle: Bundle, labels: tuple[str, ...] | None = None, text_column: str = "text",
-              label_column: str = "label") -> ImageSpec | TextSpec | LMSpec:
+              label_column: str = "label", pack: bool = False) -> ImageSpec | TextSpec | LMSpec:
+    """``pack``: a language model's text rows packed into full-length rows (LMSpec)."""
     inp = bundle.inputs
     if inp["kind"] == "image":
         return ImageSpec(image_size=inp["image_size"], channels=inp["channels"], mean=tuple(inp["mean"]),
@@ -21,13 +22,17 @@ def data_spec(bundle: Bundle, labels: tuple[str, ...] | None = None, text_column
         raise UsageError("TextSpec.tokenizer_path=None: must be a path to a tokenizer.json")
     if bundle.is_lm:
         return LMSpec(tokenizer_path=tokenizer, max_length=inp["max_tokens"], eos_id=inp.get("eos_id"),
-                      text_column=text_column)
+                      text_column=text_column, pack=pack)
+    if pack:
+        raise UsageError("pack: only a language model's text rows pack (this bundle is a "
+                         f"{bundle.task} model)")
     return TextSpec(tokenizer_path=tokenizer, max_length=inp["max_tokens"],
                     num_classes=bundle.num_classes, text_column=text_column,
                     label_column=label_column, labels=labels)
 
 
 def load_data(bundle: Bundle, path: str | Path, labels: tuple[str, ...] | None = None,
-              text_column: str = "text", label_column: str = "label") -> Dataset:
-    """Load and check ``path`` for ``bundle``; string labels map through ``labels`` if given."""
-    return load_dataset(path, data_spec(bundle, labels, text_column, label_column))
+              text_column: str = "text", label_column: str = "label", pack: bool = False) -> Dataset:
+    """Load and check ``path`` for ``bundle``; string labels map through ``labels`` if given;
+    ``pack``: a language model's text rows packed into full-length rows."""
+    return load_dataset(path, data_spec(bundle, labels, text_column, label_column, pack))
