@@ -137,9 +137,10 @@ def train(args: list[str], run: Path, env: dict[str, str], python: str = sys.exe
     return TrainProcess(proc.returncode, proc.stdout, err, wall, peak)
 
 
-def evaluate(source: Path, data: Path, env: dict[str, str], *extra: str) -> dict:
-    """``edgetune eval SOURCE --data DATA --json EXTRA``: the printed JSON object."""
-    cmd = [*CLI, "eval", str(source), "--data", str(data), "--json", *extra]
+def evaluate(source: Path, data: Path, env: dict[str, str], *extra: str,
+             python: str = sys.executable) -> dict:
+    """``edgetune eval SOURCE --data DATA --json EXTRA`` in ``python``: the printed JSON object."""
+    cmd = [python, *CLI[1:], "eval", str(source), "--data", str(data), "--json", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         sys.stderr.write(proc.stderr)

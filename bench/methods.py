@@ -67,6 +67,7 @@ from common import (CLI, cli_has_flag, evaluate, json_default, last_error,  # no
 from edgetune.bundle import MANIFEST  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+DEVICE_PYTHON = ROOT / ".venv-device" / "bin" / "python"
 METHODS = ("full", "lora", "adapter", "prefix", "prompt", "propulsion", "ia3", "bitfit")
 LABELS = {"full": "full FT", "lora": "LoRA", "adapter": "adapter", "prefix": "prefix",
           "prompt": "prompt", "propulsion": "Propulsion", "ia3": "IA3", "bitfit": "BitFit"}
@@ -131,6 +132,11 @@ class Settings:
     bundle_cache: Path
     tokens_flag: bool = False
     merge_tokens_flag: bool = False
+    base: str = "fp32"         # --base: int8 bundles for every method but full (adaptive engine)
+    python: str = sys.executable  # whose edgetune trains and evaluates
+
+    def int8(self, method: str) -> bool:
+        return self.base == "int8" and method != "full"
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -186,6 +192,8 @@ def bundle_for(s: Settings, task: Task, method: str) -> Path:
     if method == "lora":
         for kv in task.lora_set:
             cmd += ["--set", kv]
+    if s.int8(method):
+        cmd += ["--base", "int8"]
     model_id = task.model
     if Path(task.model).is_dir():  # a pretrained folder counts by its content
         model_id = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(task.model).iterdir())
@@ -227,8 +235,9 @@ def run_row(s: Settings, task: Task, method: str, schedule: str, seed: int, env:
             "--lr", f"{task.lr(s, method):g}",
             "--warmup", str(s.warmup), "--schedule", schedule, "--seed", str(seed),
             "--threads", str(s.threads), "--eval-every", str(task.eval_every), "--quiet"]
-    args += ["--mode", s.baseline_mode] if schedule == "static" else alast_sets(s, extra_set)
-    proc = train(args, run, env)
+    mode = "adaptive" if s.int8(method) else s.baseline_mode  # an int8 base is adaptive-only
+    args += ["--mode", mode] if schedule == "static" else alast_sets(s, extra_set)
+    proc = train(args, run, env, python=s.python)
     trainable, total = trainable_params(bundle)
     suffix = " + ALaST" if schedule == "alast" else " (static)" if method != "full" else ""
     row = {"task": task.name, "name": name, "label": LABELS[method] + suffix,
@@ -242,13 +251,13 @@ def run_row(s: Settings, task: Task, method: str, schedule: str, seed: int, env:
     row.update(summarize(run, bundle, task.batch_size))
     row["peak_rss_mb"] = proc.peak_rss_mb if proc.peak_rss_mb is not None else row["peak_rss_mb_metrics"]
     ev = ("--batch-size", str(s.eval_batch), "--threads", str(s.threads))
-    res = evaluate(run, task.data["test"], env, *ev)
+    res = evaluate(run, task.data["test"], env, *ev, python=s.python)
     row.update(test_accuracy=res["accuracy"], test_loss=res["loss"], test_count=res["count"],
                test_tokens=res.get("tokens"), test_keep=res.get("keep"))
     row["accuracy_all"] = row["accuracy_trained"] = None
     if schedule == "alast" and s.tokens_flag:
         for which in ("all", "trained"):
-            r = evaluate(run, task.data["test"], env, *ev, "--tokens", which)
+            r = evaluate(run, task.data["test"], env, *ev, "--tokens", which, python=s.python)
             row[f"accuracy_{which}"] = r["accuracy"]
             row[f"keep_{which}"] = r.get("keep")
         row["inference_choice"] = checkpoint_inference(run)
@@ -529,6 +538,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="--pareto: token budgets β")
     ap.add_argument("--ks", nargs="+", type=int, default=list(PARETO_KS),
                     help="--pareto: layers trained per step K")
+    ap.add_argument("--base", choices=["fp32", "int8"], default="fp32",
+                    help="int8: every method but full on an int8 frozen base (export --base int8; "
+                         "the device environment's onnxruntime >= 1.22: see --python)")
+    ap.add_argument("--python", default=None,
+                    help="the python whose edgetune trains and evaluates (default: this one; "
+                         "with --base int8, .venv-device's)")
     ap.add_argument("--bundle-cache", type=Path, default=None, help="exported bundles (default OUT/bundles)")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default runs/bench-methods[-quick])")
     args = ap.parse_args(argv)
@@ -538,7 +553,9 @@ def main(argv: list[str] | None = None) -> None:
     s = Settings(out=out, seeds=args.seeds or (1 if q else 3), threads=args.threads,
                  warmup=args.warmup if args.warmup is not None else (1 if q else 20), eval_batch=32,
                  baseline_mode=args.baseline_mode, lr=parse_lr(args.lr), alast_set=tuple(args.alast_set),
-                 quick=q, bundle_cache=args.bundle_cache or out / "bundles")
+                 quick=q, bundle_cache=args.bundle_cache or out / "bundles", base=args.base,
+                 python=args.python or str(DEVICE_PYTHON if args.base == "int8" and DEVICE_PYTHON.is_file()
+                                           else sys.executable))
     if q and not args.lr:
         s.lr = {k: 3 * v for k, v in LR["text"].items()}
     env = no_torch_env(Path(tempfile.mkdtemp(prefix="bench-methods-")))

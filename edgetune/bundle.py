@@ -29,6 +29,8 @@ TOKEN_BUDGETS = "token_budgets"        # its (L,) float32 tensor: keep ⌈b_l·N
 TOKENIZER_FILE = "tokenizer.json"
 INDEX_FILE = "graphs.json"            # in every mode folder and inference/
 INDEX_FORMAT = "edgetune-graphs/1"    # its "format"
+# what a bundle's frozen base may be stored as (``export --base``; export/onnx/quantize.py)
+BASE_DTYPES = ("fp32", "int8")
 PARAMS_FILE = "params.safetensors"    # adaptive: every parameter, fp32
 STATIC_FILES = {"training": "training_model.onnx", "eval": "eval_model.onnx",  # ORT's artifacts
                 "optimizer": "optimizer_model.onnx", "checkpoint": "checkpoint"}

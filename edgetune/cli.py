@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import click
 
 from edgetune import __version__
-from edgetune.bundle import MODES
+from edgetune.bundle import BASE_DTYPES, MODES
 from edgetune.cli_errors import ReportingGroup
 from edgetune.errors import UsageError
 from edgetune.fleet.cli import fleet as fleet_group
@@ -74,9 +74,12 @@ def methods() -> None:
               help="ViT: another resolution than the model's (same patches; a checkpoint's "
                    "position embedding is resampled), e.g. pretrained at 28 px, fine-tuned at 56.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for newly initialised weights.")
+@click.option("--base", type=click.Choice(BASE_DTYPES), default="fp32", show_default=True,
+              help="int8: the frozen weights' products run on int8 kernels (per-channel "
+                   "symmetric; adaptive mode; not with --method full).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, tokenizer, pooling,
-               image_size, seed, overwrite):
+               image_size, seed, base, overwrite):
     """Write an ONNX Runtime training bundle for MODEL (a name from `edgetune models` or a
     checkpoint folder) with a PEFT method injected."""
     from edgetune.export import export_bundle
@@ -86,7 +89,7 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
         raise UsageError(f"--num-classes: {model} is a classifier; give its number of classes (>= 2)")
     export_bundle(model, method, out, method_config=list(settings), num_classes=num_classes, mode=mode,
                   max_tokens=max_tokens, tokenizer=tokenizer, pooling=pooling,
-                  image_size=image_size, seed=seed,
+                  image_size=image_size, seed=seed, base=base,
                   overwrite=overwrite, log=lambda msg: click.echo(msg, err=True))
     click.echo(out)
 

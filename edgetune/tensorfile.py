@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +47,11 @@ def save_tensors(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
         os.fsync(f.fileno())
 
 
-def load_tensors(path: str | Path, into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Every tensor of a safetensors file, read one at a time with plain reads (no mmap: a
-    mapped file's pages would count in this process's RSS, a second copy at load). With
-    ``into``, a tensor whose name is there is read straight into that array."""
+def load_tensors(path: str | Path, into: Mapping[str, np.ndarray] | None = None,
+                 skip: Collection[str] = ()) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file but those named in ``skip``, read one at a time with
+    plain reads (no mmap: a mapped file's pages would count in this process's RSS, a second
+    copy at load). With ``into``, a tensor whose name is there is read straight into that array."""
     from edgetune.errors import EdgetuneError
 
     names = {v: k for k, v in DTYPES.items()}
@@ -62,7 +63,7 @@ def load_tensors(path: str | Path, into: Mapping[str, np.ndarray] | None = None)
                 raise ValueError(f"header of {size} bytes in a shorter file")
             header = json.loads(f.read(size))
             for name, info in header.items():
-                if name == "__metadata__":
+                if name == "__metadata__" or name in skip:
                     continue
                 dtype, shape = names[info["dtype"]], tuple(info["shape"])
                 start, end = info["data_offsets"]

@@ -28,6 +28,7 @@ from edgetune.export.models.base import TransformerModel
 from edgetune.export.onnx.bundle import export_mode, prepare_model
 from edgetune.export.onnx.inference import inference_model, write_inference_model
 from edgetune.export.onnx.lora_decoder import write_lora_decoder
+from edgetune.export.onnx.quantize import check_base
 from edgetune.export.peft import trainable_names
 from edgetune.export.peft.hf_format import adapter_layout, hf_adapter_config
 
@@ -40,13 +41,15 @@ def export_bundle(model: str | Path | TransformerModel, method: str | None = "lo
                   mode: str = "both", max_tokens: int | None = None,
                   tokenizer: str | Path | None = None, image_mean: float | None = None,
                   image_std: float | None = None, pooling: str | None = None,
-                  image_size: int | None = None, seed: int = 0,
+                  image_size: int | None = None, seed: int = 0, base: str = "fp32",
                   overwrite: bool = False,
                   log: Callable[[str], None] | None = None) -> Path:
     """Export and return the bundle's path. ``model``: a registered name, a checkpoint folder
     or a model object; ``max_tokens``: the longest text the device will feed (text models);
     ``pooling``: a BERT's "cls" or "mean" (default: what the checkpoint declares);
-    ``image_size``: a ViT at another resolution (its position embedding resampled)."""
+    ``image_size``: a ViT at another resolution (its position embedding resampled);
+    ``base``: "int8" runs the frozen weights' products on int8 kernels (adaptive mode only:
+    ORT's static artifacts train float32; the float32 weights stay in the bundle for merge)."""
     if mode not in MODE_CHOICES:
         raise UsageError(f"mode={mode!r}: must be one of {', '.join(MODE_CHOICES)}")
     say = log or (lambda msg: None)
@@ -65,11 +68,17 @@ def export_bundle(model: str | Path | TransformerModel, method: str | None = "lo
             raise UsageError("--mode static: a language model exports in mode adaptive (which "
                              "trains on stock onnxruntime); leave --mode out")
         modes = ("adaptive",)
+    if check_base(base) != "fp32":
+        if mode == "static":
+            raise UsageError(f"--base {base} --mode static: only the adaptive engine runs an int8 "
+                             "base (ORT's static artifacts train float32); leave --mode out")
+        modes = ("adaptive",)
     trace_tokens = min(TRACE_TOKENS, text_tokens) if text_tokens else None
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for m in modes:
             say(f"exporting {m} graphs")
-            export_mode(model, None, tmp / m, mode=m, batch=TRACE_BATCH, tokens=trace_tokens)
+            export_mode(model, None, tmp / m, mode=m, batch=TRACE_BATCH, tokens=trace_tokens,
+                        base=base)
         say("exporting the inference artifacts")
         plain, plain_trainable, merge = inference_model(model, trainable)
         inference = write_inference_model(plain, plain_trainable, tmp / INFERENCE_DIR,
@@ -81,6 +90,7 @@ def export_bundle(model: str | Path | TransformerModel, method: str | None = "lo
             shutil.copyfile(inputs.pop("tokenizer_source"), tmp / inputs["tokenizer"])
         say("measuring per-layer costs")
         manifest = _manifest(model, name, modes, inputs, tokens, trainable)
+        manifest["base"] = base
         manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
         manifest["files"] = hash_tree(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))

@@ -19,8 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.errors import UsageError
+from edgetune.runtime.ort_build import check_int8_base
 from edgetune.runtime.placement import HOST, Placement
-from edgetune.runtime.sessions import ParamValues, ResidentParams, SessionCache, load_params, read_index
+from edgetune.runtime.sessions import (
+    ParamValues,
+    ResidentParams,
+    SessionCache,
+    load_params,
+    quantized_params,
+    read_index,
+)
 from edgetune.schedule.alast.importance import class_token_delta, class_token_norm
 
 
@@ -44,7 +52,10 @@ class AdaptiveRunner:
         self.index = read_index(self.folder)
         if self.index["mode"] != "adaptive":
             raise UsageError(f"{self.folder}: mode {self.index['mode']!r}, expected 'adaptive'")
-        self.params = load_params(self.folder / self.index["params"])
+        if self.index.get("base", {}).get("dtype", "fp32") == "int8":
+            check_int8_base(str(self.folder))
+        # an int8 base's frozen weights live in its graphs: their float32 copies stay on disk
+        self.params = load_params(self.folder / self.index["params"], skip=quantized_params(self.index))
         self.parts = self.index["parts"]
         self.blocks: list[str] = self.index["blocks"]
         self.placement = placement

@@ -87,3 +87,20 @@ def describe() -> str:
     api = "with" if has_training_api() else "without"
     return (f"onnxruntime: {build_name()}, providers "
             f"{', '.join(available_providers())}, {api} the training API (static mode)")
+
+
+# MatMulNBits with 8-bit weights (an int8 base's gradient products) runs from onnxruntime 1.22
+INT8_BASE_MIN = (1, 22)
+
+
+def check_int8_base(where: str) -> None:
+    """Refuse an int8-base bundle on an onnxruntime that cannot run its graphs."""
+    from edgetune.errors import UsageError
+
+    version = onnxruntime().__version__
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parts < INT8_BASE_MIN:
+        need = ".".join(map(str, INT8_BASE_MIN))
+        raise UsageError(f"{where}: exported with --base int8, which needs onnxruntime >= {need} "
+                         f"(8-bit MatMulNBits); this is {build_name()}. Install stock onnxruntime "
+                         f">= {need}, or export with --base fp32")

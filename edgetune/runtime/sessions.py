@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,14 @@ def read_index(bundle: str | Path) -> dict:
     return read_json(Path(bundle) / INDEX_FILE, "no such file (not an exported bundle?)", INDEX_FORMAT)
 
 
-def load_params(path: str | Path) -> dict[str, np.ndarray]:
-    """Parameters from a safetensors file, as writable float32 arrays."""
-    params = load_tensors(path)  # a tensor at a time: no second copy of the file
+def quantized_params(index: dict) -> list[str]:
+    """The frozen parameters an int8 base holds in its graphs (no graph takes them as inputs)."""
+    return list(index.get("base", {}).get("quantized", []))
+
+
+def load_params(path: str | Path, skip: Collection[str] = ()) -> dict[str, np.ndarray]:
+    """Parameters from a safetensors file (but ``skip``), as writable float32 arrays."""
+    params = load_tensors(path, skip=skip)  # a tensor at a time: no second copy of the file
     return {k: np.require(v, np.float32, ["C", "W"]) for k, v in params.items()}
 
 

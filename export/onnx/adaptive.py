@@ -27,7 +27,9 @@ from edgetune.export.onnx.gradients import (
 from edgetune.export.onnx.low_rank import reassociate_lora_grads
 from edgetune.export.onnx.lowering import lower
 from edgetune.export.onnx.parts import Traced, trace_block, trace_head, trace_stem
+from edgetune.export.onnx.quantize import check_base, quantize_frozen
 from edgetune.export.onnx.trace import initializers_to_inputs, tensor_elem_types
+from edgetune.export.peft.lora import factor
 
 
 @dataclass
@@ -41,6 +43,15 @@ class PartGraphs:
     outputs: list[str]
     saved: dict[str, list[str]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # variant → variant with same graph
+
+    def quantize(self, frozen: dict) -> None:
+        """Every graph's frozen products on int8 kernels (:mod:`.quantize`)."""
+        for graph in self.graphs.values():
+            quantize_frozen(graph, frozen)
+
+    def reads(self) -> set[str]:
+        """The parameters some graph of this part takes as an input."""
+        return {i.name for g in self.graphs.values() for i in g.graph.input} & set(self.params)
 
 
 def _grad_name(name: str) -> str:
@@ -103,9 +114,21 @@ def export_head(traced: Traced, trainable: set[str]) -> PartGraphs:
 
 
 def export_adaptive(model: TransformerModel, trainable: set[str], batch: int = 2,
-                    tokens: int | None = None) -> dict[str, PartGraphs]:
-    """All parts of ``model``: {"stem": ..., "block_00": ..., ..., "head": ...}."""
+                    tokens: int | None = None, base: str = "fp32") -> dict[str, PartGraphs]:
+    """All parts of ``model``: {"stem": ..., "block_00": ..., ..., "head": ...}; ``base``
+    "int8": the frozen weights' products on int8 kernels (LoRA in its factored form)."""
     model.eval()
+    if check_base(base) == "int8":
+        factor(model, True)
+        try:
+            parts = export_adaptive(model, trainable, batch, tokens)
+        finally:
+            factor(model, False)
+        frozen = {n: p.detach().cpu().numpy() for n, p in model.named_parameters()
+                  if n not in trainable and p.dim() == 2}
+        for part in parts.values():
+            part.quantize(frozen)
+        return parts
     example = model.example_inputs(batch, tokens)
     with torch.no_grad():
         n = model.embed(*example)[0].shape[1]

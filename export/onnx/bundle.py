@@ -23,6 +23,7 @@ from edgetune.export.models.base import TransformerModel
 from edgetune.export.models.registry import create_model, model_task
 from edgetune.export.onnx.adaptive import PartGraphs, export_adaptive
 from edgetune.export.onnx.optim import write_optimizer
+from edgetune.export.onnx.quantize import check_base
 from edgetune.export.onnx.static import export_static
 from edgetune.export.onnx.trace import save_model
 from edgetune.export.peft import apply_method, trainable_names
@@ -58,12 +59,13 @@ def prepare_model(model: str | TransformerModel, method: str | None, method_conf
 def export_mode(model: str | TransformerModel, method: str | None, out_dir: str | Path, *,
                   mode: str = "adaptive", method_config: Any = None, num_classes: int | None = None,
                   batch: int = 2, tokens: int | None = None, seed: int = 0,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, base: str = "fp32") -> Path:
     """Export ``model`` + ``method`` to ``out_dir`` in ``mode`` ('static' or 'adaptive').
 
     ``batch``/``tokens`` only size the trace: batch, keep counts (and sequence length for text
-    models) stay runtime inputs. Written into a temporary folder, then renamed into place
-    (``edgetune.atomic.atomic_dir``).
+    models) stay runtime inputs. ``base`` "int8" (adaptive mode, a method that freezes the base):
+    the frozen weights' products on int8 kernels (:mod:`.quantize`). Written into a temporary
+    folder, then renamed into place (``edgetune.atomic.atomic_dir``).
     """
     if mode not in MODES:
         raise UsageError(f"mode={mode!r}: must be one of {', '.join(MODES)}")
@@ -76,13 +78,26 @@ def export_mode(model: str | TransformerModel, method: str | None, out_dir: str 
         raise UsageError("mode='static': ORT's training artifacts score classes; a language model "
                          "exports in mode 'adaptive' (which trains on stock onnxruntime)")
     trainable = trainable_names(model)
+    if check_base(base) != "fp32":
+        if mode != "adaptive":
+            raise UsageError(f"base={base!r}: only adaptive mode runs an int8 base (ORT's static "
+                             "artifacts train float32); export mode 'adaptive'")
+        if model.peft_method == "full":
+            raise UsageError(f"base={base!r}: method 'full' trains every weight, so no base is "
+                             "frozen to quantize; use base 'fp32'")
     index = _describe(model, str(name), trainable, mode)
     with atomic_dir(out_dir, overwrite=True) as tmp:  # a non-empty one was refused above
         if mode == "static":
             index["static"] = export_static(model, trainable, tmp, batch, tokens)
         else:
-            parts = export_adaptive(model, set(trainable), batch, tokens)
+            parts = export_adaptive(model, set(trainable), batch, tokens, base)
             index["parts"] = write_parts(parts, tmp)
+            read = set().union(*(p.reads() for p in parts.values()))
+            # the float32 originals stay in params (merge and generation read them); a run
+            # does not load what no graph reads
+            index["base"] = {"dtype": base,
+                             "quantized": sorted(n for p in parts.values() for n in p.params
+                                                 if n not in read)}
             index["blocks"] = [k for k in parts if k.startswith("block_")]
             index["params"] = PARAMS_FILE
             index["optimizer"] = write_optimizer(tmp)  # for runs that keep state on a device

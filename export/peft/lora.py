@@ -47,8 +47,13 @@ class LoraLinear(nn.Module):
         self.lora_B = nn.Linear(r, base_layer.out_features, bias=False)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
+        # x·Wᵀ + b + (α/r)·(x·Aᵀ)·Bᵀ: W stays a product of its own, as an int8 frozen base needs
+        self.factored = False
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.factored:
+            return (F.linear(x, self.base_layer.weight, self.base_layer.bias)
+                    + F.linear(F.linear(x, self.lora_A.weight), self.lora_B.weight) * self.scaling)
         # One product with the merged weight W + (α/r)·B·A (out×in, cheap), not x·Wᵀ + (α/r)·(x·Aᵀ)·Bᵀ:
         # the factored form adds two full-size products of inner dimension r (the B branch forward,
         # its input gradient backward), a full-size Add and a Sum of two input gradients, which
@@ -76,6 +81,15 @@ class LoraLinear(nn.Module):
         return {f"{name}.weight": {"op": "lora", "base": f"{name}.base_layer.weight",
                                    "A": f"{name}.lora_A.weight", "B": f"{name}.lora_B.weight",
                                    "scale": float(self.scaling)}}
+
+
+def factor(model: nn.Module, on: bool = True) -> int:
+    """Set every LoRA layer of ``model`` to the factored product (``on``) or the merged one;
+    returns how many layers."""
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    for m in layers:
+        m.factored = on
+    return len(layers)
 
 
 def hf_config(model, cfg: LoraConfig) -> dict:
