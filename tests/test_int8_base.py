@@ -11,13 +11,12 @@ import pytest
 from bundles import micro_bundle, micro_tokenizer
 
 from edgetune.errors import UsageError
-from edgetune.runtime.ort_build import INT8_BASE_MIN, onnxruntime
+from edgetune.runtime.ort_build import onnxruntime, runs_int8_base
 
 from numerics import assert_close_normwise
 
 HAS_EXPORT = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("onnx") is not None
-ORT = tuple(int(p) for p in onnxruntime().__version__.split(".")[:2])
-RUNS_INT8 = ORT >= INT8_BASE_MIN
+RUNS_INT8 = runs_int8_base()
 needs_export = pytest.mark.skipif(not HAS_EXPORT, reason="quantizes graphs (the workstation: torch, onnx)")
 needs_int8 = pytest.mark.skipif(not RUNS_INT8, reason=f"onnxruntime {onnxruntime().__version__} has "
                                 "no 8-bit MatMulNBits (>= 1.22: the device environment)")
@@ -57,7 +56,7 @@ def test_products_become_int8_kernels_and_the_weight_leaves_the_inputs():
     import onnx
     from onnx import TensorProto, helper
 
-    from edgetune.export.onnx.quantize import quantize_frozen
+    from edgetune.export.onnx.quantize import quantize_columns, quantize_frozen
 
     rng = np.random.default_rng(1)
     w = rng.standard_normal((5, 8)).astype(np.float32)   # a linear layer's (out, in)
@@ -93,7 +92,7 @@ def test_products_become_int8_kernels_and_the_weight_leaves_the_inputs():
     xs = (max(0.0, x.max()) - min(0.0, x.min())) / 255
     zp = np.clip(np.rint(-min(0.0, x.min()) / xs), 0, 255)
     xq = np.clip(np.rint(x / xs) + zp, 0, 255)
-    q8, s = _columns(w.T)
+    q8, s = quantize_columns(w.T)
     expect = ((xq - zp) @ (q8.astype(np.float64) - 128)) * xs * s
     # both sides do the same integer product; what may differ is one uint8 step of X where
     # x/scale lands on a rounding tie in another fp32 order: far under 1e-3 of the output's norm
@@ -105,12 +104,6 @@ def test_products_become_int8_kernels_and_the_weight_leaves_the_inputs():
         nb = qb.shape[1]
         deq = ((qb.astype(np.float32) - 128) * sb.reshape(8, nb, 1)).reshape(8, -1)[:, :5].T
         assert_close_normwise(outs[1], 2.0 * gr @ deq, "MatMulNBits", rtol=1e-5)
-
-
-def _columns(b):
-    from edgetune.export.onnx.quantize import quantize_columns
-
-    return quantize_columns(b)
 
 
 CASES = [("vit-micro", "lora"), ("bert-micro", "lora"), ("vit-micro", "ia3")]

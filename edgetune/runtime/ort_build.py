@@ -93,13 +93,15 @@ def describe() -> str:
 INT8_BASE_MIN = (1, 22)
 
 
+def runs_int8_base() -> bool:
+    """Whether this onnxruntime runs an int8 base's graphs."""
+    version = onnxruntime().__version__
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) >= INT8_BASE_MIN
+
+
 def check_int8_base(where: str) -> None:
     """Refuse an int8-base bundle on an onnxruntime that cannot run its graphs."""
-    from edgetune.errors import UsageError
-
-    version = onnxruntime().__version__
-    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    if parts < INT8_BASE_MIN:
+    if not runs_int8_base():
         need = ".".join(map(str, INT8_BASE_MIN))
         raise UsageError(f"{where}: exported with --base int8, which needs onnxruntime >= {need} "
                          f"(8-bit MatMulNBits); this is {build_name()}. Install stock onnxruntime "

@@ -51,14 +51,19 @@ def check_base(base: str) -> str:
 ZERO_POINT = 128  # uint8 storage of a symmetric int8 value: q + 128
 
 
+def _symmetric(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """(q + 128 as uint8, s) with s = max|values| / 127 along ``axis`` (1 where all are zero)."""
+    amax = np.abs(values).max(axis=axis, keepdims=True)
+    s = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(values / s), -127, 127).astype(np.int16) + ZERO_POINT
+    return q.astype(np.uint8), s
+
+
 def quantize_columns(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(Q + 128 as uint8, s float32 per column) of a (K, N) matrix; an all-zero column gets
     s = 1."""
-    b = np.asarray(b, dtype=np.float32)
-    amax = np.abs(b).max(axis=0)
-    s = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(b / s), -127, 127).astype(np.int16) + ZERO_POINT
-    return q.astype(np.uint8), s
+    q, s = _symmetric(np.asarray(b, dtype=np.float32), axis=0)
+    return q, s.reshape(-1)
 
 
 def quantize_blocks(b: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
@@ -70,11 +75,8 @@ def quantize_blocks(b: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, np.n
     nb = -(-k // block)
     cols = np.zeros((n, nb * block), np.float32)
     cols[:, :k] = b.T
-    cols = cols.reshape(n, nb, block)
-    amax = np.abs(cols).max(axis=2)
-    s = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(cols / s[..., None]), -127, 127).astype(np.int16) + ZERO_POINT
-    return q.astype(np.uint8), s.reshape(-1)
+    q, s = _symmetric(cols.reshape(n, nb, block), axis=2)
+    return q, s.reshape(-1)
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
