@@ -10,10 +10,11 @@ the device environment's, stock onnxruntime):
 
 - ``fp32 input``: MatMul with W a graph input (what a float32 bundle runs: nothing pre-packed)
 - ``fp32 const``: MatMul with W a constant initializer (MLAS pre-packs it)
-- ``DQMM u8``: DynamicQuantizeMatMul, W uint8 with zero point 128 (what ``--base int8`` runs
-  forward), ``DQMM s8``: W int8 (saturates pairwise sums on x86 without VNNI)
-- ``NBits8 acc0`` / ``acc4``: MatMulNBits, 8-bit W in blocks of 32, float32 arithmetic (what
-  ``--base int8`` runs for gradients) / int8 arithmetic
+- ``DQMM s7``: DynamicQuantizeMatMul, W int8 in [−63, 63] (what ``--base int8`` runs forward),
+  ``DQMM s8``: W int8 in [−127, 127] (saturates pairwise sums on x86 without VNNI), ``DQMM u8``:
+  W uint8 with zero point 128 (8 bits, no saturation; MLAS's slower u8·u8 kernel)
+- ``NBits8 acc0`` / ``acc4``: MatMulNBits, 8-bit W in blocks of 32, float32 arithmetic / X
+  quantized per row in blocks of 32 and int8 products (what ``--base int8`` runs for gradients)
 - ``MMI2F``: DynamicQuantizeLinear + MatMulIntegerToFloat (the unfused pair)
 
 Prints a table of milliseconds (median) and each kernel's speed against ``fp32 input``, plus
@@ -41,7 +42,7 @@ SHAPES = {  # model → (K, N) of its linear layers (in, out)
     "vit-small": [(384, 1152), (384, 384), (384, 1536), (1536, 384)],
     "llama-100m": [(768, 768), (768, 256), (768, 2048), (2048, 768)],
 }
-KERNELS = ("fp32 input", "fp32 const", "DQMM u8", "DQMM s8", "NBits8 acc0", "NBits8 acc4", "MMI2F")
+KERNELS = ("fp32 input", "fp32 const", "DQMM s7", "DQMM s8", "DQMM u8", "NBits8 acc0", "NBits8 acc4", "MMI2F")
 
 
 def graphs(k: int, n: int, folder: Path) -> dict[str, tuple[str, bool]]:
@@ -57,13 +58,17 @@ def graphs(k: int, n: int, folder: Path) -> dict[str, tuple[str, bool]]:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])
     wi = helper.make_tensor_value_info("W", TensorProto.FLOAT, [k, n])
     ms = "com.microsoft"
-    qu, s = quantize_columns(w)
-    qs = (qu.astype(np.int16) - 128).astype(np.int8)
+    q7, s7 = quantize_columns(w)
+    s = np.abs(w).max(axis=0) / 127
+    qs = np.clip(np.rint(w / s), -127, 127).astype(np.int8)
+    qu = (qs.astype(np.int16) + 128).astype(np.uint8)
     qb, sb = quantize_blocks(w)
     init = numpy_helper.from_array
     specs = {
         "fp32 input": ([helper.make_node("MatMul", ["x", "W"], ["y"])], [x, wi], []),
         "fp32 const": ([helper.make_node("MatMul", ["x", "W"], ["y"])], [x], [init(w, "W")]),
+        "DQMM s7": ([helper.make_node("DynamicQuantizeMatMul", ["x", "Q", "s"], ["y"], domain=ms)], [x],
+                    [init(q7, "Q"), init(s7, "s")]),
         "DQMM u8": ([helper.make_node("DynamicQuantizeMatMul", ["x", "Q", "s", "z"], ["y"], domain=ms)], [x],
                     [init(qu, "Q"), init(s, "s"), init(np.full(n, 128, np.uint8), "z")]),
         "DQMM s8": ([helper.make_node("DynamicQuantizeMatMul", ["x", "Q", "s", "z"], ["y"], domain=ms)], [x],

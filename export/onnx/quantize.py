@@ -2,27 +2,31 @@
 
 A product ``X·B`` whose ``B`` is a frozen parameter (or its transpose: a linear layer's forward
 ``x·Wᵀ`` and its input gradient ``dy·W``) becomes onnxruntime's contrib op
-``DynamicQuantizeMatMul(X, Q + 128, s, 128)``: ``B`` stored as a constant 8-bit initializer,
-quantized per output channel, symmetric (Jacob et al. 2018, arXiv 1712.05877):
+``DynamicQuantizeMatMul(X, Q, s)``: ``B`` stored as a constant int8 initializer, quantized per
+output channel, symmetric (Jacob et al. 2018, arXiv 1712.05877), on 7 bits:
 
-    s_j = max_k |B_kj| / 127,   Q_kj = round(B_kj / s_j) ∈ [−127, 127],   |Q_kj·s_j − B_kj| ≤ s_j / 2,
+    s_j = max_k |B_kj| / 63,   Q_kj = round(B_kj / s_j) ∈ [−63, 63],   |Q_kj·s_j − B_kj| ≤ s_j / 2,
 
 and ``X`` quantized per tensor to uint8 at run time; the 8-bit GEMM is MLAS's, which pre-packs
-``Q`` because it is a constant. ``Q`` is stored as uint8 with zero point 128, not as int8: MLAS's
-uint8 × int8 kernels on x86 without VNNI sum pairs of products in int16 and saturate (a micro
-product was off by 16 % of its norm), its uint8 × uint8 ones do not, and ran as fast here.
+``Q`` because it is a constant. Seven bits, not eight ("reduce range", onnxruntime's own
+quantizer's answer): MLAS's uint8 × int8 kernel on x86 without VNNI (AVX2) sums pairs of
+products in int16, and 255·127·2 saturates it (a micro product was off by 16 % of its norm)
+where 255·63·2 < 2¹⁵ never does; with VNNI (AVX-512 or AVX-VNNI) and on ARM that kernel is the
+fastest one (bench/int8_kernels.py: up to 7× a float32 MatMul), and a bundle is exported
+before anyone knows its device's CPU.
 
 A product whose ``X`` is a gradient (``dy·W``: it descends from a ``*_grad`` tensor or the
-``dy`` / ``dtokens`` input) keeps float32 arithmetic: gradients are heavy-tailed, and one
-per-tensor uint8 scale for them cost LoRA's factor gradients 2–10 % (relative norm) on a micro
-BERT, where quantizing the forward products alone cost 0.5–1.5 %. It runs ``MatMulNBits``
-(bits 8, ``accuracy_level`` 0: the weight dequantized in blocks of
-:data:`BLOCK` along K, each with its own scale, then a float32 product): int8 weights in memory,
-the exact gradient of the dequantized weight. Each orientation is quantized on its own
-(forward ``Q(Wᵀ)`` per output feature, backward ``Q(W)`` per input feature); a product's
-``alpha`` folds into the scales. Trainable parameters, activations and gradients stay float32;
-parameters that anything else still reads (a norm's weight, a bias, a tied embedding's lookup)
-stay graph inputs.
+``dy`` / ``dtokens`` input) runs ``MatMulNBits`` (bits 8, ``accuracy_level`` 4): ``W`` in
+blocks of :data:`BLOCK` along K, each with its own scale, and ``X`` quantized at run time per
+row in the same blocks (s = max|x| / 127 per block), the products int8 with float32 sums.
+Gradients are heavy-tailed: one per-tensor uint8 scale for them (DynamicQuantizeMatMul) cost
+LoRA's factor gradients 2–10 % (relative norm) on a micro BERT; per-block scales cost 1–2 %,
+as float32 arithmetic on the dequantized weight (``accuracy_level`` 0) does, at 0.8–1.0× a
+float32 MatMul's speed where level 4 runs 1.1–1.5× (bench/int8_kernels.py). Each orientation
+is quantized on its own (forward ``Q(Wᵀ)`` per output feature, backward ``Q(W)`` per input
+feature); a product's ``alpha`` folds into the scales. Trainable parameters, activations and
+gradients stay float32; parameters that anything else still reads (a norm's weight, a bias, a
+tied embedding's lookup) stay graph inputs.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from edgetune.errors import UsageError
 
 MS = "com.microsoft"
 BLOCK = 32  # MatMulNBits' block along K (a power of two, >= 16)
+GRADIENT_ACCURACY = 4  # MatMulNBits' accuracy_level for gradient products: int8 compute
 GRADIENT_INPUTS = ("dy", "dtokens")  # what the backward graphs take as incoming gradients
 
 
@@ -48,22 +53,23 @@ def check_base(base: str) -> str:
     return base
 
 
-ZERO_POINT = 128  # uint8 storage of a symmetric int8 value: q + 128
+COLUMN_LEVELS = 63  # DynamicQuantizeMatMul's weights: 7 bits (see above)
+BLOCK_LEVELS = 127  # MatMulNBits' weights: 8 bits, stored as q + 128 (its default zero point)
 
 
-def _symmetric(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """(q + 128 as uint8, s) with s = max|values| / 127 along ``axis`` (1 where all are zero)."""
+def _symmetric(values: np.ndarray, axis: int, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(q as int16, s) with s = max|values| / levels along ``axis`` (1 where all are zero),
+    q = round(values / s) ∈ [−levels, levels]."""
     amax = np.abs(values).max(axis=axis, keepdims=True)
-    s = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(values / s), -127, 127).astype(np.int16) + ZERO_POINT
-    return q.astype(np.uint8), s
+    s = np.where(amax > 0, amax / levels, 1.0).astype(np.float32)
+    return np.clip(np.rint(values / s), -levels, levels).astype(np.int16), s
 
 
 def quantize_columns(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(Q + 128 as uint8, s float32 per column) of a (K, N) matrix; an all-zero column gets
-    s = 1."""
-    q, s = _symmetric(np.asarray(b, dtype=np.float32), axis=0)
-    return q, s.reshape(-1)
+    """(Q as int8 in [−63, 63], s float32 per column) of a (K, N) matrix; an all-zero column
+    gets s = 1."""
+    q, s = _symmetric(np.asarray(b, dtype=np.float32), 0, COLUMN_LEVELS)
+    return q.astype(np.int8), s.reshape(-1)
 
 
 def quantize_blocks(b: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
@@ -75,8 +81,8 @@ def quantize_blocks(b: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, np.n
     nb = -(-k // block)
     cols = np.zeros((n, nb * block), np.float32)
     cols[:, :k] = b.T
-    q, s = _symmetric(cols.reshape(n, nb, block), axis=2)
-    return q, s.reshape(-1)
+    q, s = _symmetric(cols.reshape(n, nb, block), 2, BLOCK_LEVELS)
+    return (q + 128).astype(np.uint8), s.reshape(-1)
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -131,24 +137,24 @@ def quantize_frozen(model: onnx.ModelProto, frozen: Mapping[str, np.ndarray]) ->
             nodes.append(helper.make_node(
                 "MatMulNBits", [node.input[0], q_name, s_name], list(node.output),
                 name=label + "/q8", domain=MS, K=w.shape[0], N=w.shape[1], bits=8,
-                block_size=BLOCK, accuracy_level=0))
+                block_size=BLOCK, accuracy_level=GRADIENT_ACCURACY))
         else:
-            q_name, s_name, zp_name = f"{tag}.int8", f"{tag}.int8.scale", f"{tag}.int8.zero_point"
+            q_name, s_name = f"{tag}.int8", f"{tag}.int8.scale"
             if q_name not in inits:
                 q, s = quantize_columns(w)
                 inits[q_name] = numpy_helper.from_array(q, q_name)
                 inits[s_name] = numpy_helper.from_array(s, s_name)
-                inits[zp_name] = numpy_helper.from_array(np.full(q.shape[1], ZERO_POINT, np.uint8), zp_name)
             s_name = _scaled(inits, s_name, alpha)
             nodes.append(helper.make_node(
-                "DynamicQuantizeMatMul", [node.input[0], q_name, s_name, zp_name], list(node.output),
+                "DynamicQuantizeMatMul", [node.input[0], q_name, s_name], list(node.output),
                 name=label + "/int8", domain=MS))
         changed += 1
     if not changed:
         return set()
     del g.node[:]
     g.node.extend(_without_dead_transposes(nodes, {o.name for o in g.output}))
-    g.initializer.extend(inits.values())
+    used = {i for n in g.node for i in n.input}  # a scale alpha replaced is read by nothing
+    g.initializer.extend(t for name, t in inits.items() if name in used)
     if not any(o.domain == MS for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS, 1))
     read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
