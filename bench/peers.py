@@ -36,6 +36,10 @@ Targets (issue [W3 2/4], each per edgetune engine): LoRA ≥ 1.0× HF + PEFT LoR
 --base int8``, the adaptive engine on onnxruntime ≥ 1.22); full fine-tuning ≥ 1.0× at ≤ 0.6× HF
 full's; ALaST + LoRA ≥ 3× HF full fine-tuning's speed at ≤ 0.35× its peak RSS.
 
+``--levers`` adds rows that run the adaptive engine without some of its levers (``LEVERS``):
+none at all, dense blocks only, saving for backward only, the int8 base only; with the default
+rows (all of them) that is the per-lever table of docs/peers.md.
+
 ``--quick``: bert-micro and vit-micro, 3 steps, 1 round: a smoke test, not a measurement.
 Writes ``results.json`` under ``--out``.
 """
@@ -88,9 +92,19 @@ ROWS = {
     "lora-int8": ("edgetune LoRA, int8 base", "lora-int8", "static", None),
     "hf-full": ("HF full fine-tuning", "full", "static", "hf"),
     "full": ("edgetune full fine-tuning", "full", "static", None),
+    "lora-plain": ("edgetune LoRA, no lever", "lora", "static", None),
+    "lora-dense": ("edgetune LoRA, dense blocks only", "lora", "static", None),
+    "lora-store": ("edgetune LoRA, saving only", "lora", "static", None),
+    "lora-int8-alone": ("edgetune LoRA, int8 base only", "lora-int8", "static", None),
+    "full-plain": ("edgetune full fine-tuning, no lever", "full", "static", None),
     "alast-lora": ("edgetune ALaST + LoRA", "lora", "alast", None),
     "alast-lora-int8": ("edgetune ALaST + LoRA, int8 base", "lora-int8", "alast", None),
 }
+# The levers a row runs without (default: every one the bundle has). "store": save for backward
+# what the plain graphs recompute; "dense": a block keeping every token runs its dense twin.
+LEVERS = {"lora-plain": {"store": False, "dense": False}, "lora-dense": {"store": False},
+          "lora-store": {"dense": False}, "lora-int8-alone": {"store": False, "dense": False},
+          "full-plain": {"store": False, "dense": False}}
 # (row, peer row, speed ≥, peak RSS ≤): issue [W3 2/4]'s
 TARGETS = (("lora", "hf-lora", 1.0, 0.5), ("lora-int8", "hf-lora", 1.25, 0.5),
            ("full", "hf-full", 1.0, 0.6), ("alast-lora", "hf-full", 3.0, 0.35),
@@ -295,7 +309,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--engines", default="adaptive,static", help="edgetune engines to run (static: "
                    "the training build; skipped where the edgetune python lacks it)")
-    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--rows", default=",".join(r for r in ROWS if r not in LEVERS),
+                   help="rows to run (default: all but the lever rows)")
+    p.add_argument("--levers", action="store_true",
+                   help="add the lever rows (adaptive engine): each of the int8 base, dense blocks "
+                   "and saving for backward alone, and none")
     p.add_argument("--edgetune-python", default=sys.executable,
                    help="the pythons of edgetune's rows, comma-separated (e.g. .venv/bin/python,"
                    ".venv-device/bin/python: the training build and stock onnxruntime); each runs the "
@@ -312,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     for n in names:
         if n not in MODELS:
             p.error(f"--models: {n!r} is not one of {', '.join(MODELS)}")
-    wanted = a.rows.split(",")
+    wanted = a.rows.split(",") + ([r for r in LEVERS if r not in a.rows.split(",")] if a.levers else [])
     bad = [r for r in wanted if r not in ROWS]
     if bad:
         p.error(f"--rows: {', '.join(bad)} not among {', '.join(ROWS)}")
@@ -358,8 +376,9 @@ def main(argv: list[str] | None = None) -> dict:
             if peer:
                 rows += [(row + t[0], row, t) for t in torch_runs]
             else:
+                static_ok = schedule == "static" and row not in LEVERS  # levers: adaptive graphs
                 rows += [(f"{row}/{e[0]}" + (f"/{tags[e[1]]}" if several else ""), row, e)
-                         for e in engines if (e[0] == "adaptive" or schedule == "static")
+                         for e in engines if (e[0] == "adaptive" or static_ok)
                          and (not method.endswith("int8") or (e[0] == "adaptive" and _runs_int8(e[2])))]
         runs: dict[str, list[dict]] = {tag: [] for tag, _, _ in rows}
         with tempfile.TemporaryDirectory() as tmp:
@@ -374,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     hf_folder=_hf_folder(model), config=man["model"]["config"])
                         res = run_child(HF_CHILD, spec, Path(tmp), extra_env=engine[2])
                     else:
-                        spec.update(mode=engine[0], schedule=schedule)
+                        spec.update(mode=engine[0], schedule=schedule, levers=LEVERS.get(row, {}))
                         res = run_child(EDGETUNE_CHILD, spec, Path(tmp), python=engine[1])
                     runs[tag].append(res)
                     say(f"  round {rnd + 1}/{rounds} {name} {tag}: {res['s_per_step']:.3f} s/step, "

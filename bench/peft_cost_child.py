@@ -122,7 +122,15 @@ def run(spec: dict, result: dict, status) -> None:
         eng.optimizer = _Timed(eng.optimizer, acc, "static optimizer", "step")
     else:
         runner = eng.runner
-        for part, info in runner.parts.items():
+        levers = spec.get("levers", {})
+        if not levers.get("store", True):
+            runner.store = set()
+        if not levers.get("dense", True):
+            for info in runner.parts.values():
+                info.pop("dense", None)
+        twins = [(part, info) for part, whole in runner.parts.items()
+                 for info in (whole, whole.get("dense")) if info is not None]
+        for part, info in twins:
             kind = "block" if part.startswith("block_") else part
             for variant, file in info["graphs"].items():
                 v = variant.partition("_")[2]

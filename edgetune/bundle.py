@@ -31,7 +31,11 @@ INDEX_FILE = "graphs.json"            # in every mode folder and inference/
 INDEX_FORMAT = "edgetune-graphs/1"    # its "format"
 # what a bundle's frozen base may be stored as (``export --base``; export/onnx/quantize.py)
 BASE_DTYPES = ("fp32", "int8")
+# An adaptive variant's graphs that save for backward what its plain ones recompute there:
+# ``forward_<variant>_store`` / ``backward_<variant>_store`` (saved under "<variant>_store").
+STORE = "_store"
 PARAMS_FILE = "params.safetensors"    # adaptive: every parameter, fp32
+WEIGHTS_FILE = "weights.bin"          # adaptive, per part: its graphs' large constants (int8 base)
 STATIC_FILES = {"training": "training_model.onnx", "eval": "eval_model.onnx",  # ORT's artifacts
                 "optimizer": "optimizer_model.onnx", "checkpoint": "checkpoint"}
 

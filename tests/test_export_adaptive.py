@@ -101,12 +101,17 @@ def test_frozen_dx_equals_trainable_dx(bundle):
 def test_graphs_and_parameters_on_disk(bundle):
     model, folder, runner = bundle
     files = sorted(folder.rglob("*.onnx"))
-    listed = {g for part in runner.parts.values() for g in part["graphs"].values()}
+    listed = {g for part in runner.parts.values() for p in (part, part.get("dense") or {})
+              for g in p.get("graphs", {}).values()}
     listed |= set(runner.index["optimizer"].values())  # AdamW for device-resident runs
     assert {str(f.relative_to(folder)) for f in files} == listed
     for block in runner.blocks:
-        # forward + {forward, backward} × {train, frozen, first (when it trains)}
-        assert len(runner.parts[block]["graphs"]) == (7 if runner.parts[block]["trainable"] else 5)
+        # forward + {forward, backward} × {train, frozen, first (when it trains)} × {plain,
+        # _store}; a frozen block: its frozen pairs, and train's names for them
+        part = runner.parts[block]
+        assert len(part["graphs"]) == (13 if part["trainable"] else 9), sorted(part["graphs"])
+        assert set(part["dense"]["graphs"]) == set(part["graphs"])   # the micro models drop tokens
+        assert "keep" in part["inputs"] and "keep" not in part["dense"]["inputs"]
     for f in files:
         graph = onnx.load_model(str(f))
         assert graph.ir_version <= MAX_IR_VERSION, f
@@ -119,6 +124,44 @@ def test_graphs_and_parameters_on_disk(bundle):
     assert runner.index["trainable"] == trainable_names(model)
 
 
+def test_saving_and_dense_graphs_match_torch_as_the_plain_ones_do(bundle):
+    """At a full keep count the runner takes the dense twins and the ``_store`` pairs; each
+    choice alone (recompute in backward, or the token-ranking graphs) gives torch's step too,
+    and the store pair saves what the plain one recomputes."""
+    model, _, runner = bundle
+    rtol = rtol_for(model)
+    inputs, labels, _ = cases(model)[1]
+    full = [model.num_tokens(*inputs)] * model.num_layers
+    loss, logits, _, grads = reference(model, inputs, labels, full)
+    atol = gradient_atol(grads)
+    dense = {b: runner.parts[b].pop("dense") for b in runner.blocks}
+    try:
+        for store, with_dense in ((True, True), (False, True), (True, False), (False, False)):
+            runner.store = set(range(runner.num_layers)) if store else set()
+            if with_dense:
+                for b, d in dense.items():
+                    runner.parts[b]["dense"] = d
+            else:
+                for b in runner.blocks:
+                    runner.parts[b].pop("dense", None)
+            res = runner.step(numpy_inputs(inputs), labels.numpy(), full)
+            where = f"store={store} dense={with_dense}"
+            assert_close(res.loss, loss, f"loss {where}", rtol)
+            assert_close(res.logits, logits, f"logits {where}", rtol)
+            for name, expected in grads.items():
+                assert_close(res.grads[name], expected, f"{name} {where}", rtol, atol)
+            files = set(res.backward.values())
+            assert any("/dense_" in f for f in files) == with_dense, files
+            assert any(f.endswith("_store.onnx") for f in files) == store, files
+    finally:
+        for b, d in dense.items():
+            runner.parts[b]["dense"] = d
+        runner.store = set(range(runner.num_layers))
+    for block in runner.blocks:
+        saved = runner.parts[block]["saved"]
+        assert set(saved["train"]) < set(saved["train_store"]), block
+
+
 def test_backward_recomputes_attention_probabilities_and_activations(bundle):
     """No forward graph hands backward an Expand (a broadcast index); with every weight trained
     (full), not a Softmax output nor an activation's input or output either: backward
@@ -128,6 +171,8 @@ def test_backward_recomputes_attention_probabilities_and_activations(bundle):
     for block in runner.blocks:
         part = runner.parts[block]
         for variant, saved in part["saved"].items():
+            if variant.endswith("_store"):
+                continue  # saves what these recompute, by design
             file = folder / part["graphs"][f"forward_{variant}"]
             graph = onnx.load_model(str(file), load_external_data=False)
             producer = {o: n.op_type for n in graph.graph.node for o in n.output}
@@ -183,7 +228,10 @@ def test_freezing_skips_work_below_the_lowest_trained_block(name, method, tmp_pa
                        ({0}, {"block_01": "backward_frozen", "block_00": first}),
                        (set(), {})):
         res = runner.step(numpy_inputs(inputs), labels.numpy(), keep, train=train, train_stem=False)
-        assert {k: v.split("/")[1][:-5] for k, v in res.backward.items()} == ran
+        # the graph's name less any dense_ prefix and _store suffix (other tests cover those)
+        names = {k: v.split("/")[1][:-5].removeprefix("dense_").removesuffix("_store")
+                 for k, v in res.backward.items()}
+        assert names == ran
         expect = head.union(*[block_params(i) for i in train])
         assert set(res.grads) == expect
         for n in expect:

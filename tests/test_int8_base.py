@@ -149,15 +149,18 @@ def test_int8_bundles_hold_every_frozen_block_weight_as_8_bit_kernels(model, met
     frozen = {p for b in blocks for p in b["params"] if p not in index["trainable"]
               and p.endswith("weight") and "norm" not in p.lower()}
     assert index["base"]["dtype"] == "int8" and frozen and frozen <= quantized
-    for part in blocks:
+    for part in blocks + [b["dense"] for b in blocks if "dense" in b]:
         for variant, file in part["graphs"].items():
             graph = onnx.load(folder / file).graph
             taken = quantized & {i.name for i in graph.input}
             assert not taken, (file, taken)
             ops = {n.op_type for n in graph.node}
-            assert "DynamicQuantizeMatMul" in ops, file
-            if variant.startswith("backward") and variant != "backward_first":
+            if variant.startswith("forward"):
+                assert "DynamicQuantizeMatMul" in ops, file
+            elif not variant.startswith("backward_first"):
                 assert "MatMulNBits" in ops, file
+    shared = {f for f in folder.rglob("*") if f.suffix != ".onnx" and f.parent != folder}
+    assert shared and all(f.name == "weights.bin" for f in shared), shared   # one per part
     manifest = json.loads((folder.parent / "manifest.json").read_text())
     assert manifest["base"] == "int8" and manifest["modes"] == ["adaptive"]
     plain = json.loads((_bundle(model, method, "fp32") / "adaptive" / "graphs.json").read_text())

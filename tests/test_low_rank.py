@@ -26,11 +26,16 @@ def test_every_lora_layer_gets_rank_r_gradients():
     model = build("vit-micro", "lora")
     parts = export_adaptive(model, set(trainable_names(model)))
     layers = sum(n.endswith("lora_A.weight") for n in trainable_names(model))
-    found = sum(_products_of_tokens(g) for p in parts.values() for k, g in p.graphs.items()
-                if k.startswith("backward_") and k != "backward_frozen")
-    per_variant = {k: sum(_products_of_tokens(p.graphs[k]) for p in parts.values() if k in p.graphs)
-                   for k in ("backward_train", "backward_first")}
-    assert per_variant["backward_train"] == layers and found == 2 * layers, per_variant
+    # every backward graph that trains (train, first; saving or not; dense twin or not) has one
+    # rank-r product per LoRA layer of its block
+    twins = [t for p in parts.values() for t in (p, p.dense) if t is not None]
+    per_variant = {k: sum(_products_of_tokens(t.graphs[k]) for t in twins if k in t.graphs)
+                   for k in ("backward_train", "backward_first", "backward_train_store", "backward_first_store")}
+    found = sum(_products_of_tokens(g) for t in twins for k, g in t.graphs.items()
+                if k.startswith("backward_") and "frozen" not in k)
+    assert per_variant["backward_train"] == 2 * layers, per_variant      # with the dense twins
+    assert per_variant["backward_train_store"] == 2 * layers, per_variant
+    assert found == 8 * layers, per_variant
 
 
 def test_reordered_gradients_equal_the_merged_weights():

@@ -345,11 +345,43 @@ def test_a_step_the_arena_refuses_runs_again_smaller(bundle, data):
         return real(micro_batches, keep, trained, lr)
 
     trainer.engine.train_step = refuse_once
+    trainer.engine.runner.store = set()                   # nothing left to recompute
     result = trainer.fit()
     assert result.steps == 3 and len(calls) == 4          # step 1 ran twice
     assert trainer.planner.arena_factor == 1.5
     assert calls[0][0] == calls[1][0] == 8                # the same batch both times
     assert calls[1][1] > calls[0][1] or sum(calls[1][2]) < sum(calls[0][2])   # a smaller plan
+
+
+def test_a_refused_step_first_recomputes_in_backward_then_shrinks(bundle, data):
+    """The RAM cap's first lever is recomputation: a refused step runs again with the same
+    plan, the lower half of the saving blocks now recomputing in backward; only when none
+    saves any more does the plan shrink."""
+    from edgetune.caps import Caps
+    from edgetune.runtime.ort_env import ArenaFull
+
+    b = Bundle.open(bundle)
+    trainer = Trainer(b, load_data(b, data[0]), config=TrainConfig(steps=2, batch_size=8, mode="adaptive"),
+                      caps=Caps.parse(ram="64GB"))
+    runner = trainer.engine.runner
+    L = runner.num_layers
+    assert runner.store == set(range(L))
+    real, calls = trainer.engine.train_step, []
+
+    def refuse_while_saving(micro_batches, keep, trained, lr):
+        calls.append((len(micro_batches), list(keep), set(runner.store)))
+        if runner.store:
+            raise ArenaFull("block_00/forward_train_store.onnx: Available memory of 1 is smaller than requested")
+        return real(micro_batches, keep, trained, lr)
+
+    trainer.engine.train_step = refuse_while_saving
+    result = trainer.fit()
+    assert result.steps == 2
+    stores = [c[2] for c in calls]
+    assert stores[0] == set(range(L)) and stores[-1] == set()
+    assert all(a > b for a, b in zip(stores, stores[1:len(stores) - 1]))   # halves, lowest first
+    assert all(c[:2] == calls[0][:2] for c in calls[:-1])                   # the same plan throughout
+    assert trainer.planner.arena_factor == 1.0                              # never shrunk
 
 
 def test_validation_is_inside_the_energy_cap(bundle, data, tmp_path):

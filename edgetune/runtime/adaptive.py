@@ -12,12 +12,13 @@ runs its ``first`` graphs (parameter gradients, no input gradient) where the bun
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgetune.bundle import STORE
 from edgetune.errors import UsageError
 from edgetune.runtime.ort_build import check_int8_base
 from edgetune.runtime.placement import HOST, Placement
@@ -64,10 +65,22 @@ class AdaptiveRunner:
         self.values = ResidentParams(self.params, placement) if placement.resident \
             else ParamValues(self.params)
         self.key_bias = "key_bias" in self.parts["stem"]["outputs"]
+        # blocks whose activations are saved for backward rather than recomputed in it (their
+        # bundle's ``_store`` graphs): all, until the RAM cap asks for less (:meth:`recompute_more`)
+        self.store: set[int] = set(range(len(self.blocks)))
         self.summary = self.index["model"].get("summary", SUMMARIES[0])
         if self.summary not in SUMMARIES:
             raise UsageError(f"{self.folder}: summary {self.summary!r}; this edgetune knows "
                              f"{', '.join(SUMMARIES)} (a newer bundle format?)")
+
+    def recompute_more(self) -> bool:
+        """Recompute in backward for the lower half of the blocks that still save everything
+        (the lowest hold their activations longest); False when none does any more."""
+        if not self.store:
+            return False
+        order = sorted(self.store)
+        self.store -= set(order[: max(1, len(order) // 2)])
+        return True
 
     @property
     def num_layers(self) -> int:
@@ -94,7 +107,8 @@ class AdaptiveRunner:
         x, bias, _ = self._stem(params, self._inputs(inputs), "forward")
         deltas, prev = [], self._cls(x)
         for i, block in enumerate(self.blocks):
-            x, bias, _ = self._block_forward(params, block, x, bias, keep[i], "forward")
+            x, bias, _ = self._block_forward(params, self._block_part(block, x, keep[i]), x, bias,
+                                             keep[i], "forward")
             cur = self._cls(x)
             deltas.append(float(class_token_delta(prev, cur)))
             prev = cur
@@ -112,14 +126,26 @@ class AdaptiveRunner:
         values.update(inputs)
         return values["tokens"], values.get("key_bias"), values
 
-    def _block_forward(self, params: dict, block: str, x, bias, keep: int, variant: str):
+    def _block_part(self, block: str, x, keep: int) -> dict:
+        """The block's graphs for this keep count: its dense twin (no ranking, gather or
+        scatter) when it keeps every token of ``x`` and the bundle has one."""
         part = self.parts[block]
+        dense = part.get("dense")
+        return dense if dense is not None and keep >= int(x.shape()[1]) else part
+
+    def _variant(self, part: dict, kind: str, mode: str, i: int) -> str:
+        """``<kind>_<mode>``, or its ``_store`` pair (nothing recomputed in backward) for a
+        block in ``self.store`` where the bundle has one."""
+        name = f"{kind}_{mode}"
+        return name + STORE if i in self.store and name + STORE in part["graphs"] else name
+
+    def _block_forward(self, params: dict, part: dict, x, bias, keep: int, variant: str):
         saved = part["saved"].get(variant.partition("_")[2], []) if variant != "forward" else []
         names = part["outputs"] + [s for s in saved if s not in part["outputs"]]
-        feeds = {"x": x, "keep": np.array([keep], dtype=np.int64)}
+        feeds = {"x": x, **({"keep": np.array([keep], dtype=np.int64)} if "keep" in part["inputs"] else {})}
         if bias is not None:
             feeds["key_bias"] = bias
-        values = dict(zip(names, self.sessions.run_ort(self._graph(block, variant), names,
+        values = dict(zip(names, self.sessions.run_ort(part["graphs"][variant], names,
                                                        {**params, **feeds})))
         values.update(feeds)
         return values["y"], values.get("key_bias_out"), values
@@ -140,15 +166,17 @@ class AdaptiveRunner:
         run = self.sessions.run_ort
         x, bias, stem_vals = self._stem(params, self._inputs(inputs),
                                         "forward_train" if stem_on else "forward")
-        kept: dict[int, dict] = {}
+        kept: dict[int, tuple[str, dict]] = {}  # block → (its backward graph, what it reads)
         deltas, norms, attns, prev = [], [], [], self._cls(x)
         for i, block in enumerate(self.blocks):
             mode = self._mode(block, i, trained, lowest)
-            variant = "forward" if i < lowest else f"forward_{mode}"
-            x, bias_out, values = self._block_forward(params, block, x, bias, keep[i], variant)
+            part = self._block_part(block, x, keep[i])
+            variant = "forward" if i < lowest else self._variant(part, "forward", mode, i)
+            x, bias_out, values = self._block_forward(params, part, x, bias, keep[i], variant)
             if i >= lowest:
-                need = self.sessions.input_names(self._backward_file(block, i, trained, lowest))
-                kept[i] = {n: values[n] for n in need if n in values}
+                file = part["graphs"][self._variant(part, "backward", mode, i)]
+                need = self.sessions.input_names(file)
+                kept[i] = (file, {n: values[n] for n in need if n in values})
             cur = self._cls(x)
             deltas.append(float(class_token_delta(prev, cur)))
             norms.append(float(class_token_norm(prev)))
@@ -164,11 +192,11 @@ class AdaptiveRunner:
         dy, backward = res["tokens_grad"], {}
         for i in range(L - 1, max(lowest, 0) - 1, -1):
             block = self.blocks[i]
-            file = self._backward_file(block, i, trained, lowest)
+            file, saved = kept.pop(i)
             first = self._mode(block, i, trained, lowest) == "first"
             wanted = [p + "_grad" for p in self._trained_params(block, i, trained)]
             wanted = wanted if first else ["x_grad"] + wanted
-            got = dict(zip(wanted, run(file, wanted, {**params, **kept.pop(i), "dy": dy})))
+            got = dict(zip(wanted, run(file, wanted, {**params, **saved, "dy": dy})))
             dy = None if first else got.pop("x_grad")
             grads.update((k[: -len("_grad")], out(v)) for k, v in got.items())
             backward[block] = file
@@ -222,8 +250,23 @@ class AdaptiveRunner:
             return "first"
         return "train"
 
-    def _backward_file(self, block: str, i: int, trained: set[int], lowest: int) -> str:
-        return self._graph(block, f"backward_{self._mode(block, i, trained, lowest)}")
+
+def graph_files(index: dict, store: Collection[int] | None = None) -> set[str]:
+    """The graph files a run of this adaptive bundle may open: every part's and dense twin's,
+    for each block either its ``_store`` graphs (``store``: the blocks that save; default all)
+    or the plain ones they replace, not both."""
+    blocks = index["blocks"]
+    store = set(range(len(blocks))) if store is None else set(store)
+    files = set()
+    for key, part in index["parts"].items():
+        saving = key in blocks and blocks.index(key) in store
+        for p in (part, part.get("dense")):
+            graphs = p["graphs"] if p is not None else {}
+            for variant, file in graphs.items():
+                if variant.endswith(STORE) and not saving or saving and variant + STORE in graphs:
+                    continue
+                files.add(file)
+    return files
 
 
 SUMMARIES = ("first", "mean_skip_first")  # what ``summary`` a bundle's index may name

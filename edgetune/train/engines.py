@@ -87,6 +87,10 @@ class Engine(Protocol):
         layers, default all), so memory measured before step 1 includes what the runtime
         allocates on first use."""
 
+    def recompute_more(self) -> bool:
+        """Save less for backward (recompute more in it) on later steps: the RAM cap's first
+        lever, before smaller plans; False when nothing is left to recompute."""
+
     def save(self, folder: Path) -> None: ...
 
     def load(self, folder: Path) -> None: ...
@@ -174,6 +178,9 @@ class StaticEngine:
                                 "raise --ram-cap") from None
         self.module.lazy_reset_grad()
         return StepStats(loss / count, correct, count, np.mean(deltas, axis=0))
+
+    def recompute_more(self) -> bool:
+        return False  # ORT's training artifacts decide what they save
 
     def warmup(self, batch, keep, trained=None) -> None:
         if trained is not None:
@@ -273,10 +280,14 @@ class AdaptiveEngine:
         self.state.step(grads, lr)
         return StepStats(loss / count, correct, count, np.mean(deltas, axis=0), np.mean(norms, axis=0))
 
+    def recompute_more(self) -> bool:
+        return self.runner.recompute_more()
+
     def warmup(self, batch, keep, trained=None) -> None:
-        for part in self.runner.parts.values():
-            for file in set(part["graphs"].values()):
-                self.runner.sessions.get(file)
+        from edgetune.runtime.adaptive import graph_files
+
+        for file in sorted(graph_files(self.runner.index, self.runner.store)):
+            self.runner.sessions.get(file)
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         train = None if trained is None else [int(i) for i in np.flatnonzero(trained)
                                                if i in self._trainable_blocks]

@@ -39,8 +39,10 @@ from edgetune.caps.cost_model import (
 )
 from edgetune.caps.units import format_bytes
 from edgetune.errors import EdgetuneError
+from edgetune.runtime.adaptive import graph_files
 from edgetune.runtime.ort_build import onnxruntime
 from edgetune.runtime.ort_env import arena_registered, use_shared_arena
+from edgetune.runtime.sessions import read_index
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.modes import engine_class
@@ -54,9 +56,13 @@ MIN_ARENA = 4 * MIB
 
 
 def graph_bytes(bundle: Bundle, mode: str) -> tuple[int, int]:
-    """(graph files, their bytes) of one bundle mode."""
-    folder = bundle.mode_dir(mode)
-    files = [f for f in Path(folder).rglob("*.onnx")]
+    """(graph files, their bytes) of one bundle mode: those a run may open (adaptive: a
+    block's ``_store`` graphs or the plain ones they replace, not both)."""
+    folder = Path(bundle.mode_dir(mode))
+    if mode == "adaptive":
+        files = [folder / f for f in graph_files(read_index(folder))]
+    else:
+        files = list(folder.rglob("*.onnx"))
     return len(files), sum(f.stat().st_size for f in files)
 
 

@@ -303,8 +303,9 @@ class Trainer:
             try:
                 stats = self.engine.train_step(_split(batch, plan.micro_batch), plan.keep, plan.trained, lr)
                 return stats, time.perf_counter() - t0, plan
-            except ArenaFull as e:
-                plan = self.limits.smaller(plan, e, self.step + 1)
+            except ArenaFull as e:  # first save less for backward, then shrink the plan
+                if not self.engine.recompute_more():
+                    plan = self.limits.smaller(plan, e, self.step + 1)
         raise EdgetuneError(f"step {self.step + 1}: the arena refused {ARENA_RETRIES} plans in a "
                             "row; raise --ram-cap")
 

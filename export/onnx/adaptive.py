@@ -4,6 +4,11 @@ Per block: ``forward`` (outputs only), and for each variant ``train`` (gradients
 block's trainable parameters), ``frozen`` (x only) and ``first`` (the parameters only: the
 lowest trained block when nothing below it trains, the stem included, so no input gradient):
 ``forward_<v>`` (outputs + saved activations) and ``backward_<v>`` (saved + dy → gradients).
+Each variant comes twice: as is, backward recomputing the activations :mod:`.recompute`'s rules
+name (the attention probabilities, the MLP's pre-activation) from what crosses anyway, and as
+``<kind>_<v>_store``, every such tensor saved instead (faster; the runtime recomputes only
+where the RAM cap needs it). A block that can drop tokens has a ``dense`` twin, traced keeping
+every token (no ranking, no gather or scatter), which the runtime runs at a full keep count.
 The stem gets the ``train`` variant when it has trainable parameters; the head one ``train``
 graph (tokens + labels → loss, logits, gradients) and ``forward`` (→ logits). Every graph is
 lowered to standard ONNX (:mod:`~edgetune.export.onnx.lowering`): stock onnxruntime runs it.
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 import onnx
 import torch
 
+from edgetune.bundle import STORE
 from edgetune.export.models.base import TransformerModel
 from edgetune.export.onnx.gradients import (
     build_gradient,
@@ -28,6 +34,7 @@ from edgetune.export.onnx.low_rank import reassociate_lora_grads
 from edgetune.export.onnx.lowering import lower
 from edgetune.export.onnx.parts import Traced, trace_block, trace_head, trace_stem
 from edgetune.export.onnx.quantize import check_base, quantize_frozen
+from edgetune.export.onnx.recompute import DEFAULT_RULES
 from edgetune.export.onnx.trace import initializers_to_inputs, tensor_elem_types
 from edgetune.export.peft.lora import factor
 
@@ -43,15 +50,19 @@ class PartGraphs:
     outputs: list[str]
     saved: dict[str, list[str]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # variant → variant with same graph
+    dense: PartGraphs | None = None  # the block keeping every token (a block that drops some)
 
     def quantize(self, frozen: dict) -> None:
         """Every graph's frozen products on int8 kernels (:mod:`.quantize`)."""
         for graph in self.graphs.values():
             quantize_frozen(graph, frozen)
+        if self.dense is not None:
+            self.dense.quantize(frozen)
 
     def reads(self) -> set[str]:
-        """The parameters some graph of this part takes as an input."""
-        return {i.name for g in self.graphs.values() for i in g.graph.input} & set(self.params)
+        """The parameters some graph of this part (or its dense twin) takes as an input."""
+        own = {i.name for g in self.graphs.values() for i in g.graph.input} & set(self.params)
+        return own | (self.dense.reads() if self.dense is not None else set())
 
 
 def _grad_name(name: str) -> str:
@@ -76,7 +87,8 @@ def export_part(traced: Traced, trainable: set[str], frozen_variant: bool,
             variants["frozen"] = []
         else:
             variants = {"frozen": []}
-            part.aliases = {f"{k}_train": f"{k}_frozen" for k in ("forward", "backward")}
+            part.aliases = {f"{k}_train{s}": f"{k}_frozen{s}" for k in ("forward", "backward")
+                            for s in ("", STORE)}
     if traced.grad_input or any(variants.values()):
         # Differentiate the graph ORT's training transformers fused, as static mode does.
         model = optimize_for_training(model, traced.params)
@@ -89,11 +101,16 @@ def export_part(traced: Traced, trainable: set[str], frozen_variant: bool,
         grad = build_gradient(model, wrt, traced.loss)
         reassociate_lora_grads(grad)  # LoRA's factor gradients without dW' (low_rank.py)
         grads = [_grad_name(w) for w in wrt]
-        fwd, bwd, saved = split(grad, fwd_names, traced.outputs, grads, types,
-                                params=traced.params, seed=traced.seed)
-        part.graphs[f"forward_{variant}"] = lower(fwd, f"forward_{variant}")
-        part.graphs[f"backward_{variant}"] = lower(bwd, f"backward_{variant}")
-        part.saved[variant] = saved
+        for suffix, rules in (("", DEFAULT_RULES), (STORE, ())):
+            fwd, bwd, saved = split(grad, fwd_names, traced.outputs, grads, types,
+                                    params=traced.params, seed=traced.seed, rules=rules)
+            if suffix and saved == part.saved[variant]:
+                continue  # nothing was recomputed: no second pair
+            name = variant + suffix
+            part.graphs[f"forward_{name}"] = lower(fwd, f"forward_{name}")
+            part.graphs[f"backward_{name}"] = lower(bwd, f"backward_{name}")
+            part.saved[name] = saved
+    part.aliases = {k: v for k, v in part.aliases.items() if v in part.graphs}
     return part
 
 
@@ -137,8 +154,12 @@ def export_adaptive(model: TransformerModel, trainable: set[str], batch: int = 2
     for i in range(model.num_layers):
         # trace below the full count (a model that drops no tokens: at it)
         k = (max(2, keep - 1) if keep > 2 else keep) if model.drops_tokens else keep
-        parts[f"block_{i:02d}"] = export_part(trace_block(model, i, batch, keep, k), trainable,
-                                              frozen_variant=True, first_variant=True)
+        part = export_part(trace_block(model, i, batch, keep, k), trainable,
+                           frozen_variant=True, first_variant=True)
+        if model.drops_tokens:
+            part.dense = export_part(trace_block(model, i, batch, keep, keep, dense=True),
+                                     trainable, frozen_variant=True, first_variant=True)
+        parts[f"block_{i:02d}"] = part
         keep = k
     parts["head"] = export_head(trace_head(model, batch, keep), trainable)
     return parts

@@ -16,12 +16,13 @@ import torch
 from safetensors.numpy import save_file
 
 from edgetune.atomic import atomic_dir
-from edgetune.bundle import INDEX_FILE, INDEX_FORMAT, MODES, PARAMS_FILE
+from edgetune.bundle import INDEX_FILE, INDEX_FORMAT, MODES, PARAMS_FILE, WEIGHTS_FILE
 from edgetune.config import to_dict
 from edgetune.errors import UsageError
 from edgetune.export.models.base import TransformerModel
 from edgetune.export.models.registry import create_model, model_task
 from edgetune.export.onnx.adaptive import PartGraphs, export_adaptive
+from edgetune.export.onnx.external import SharedData
 from edgetune.export.onnx.optim import write_optimizer
 from edgetune.export.onnx.quantize import check_base
 from edgetune.export.onnx.static import export_static
@@ -119,21 +120,30 @@ def _describe(model: TransformerModel, name: str, trainable: list[str], mode: st
 
 
 def write_parts(parts: dict[str, PartGraphs], folder: Path) -> dict:
-    """Save every part's graphs as ``<part>/<variant>.onnx``; returns the index entries."""
-    out = {}
-    for key, part in parts.items():
-        files = {}
-        for variant, graph in part.graphs.items():
-            files[variant] = f"{key}/{variant}.onnx"
-            save_model(graph, folder / files[variant])
-        for variant, target in part.aliases.items():
-            files[variant] = files[target]
-        saved = dict(part.saved)
-        if part.aliases and "frozen" in saved:
-            saved.setdefault("train", saved["frozen"])
-        out[key] = {"graphs": files, "params": part.params, "trainable": part.trainable,
-                    "inputs": part.inputs, "outputs": part.outputs, "saved": saved}
-    return out
+    """Save every part's graphs as ``<part>/<variant>.onnx`` (a dense twin's as
+    ``<part>/dense_<variant>.onnx``), their large constants (an int8 base's weights) once in
+    ``<part>/weights.bin`` (:mod:`.external`); returns the index entries."""
+    return {key: _write_part(part, folder, key, "", SharedData(folder / key / WEIGHTS_FILE))
+            for key, part in parts.items()}
+
+
+def _write_part(part: PartGraphs, folder: Path, key: str, prefix: str, shared: SharedData) -> dict:
+    files = {}
+    for variant, graph in part.graphs.items():
+        files[variant] = f"{key}/{prefix}{variant}.onnx"
+        shared.externalize(graph)
+        save_model(graph, folder / files[variant])
+    for variant, target in part.aliases.items():
+        files[variant] = files[target]
+    saved = dict(part.saved)
+    if part.aliases:
+        for name in [n for n in saved if n.startswith("frozen")]:
+            saved.setdefault("train" + name[len("frozen"):], saved[name])
+    entry = {"graphs": files, "params": part.params, "trainable": part.trainable,
+             "inputs": part.inputs, "outputs": part.outputs, "saved": saved}
+    if part.dense is not None:
+        entry["dense"] = _write_part(part.dense, folder, key, "dense_", shared)
+    return entry
 
 
 def _param_arrays(model: TransformerModel) -> dict[str, np.ndarray]:

@@ -78,12 +78,12 @@ def trace_stem(model: TransformerModel, example: tuple[Tensor, ...]) -> Traced:
 
 
 class _Block(nn.Module):
-    def __init__(self, model: TransformerModel, index: int, bias: bool):
+    def __init__(self, model: TransformerModel, index: int, bias: bool, drops: bool):
         super().__init__()
-        self.model, self.index, self.bias = model, index, bias
+        self.model, self.index, self.bias, self.drops = model, index, bias, drops
 
     def forward(self, x: Tensor, *rest: Tensor):
-        drops = self.model.drops_tokens
+        drops = self.drops
         if drops:
             key_bias, keep, dy = rest if self.bias else (None, *rest)
         else:
@@ -93,10 +93,12 @@ class _Block(nn.Module):
         return outs + ((attn,) if drops else ())
 
 
-def trace_block(model: TransformerModel, index: int, batch: int, tokens: int, keep: int) -> Traced:
+def trace_block(model: TransformerModel, index: int, batch: int, tokens: int, keep: int,
+                dense: bool = False) -> Traced:
     """x (+ key_bias) (+ keep, for a model that drops tokens) + dy → objective, y (+ key_bias_out)
-    (+ cls_attn). A language model's block keeps every token: no keep input, y as long as x."""
-    bias, drops = has_key_bias(model), model.drops_tokens
+    (+ cls_attn). A language model's block keeps every token: no keep input, y as long as x;
+    so does ``dense`` (the every-token twin of a block that can drop tokens)."""
+    bias, drops = has_key_bias(model), model.drops_tokens and not dense
     kept = K if drops else N
     if not drops:
         keep = tokens
@@ -109,7 +111,7 @@ def trace_block(model: TransformerModel, index: int, batch: int, tokens: int, ke
     axes = {"x": {0: B, 1: N}, "key_bias": {0: B, 1: N}, "dy": {0: B, 1: kept}, "y": {0: B, 1: kept},
             "key_bias_out": {0: B, 1: kept}, "cls_attn": {0: B, 1: N}}
     axes = {k: v for k, v in axes.items() if k in inputs + outputs}
-    return _finish(_Block(model, index, bias), model, args, inputs, outputs, axes,
+    return _finish(_Block(model, index, bias, drops), model, args, inputs, outputs, axes,
                    grad_input="x", seed="dy", loss="objective")
 
 
