@@ -30,7 +30,7 @@ def test_every_lora_layer_gets_rank_r_gradients():
     # rank-r product per LoRA layer of its block
     twins = [t for p in parts.values() for t in (p, p.dense) if t is not None]
     per_variant = {k: sum(_products_of_tokens(t.graphs[k]) for t in twins if k in t.graphs)
-                   for k in ("backward_train", "backward_first", "backward_train_store", "backward_first_store")}
+                   for k in ("backward_train", "backward_train_store")}
     found = sum(_products_of_tokens(g) for t in twins for k, g in t.graphs.items()
                 if k.startswith("backward_") and "frozen" not in k)
     assert per_variant["backward_train"] == 2 * layers, per_variant      # with the dense twins

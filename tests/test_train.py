@@ -197,16 +197,17 @@ def test_ram_cap_is_never_exceeded(bundle, data, tmp_path):
     under its cap; one that cannot refuses before training, naming a larger cap, and writes no
     checkpoint (refusing costs the libraries' import, so its own peak may pass a cap below
     them). The 115 % run must finish: a guard that always refused would fail here. Its cap also
-    carries the guard's fixed margins (sessions, Python's slack, the smallest arena: 16 MiB),
-    which a micro model's whole process (88 MB on stock onnxruntime) would otherwise drown in."""
+    carries the guard's reserve for the sessions of every graph a run may open (a capped run
+    opens them all before step 1, the uncapped one those it used), Python's slack and the
+    smallest arena, which a micro model's whole process (~75 MB) would otherwise drown in."""
     from edgetune.caps.units import parse_bytes
     from edgetune.sensors.child import run_measured
-    from edgetune.train.ram_guard import MIN_ARENA, SESSIONS_FIXED, SLACK
+    from edgetune.train.ram_guard import MIN_ARENA, SLACK, session_bytes
 
     free = run_measured(_train_cmd(bundle, data[0], tmp_path / "free", 6, "--schedule", "alast"))
     assert free.returncode == 0, free.stderr
     for frac in (1.15, 0.9, 0.6):
-        fixed = SESSIONS_FIXED + SLACK + MIN_ARENA if frac > 1 else 0
+        fixed = session_bytes(Bundle.open(bundle), "adaptive") + SLACK + MIN_ARENA if frac > 1 else 0
         cap = int(frac * free.peak_rss_bytes + fixed)
         run = tmp_path / f"cap{frac}"
         got = run_measured(_train_cmd(bundle, data[0], run, 6, "--schedule", "alast",
@@ -371,7 +372,8 @@ def test_a_refused_step_first_recomputes_in_backward_then_shrinks(bundle, data):
     def refuse_while_saving(micro_batches, keep, trained, lr):
         calls.append((len(micro_batches), list(keep), set(runner.store)))
         if runner.store:
-            raise ArenaFull("block_00/forward_train_store.onnx: Available memory of 1 is smaller than requested")
+            raise ArenaFull("block_00/forward_train_store.onnx: Available memory of 1 is smaller "
+                            "than requested")
         return real(micro_batches, keep, trained, lr)
 
     trainer.engine.train_step = refuse_while_saving

@@ -2,17 +2,22 @@
 session exists, so that no step can grow the process past ``--ram-cap`` whatever the cost
 model said.
 
-    limit = (1 − safety)·cap − RSS now − S − X − H − C − slack
+    limit = (1 − safety)·cap − RSS now − S − X − F − H − C − slack
 
-RSS now: this process with ORT imported and (adaptive) the engine open: parameters and AdamW
-moments loaded, no session yet. S: what comes outside the arena still — in static mode, where
-ORT's training API must have the arena before it opens, its state (parameters, their
-prepacked copies of the frozen weights in the kernels: measured 182 MB for minilm-l6 LoRA,
-P = 91 MB; its gradient buffers and AdamW moments come from the arena, which must hold them).
+RSS now: this process with ORT imported and (adaptive) the engine open: trainable parameters
+and AdamW moments loaded, the frozen ones mapped (F below), no session yet. S: what comes
+outside the arena still — in static mode, where ORT's training API must have the arena before
+it opens, its state (parameters, their prepacked copies of the frozen weights in the kernels:
+measured 182 MB for minilm-l6 LoRA, P = 91 MB; its gradient buffers and AdamW moments come
+from the arena, which must hold them).
 X: the sessions and their first runs outside the arena (kernels, thread pools, scratch),
-4 MiB + 0.3 MiB per graph file + 30 × the graph files' bytes, an upper fit of what was
-measured under a 1 MiB arena: vit-micro adaptive 23 MB (26 files, 0.42 MB), vit-tiny
-static 28 (3, 0.93), vit-tiny adaptive 83 (123, 2.4), minilm-l6 adaptive 48 (63, 1.3).
+4 MiB + 0.6 MiB per graph file + 10 × the graph files' bytes + the external weights each
+reads (an int8 base's: a session holds its pre-packed copy), counting the files a run may open
+(adaptive: a block's saving or recomputing pair, not both), an upper fit of what opening them
+all measured (stock onnxruntime 1.32): vit-micro 30 MiB (31 files, 0.81 MiB), minilm-l6 LoRA
+61 MiB (87, 1.9 MiB), minilm-l6 LoRA on an int8 base 222 MiB (87, 2.4 MiB, 156 MiB external).
+F (adaptive, once its engine is open): the frozen parameters it maps rather than reads
+(tensorfile.load_tensors): out of RSS now, in it as soon as a step reads them.
 The gradients are not outside: numpy views ORT's outputs without a copy, so they count
 against the arena (:func:`arena_state_bytes`). H: the batch and AdamW's temporaries
 (cost_model.host_bytes); C: a checkpoint write (cost_model.checkpoint_bytes). The arena then holds
@@ -42,45 +47,67 @@ from edgetune.errors import EdgetuneError
 from edgetune.runtime.adaptive import graph_files
 from edgetune.runtime.ort_build import onnxruntime
 from edgetune.runtime.ort_env import arena_registered, use_shared_arena
-from edgetune.runtime.sessions import read_index
+from edgetune.runtime.sessions import quantized_params, read_index
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
+from edgetune.tensorfile import tensor_nbytes
 from edgetune.train.modes import engine_class
 
 MIB = 1 << 20
-SESSIONS_FIXED = 4 * MIB      # X = 4 MiB + 0.3 MiB per graph file + 30 × graph bytes
-SESSION_PER_FILE = 0.3 * MIB
-SESSION_PER_BYTE = 30.0
+SESSIONS_FIXED = 4 * MIB      # X = 4 MiB + 0.6 MiB per graph file + 10 × graph bytes + external
+SESSION_PER_FILE = 0.6 * MIB
+SESSION_PER_BYTE = 10.0
 SLACK = 8 * MIB               # Python's own allocations during a run (metrics, the sampler)
 MIN_ARENA = 4 * MIB
 
 
-def graph_bytes(bundle: Bundle, mode: str) -> tuple[int, int]:
-    """(graph files, their bytes) of one bundle mode: those a run may open (adaptive: a
-    block's ``_store`` graphs or the plain ones they replace, not both)."""
+def graph_bytes(bundle: Bundle, mode: str) -> tuple[int, int, int]:
+    """(graph files, their bytes, the external weights they read) of one bundle mode: the
+    files a run may open (adaptive: a block's ``_store`` graphs or the plain ones they
+    replace, not both)."""
     folder = Path(bundle.mode_dir(mode))
-    if mode == "adaptive":
-        files = [folder / f for f in graph_files(read_index(folder))]
-    else:
+    if mode != "adaptive":
         files = list(folder.rglob("*.onnx"))
-    return len(files), sum(f.stat().st_size for f in files)
+        return len(files), sum(f.stat().st_size for f in files), 0
+    index = read_index(folder)
+    names = graph_files(index)
+    external = sum(n for part in index["parts"].values() for twin in (part, part.get("dense") or {})
+                   for f, n in twin.get("external", {}).items() if f in names)
+    return len(names), sum((folder / f).stat().st_size for f in names), external
+
+
+def session_bytes(bundle: Bundle, mode: str) -> float:
+    """X: what the sessions of every graph a run may open hold outside the arena (module
+    docstring)."""
+    n_files, n_bytes, external = graph_bytes(bundle, mode)
+    return SESSIONS_FIXED + SESSION_PER_FILE * n_files + SESSION_PER_BYTE * n_bytes + external
+
+
+def mapped_bytes(bundle: Bundle, mode: str) -> int:
+    """F: the frozen parameters the adaptive engine maps instead of reading (module docstring)."""
+    if mode != "adaptive":
+        return 0
+    folder = Path(bundle.mode_dir(mode))
+    index = read_index(folder)
+    left_out = set(index["trainable"]) | set(quantized_params(index))
+    return sum(n for name, n in tensor_nbytes(folder / index["params"]).items() if name not in left_out)
 
 
 def outside_arena(bundle: Bundle, mode: str, batch_size: int, input_bytes_per_sample: float,
                   engine_open: bool) -> float:
-    """S + X + N + H + C + slack: what the run holds outside the arena beyond RSS now (module
-    docstring); ``engine_open``: the parameters and moments are in RSS now already."""
+    """S + X + F + H + C + slack: what the run holds outside the arena beyond RSS now (module
+    docstring); ``engine_open``: the parameters and moments are in RSS now already (but the
+    frozen ones mapped, F)."""
     costs, memory = ModelCosts.from_manifest(bundle.manifest), engine_class(mode).caps.memory
     params, optimizer = static_bytes(costs)
-    n_files, n_bytes = graph_bytes(bundle, mode)
     if memory.ort_state:  # ORT's state: parameters, moments, gradients, and the kernels'
         # prepacked copies of the frozen weights (constants there; trained ones are not packed)
         frozen = FP32 * (costs.total_params - costs.trainable_params)
         state = params + frozen  # its gradient buffers and AdamW moments come from the arena
     else:
-        state = 0.0 if engine_open else params + optimizer
-    sessions = SESSIONS_FIXED + SESSION_PER_FILE * n_files + SESSION_PER_BYTE * n_bytes
-    return (state + sessions + host_bytes(costs, batch_size, input_bytes_per_sample, memory)
+        state = mapped_bytes(bundle, mode) if engine_open else params + optimizer
+    return (state + session_bytes(bundle, mode)
+            + host_bytes(costs, batch_size, input_bytes_per_sample, memory)
             + checkpoint_bytes(costs, memory) + SLACK)
 
 

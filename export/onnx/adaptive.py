@@ -4,11 +4,12 @@ Per block: ``forward`` (outputs only), and for each variant ``train`` (gradients
 block's trainable parameters), ``frozen`` (x only) and ``first`` (the parameters only: the
 lowest trained block when nothing below it trains, the stem included, so no input gradient):
 ``forward_<v>`` (outputs + saved activations) and ``backward_<v>`` (saved + dy → gradients).
-Each variant comes twice: as is, backward recomputing the activations :mod:`.recompute`'s rules
-name (the attention probabilities, the MLP's pre-activation) from what crosses anyway, and as
-``<kind>_<v>_store``, every such tensor saved instead (faster; the runtime recomputes only
-where the RAM cap needs it). A block that can drop tokens has a ``dense`` twin, traced keeping
-every token (no ranking, no gather or scatter), which the runtime runs at a full keep count.
+Each variant comes twice: as is, backward recomputing what :mod:`.recompute`'s rules name (the
+attention probabilities, the MLP's activation) from what crosses anyway, and as
+``<kind>_<v>_store``, saving the MLP's pre-activation instead of rebuilding it with a linear
+layer's matmul (faster; the runtime recomputes only where the RAM cap needs it). A block that
+can drop tokens has a ``dense`` twin, traced keeping every token (no ranking, no gather or
+scatter), which the runtime runs at a full keep count.
 The stem gets the ``train`` variant when it has trainable parameters; the head one ``train``
 graph (tokens + labels → loss, logits, gradients) and ``forward`` (→ logits). Every graph is
 lowered to standard ONNX (:mod:`~edgetune.export.onnx.lowering`): stock onnxruntime runs it.
@@ -34,7 +35,7 @@ from edgetune.export.onnx.low_rank import reassociate_lora_grads
 from edgetune.export.onnx.lowering import lower
 from edgetune.export.onnx.parts import Traced, trace_block, trace_head, trace_stem
 from edgetune.export.onnx.quantize import check_base, quantize_frozen
-from edgetune.export.onnx.recompute import DEFAULT_RULES
+from edgetune.export.onnx.recompute import DEFAULT_RULES, SAVING_RULES
 from edgetune.export.onnx.trace import initializers_to_inputs, tensor_elem_types
 from edgetune.export.peft.lora import factor
 
@@ -101,7 +102,7 @@ def export_part(traced: Traced, trainable: set[str], frozen_variant: bool,
         grad = build_gradient(model, wrt, traced.loss)
         reassociate_lora_grads(grad)  # LoRA's factor gradients without dW' (low_rank.py)
         grads = [_grad_name(w) for w in wrt]
-        for suffix, rules in (("", DEFAULT_RULES), (STORE, ())):
+        for suffix, rules in (("", DEFAULT_RULES), (STORE, SAVING_RULES)):
             fwd, bwd, saved = split(grad, fwd_names, traced.outputs, grads, types,
                                     params=traced.params, seed=traced.seed, rules=rules)
             if suffix and saved == part.saved[variant]:

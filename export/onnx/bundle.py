@@ -128,10 +128,11 @@ def write_parts(parts: dict[str, PartGraphs], folder: Path) -> dict:
 
 
 def _write_part(part: PartGraphs, folder: Path, key: str, prefix: str, shared: SharedData) -> dict:
-    files = {}
+    files, external = {}, {}
     for variant, graph in part.graphs.items():
         files[variant] = f"{key}/{prefix}{variant}.onnx"
-        shared.externalize(graph)
+        if n := shared.externalize(graph):
+            external[files[variant]] = n
         save_model(graph, folder / files[variant])
     for variant, target in part.aliases.items():
         files[variant] = files[target]
@@ -141,6 +142,8 @@ def _write_part(part: PartGraphs, folder: Path, key: str, prefix: str, shared: S
             saved.setdefault("train" + name[len("frozen"):], saved[name])
     entry = {"graphs": files, "params": part.params, "trainable": part.trainable,
              "inputs": part.inputs, "outputs": part.outputs, "saved": saved}
+    if external:  # graph file → bytes of weights.bin it reads (its session holds them)
+        entry["external"] = external
     if part.dense is not None:
         entry["dense"] = _write_part(part.dense, folder, key, "dense_", shared)
     return entry

@@ -27,9 +27,10 @@ class SharedData:
         self.ranges: dict[str, tuple[int, int]] = {}  # content key → (offset, length)
         self.size = 0
 
-    def externalize(self, model: onnx.ModelProto) -> None:
+    def externalize(self, model: onnx.ModelProto) -> int:
         """Move ``model``'s large initializers into the file (appending the ones not in it
-        yet), in place."""
+        yet), in place; returns the bytes of the file ``model`` reads (a session holds them)."""
+        reads = 0
         for t in model.graph.initializer:
             if len(t.raw_data) < MIN_BYTES:
                 continue
@@ -47,3 +48,5 @@ class SharedData:
             set_external_data(t, self.path.name, offset, length)
             t.ClearField("raw_data")
             t.data_location = onnx.TensorProto.EXTERNAL
+            reads += length
+        return reads

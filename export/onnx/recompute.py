@@ -14,6 +14,7 @@ backward (and, inside one block's backward, its rebuilt tensors next to their gr
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import onnx
 
@@ -24,12 +25,27 @@ MAX_CHAIN = 8   # forward nodes per recomputed tensor (parameter-only ones not c
 MATMULS = ("MatMul", "FusedMatMul", "Gemm")
 MAX_MATMULS = 1  # per chain: the probabilities' q·kᵀ, or the MLP's first linear layer
 
-Rule = Callable[[str, onnx.NodeProto, Sequence[onnx.NodeProto]], bool]  # (tensor, producer, consumers)
+
+@dataclass(frozen=True)
+class Rule:
+    """Which saved tensors may be rebuilt (``applies(tensor, producer, consumers)``), with at
+    most ``matmuls`` matrix products per chain."""
+
+    applies: Callable[[str, onnx.NodeProto, Sequence[onnx.NodeProto]], bool]
+    matmuls: int = MAX_MATMULS
+
+
 RULES: Registry[Rule] = Registry("recompute rule")
-RULES.add("softmax", lambda t, producer, consumers: producer.op_type == "Softmax")
-RULES.add("activation", lambda t, producer, consumers: producer.op_type in ACTIVATIONS
-          or any(c.op_type in ACTIVATIONS for c in consumers))
+RULES.add("softmax", Rule(lambda t, producer, consumers: producer.op_type == "Softmax"))
+RULES.add("activation", Rule(lambda t, producer, consumers: producer.op_type in ACTIVATIONS
+                             or any(c.op_type in ACTIVATIONS for c in consumers)))
+# an activation's output from its input alone: elementwise, no matmul (the input stays saved)
+RULES.add("activation_output", Rule(lambda t, producer, consumers: producer.op_type in ACTIVATIONS,
+                                    matmuls=0))
 DEFAULT_RULES = ("softmax", "activation")
+# The saving (``_store``) graphs: what costs no linear layer's matmul is still rebuilt (the
+# probabilities' q·kᵀ is N·N·d per head; the MLP's pre-activation would take a D × 4D product).
+SAVING_RULES = ("softmax", "activation_output")
 
 
 def recompute(crossing: set[str], fwd_nodes: Sequence[onnx.NodeProto], static: set[str],
@@ -49,9 +65,10 @@ def recompute(crossing: set[str], fwd_nodes: Sequence[onnx.NodeProto], static: s
     done: set[str] = set()          # tensors now recomputed
     chosen: dict[int, onnx.NodeProto] = {}
     for t in sorted(crossing - outputs, key=lambda name: position[id(producer[name])]):
-        if t not in crossing or not any(check(t, producer[t], consumers.get(t, ())) for check in checks):
+        budgets = [rule.matmuls for rule in checks if rule.applies(t, producer[t], consumers.get(t, ()))]
+        if t not in crossing or not budgets:
             continue
-        chain = _chain(t, producer, crossing - {t}, done, static)
+        chain = _chain(t, producer, crossing - {t}, done, static, max(budgets))
         if chain is None:
             continue
         for node in chain:
@@ -64,9 +81,9 @@ def recompute(crossing: set[str], fwd_nodes: Sequence[onnx.NodeProto], static: s
 
 
 def _chain(t: str, producer: dict[str, onnx.NodeProto], available: set[str], done: set[str],
-           static: set[str]) -> list[onnx.NodeProto] | None:
+           static: set[str], max_matmuls: int) -> list[onnx.NodeProto] | None:
     """The forward nodes computing ``t`` from available tensors, or None past ``MAX_CHAIN``
-    nodes or ``MAX_MATMULS`` matrix products."""
+    nodes or ``max_matmuls`` matrix products."""
     chain: dict[int, onnx.NodeProto] = {}
     counted, matmuls, stack, seen = 0, 0, [t], {t}
     while stack:
@@ -80,7 +97,7 @@ def _chain(t: str, producer: dict[str, onnx.NodeProto], available: set[str], don
         if not all(o in static for o in node.output if o):
             counted += 1
             matmuls += node.op_type in MATMULS
-            if counted > MAX_CHAIN or matmuls > MAX_MATMULS:
+            if counted > MAX_CHAIN or matmuls > max_matmuls:
                 return None
         for i in node.input:
             if i and i not in seen:
