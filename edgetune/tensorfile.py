@@ -47,30 +47,11 @@ def save_tensors(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
         os.fsync(f.fileno())
 
 
-def tensor_nbytes(path: str | Path) -> dict[str, int]:
-    """name → bytes of every tensor in a safetensors file, from its header alone."""
-    from edgetune.errors import EdgetuneError
-
-    try:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(size))
-        return {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items()
-                if k != "__metadata__"}
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
-        raise EdgetuneError(f"{path}: not a readable safetensors file ({e})") from None
-
-
 def load_tensors(path: str | Path, into: Mapping[str, np.ndarray] | None = None,
-                 skip: Collection[str] = (), writable: Collection[str] | None = None
-                 ) -> dict[str, np.ndarray]:
+                 skip: Collection[str] = ()) -> dict[str, np.ndarray]:
     """Every tensor of a safetensors file but those named in ``skip``, read one at a time with
-    plain reads. With ``into``, a tensor whose name is there is read straight into that array.
-    With ``writable``, a tensor not named there is a read-only view of the file instead (mmap;
-    read where its bytes are not aligned for its dtype): only the pages something reads (and
-    the kernel's fault-around neighbours) are in memory, and the kernel may drop them again
-    under pressure, as it does a file's. An embedding table of which a batch looks up some rows
-    costs part of the table: minilm-l6's LoRA step held 419 MiB instead of 436."""
+    plain reads (no mmap: a mapped file's pages would count in this process's RSS, a second
+    copy at load). With ``into``, a tensor whose name is there is read straight into that array."""
     from edgetune.errors import EdgetuneError
 
     names = {v: k for k, v in DTYPES.items()}
@@ -88,11 +69,6 @@ def load_tensors(path: str | Path, into: Mapping[str, np.ndarray] | None = None,
                 start, end = info["data_offsets"]
                 if 8 + size + end > os.fstat(f.fileno()).st_size or start > end:
                     raise ValueError(f"{name}: bytes {start}..{end} lie past the end of the file")
-                at = 8 + size + start
-                if writable is not None and name not in writable and end > start \
-                        and at % np.dtype(dtype).itemsize == 0:
-                    out[name] = np.memmap(f, dtype, "r", offset=at, shape=shape)
-                    continue
                 arr = into.get(name) if into is not None else None
                 if arr is not None and arr.shape != shape:
                     raise ValueError(f"{name}: shape {shape} in the file, {arr.shape} expected")

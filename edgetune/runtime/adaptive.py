@@ -56,9 +56,7 @@ class AdaptiveRunner:
         if self.index.get("base", {}).get("dtype", "fp32") == "int8":
             check_int8_base(str(self.folder))
         # an int8 base's frozen weights live in its graphs: their float32 copies stay on disk
-        # the frozen ones: read-only maps of the file (the pages read are resident, reclaimable)
-        self.params = load_params(self.folder / self.index["params"], skip=quantized_params(self.index),
-                                  writable=set(self.index["trainable"]))
+        self.params = load_params(self.folder / self.index["params"], skip=quantized_params(self.index))
         self.parts = self.index["parts"]
         self.blocks: list[str] = self.index["blocks"]
         self.placement = placement

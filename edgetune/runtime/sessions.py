@@ -24,13 +24,13 @@ def quantized_params(index: dict) -> list[str]:
     return list(index.get("base", {}).get("quantized", []))
 
 
-def load_params(path: str | Path, skip: Collection[str] = (),
-                writable: Collection[str] | None = None) -> dict[str, np.ndarray]:
-    """Parameters from a safetensors file (but ``skip``), as writable float32 arrays; with
-    ``writable``, the others as read-only views of the file (:func:`~edgetune.tensorfile.load_tensors`)."""
-    params = load_tensors(path, skip=skip, writable=writable)  # a tensor at a time: no second copy
-    return {k: v if isinstance(v, np.memmap) and v.dtype == np.float32
-            else np.require(v, np.float32, ["C", "W"]) for k, v in params.items()}
+def load_params(path: str | Path, skip: Collection[str] = ()) -> dict[str, np.ndarray]:
+    """Parameters from a safetensors file (but ``skip``), as writable float32 arrays. Read, not
+    mapped: mapping the frozen ones saved nothing on minilm-l6 (a batch's embedding lookups,
+    through the kernel's fault-around, touch nearly the whole table; its pages only moved from
+    RssAnon to RssFile)."""
+    params = load_tensors(path, skip=skip)  # a tensor at a time: no second copy of the file
+    return {k: np.require(v, np.float32, ["C", "W"]) for k, v in params.items()}
 
 
 class SessionCache:

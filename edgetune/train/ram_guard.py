@@ -2,10 +2,10 @@
 session exists, so that no step can grow the process past ``--ram-cap`` whatever the cost
 model said.
 
-    limit = (1 − safety)·cap − RSS now − S − X − F − H − C − slack
+    limit = (1 − safety)·cap − RSS now − S − X − H − C − slack
 
-RSS now: this process with ORT imported and (adaptive) the engine open: trainable parameters
-and AdamW moments loaded, the frozen ones mapped (F below), no session yet. S: what comes
+RSS now: this process with ORT imported and (adaptive) the engine open: parameters and AdamW
+moments loaded, no session yet. S: what comes
 outside the arena still — in static mode, where ORT's training API must have the arena before
 it opens, its state (parameters, their prepacked copies of the frozen weights in the kernels:
 measured 182 MB for minilm-l6 LoRA, P = 91 MB; its gradient buffers and AdamW moments come
@@ -16,8 +16,6 @@ reads (an int8 base's: a session holds its pre-packed copy), counting the files 
 (adaptive: a block's saving or recomputing pair, not both), an upper fit of what opening them
 all measured (stock onnxruntime 1.32): vit-micro 30 MiB (31 files, 0.81 MiB), minilm-l6 LoRA
 61 MiB (87, 1.9 MiB), minilm-l6 LoRA on an int8 base 222 MiB (87, 2.4 MiB, 156 MiB external).
-F (adaptive, once its engine is open): the frozen parameters it maps rather than reads
-(tensorfile.load_tensors): out of RSS now, in it as soon as a step reads them.
 The gradients are not outside: numpy views ORT's outputs without a copy, so they count
 against the arena (:func:`arena_state_bytes`). H: the batch and AdamW's temporaries
 (cost_model.host_bytes); C: a checkpoint write (cost_model.checkpoint_bytes). The arena then holds
@@ -47,10 +45,9 @@ from edgetune.errors import EdgetuneError
 from edgetune.runtime.adaptive import graph_files
 from edgetune.runtime.ort_build import onnxruntime
 from edgetune.runtime.ort_env import arena_registered, use_shared_arena
-from edgetune.runtime.sessions import quantized_params, read_index
+from edgetune.runtime.sessions import read_index
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
-from edgetune.tensorfile import tensor_nbytes
 from edgetune.train.modes import engine_class
 
 MIB = 1 << 20
@@ -83,21 +80,10 @@ def session_bytes(bundle: Bundle, mode: str) -> float:
     return SESSIONS_FIXED + SESSION_PER_FILE * n_files + SESSION_PER_BYTE * n_bytes + external
 
 
-def mapped_bytes(bundle: Bundle, mode: str) -> int:
-    """F: the frozen parameters the adaptive engine maps instead of reading (module docstring)."""
-    if mode != "adaptive":
-        return 0
-    folder = Path(bundle.mode_dir(mode))
-    index = read_index(folder)
-    left_out = set(index["trainable"]) | set(quantized_params(index))
-    return sum(n for name, n in tensor_nbytes(folder / index["params"]).items() if name not in left_out)
-
-
 def outside_arena(bundle: Bundle, mode: str, batch_size: int, input_bytes_per_sample: float,
                   engine_open: bool) -> float:
-    """S + X + F + H + C + slack: what the run holds outside the arena beyond RSS now (module
-    docstring); ``engine_open``: the parameters and moments are in RSS now already (but the
-    frozen ones mapped, F)."""
+    """S + X + H + C + slack: what the run holds outside the arena beyond RSS now (module
+    docstring); ``engine_open``: the parameters and moments are in RSS now already."""
     costs, memory = ModelCosts.from_manifest(bundle.manifest), engine_class(mode).caps.memory
     params, optimizer = static_bytes(costs)
     if memory.ort_state:  # ORT's state: parameters, moments, gradients, and the kernels'
@@ -105,7 +91,7 @@ def outside_arena(bundle: Bundle, mode: str, batch_size: int, input_bytes_per_sa
         frozen = FP32 * (costs.total_params - costs.trainable_params)
         state = params + frozen  # its gradient buffers and AdamW moments come from the arena
     else:
-        state = mapped_bytes(bundle, mode) if engine_open else params + optimizer
+        state = 0.0 if engine_open else params + optimizer
     return (state + session_bytes(bundle, mode)
             + host_bytes(costs, batch_size, input_bytes_per_sample, memory)
             + checkpoint_bytes(costs, memory) + SLACK)
