@@ -63,6 +63,8 @@ sys.path.insert(0, str(BENCH))
 from common import child_script, json_default, last_error, matmul_peak, run_child, say  # noqa: E402
 from peft_cost import CHILD as EDGETUNE_CHILD  # noqa: E402
 
+from edgetune.runtime.ort_build import INT8_BASE_MIN  # noqa: E402
+
 HF_CHILD = child_script("peers_hf_child", block_torch=False)
 
 
@@ -109,7 +111,6 @@ LEVERS = {"lora-plain": {"store": False, "dense": False}, "lora-dense": {"store"
 TARGETS = (("lora", "hf-lora", 1.0, 0.5), ("lora-int8", "hf-lora", 1.25, 0.5),
            ("full", "hf-full", 1.0, 0.6), ("alast-lora", "hf-full", 3.0, 0.35),
            ("alast-lora-int8", "hf-full", 3.0, 0.35))
-INT8_ORT = (1, 22)  # the first onnxruntime that runs an int8 base
 
 
 def export_bundles(model: Model, out: Path) -> dict[str, Path]:
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _runs_int8(ort: str) -> bool:
-    return tuple(int(p) for p in ort.split(".")[:2] if p.isdigit()) >= INT8_ORT
+    return tuple(int(p) for p in ort.split(".")[:2] if p.isdigit()) >= INT8_BASE_MIN
 
 
 def _hf_folder(model: Model) -> str:

@@ -128,9 +128,9 @@ def run(spec: dict, result: dict, status) -> None:
         if not levers.get("dense", True):
             for info in runner.parts.values():
                 info.pop("dense", None)
-        twins = [(part, info) for part, whole in runner.parts.items()
-                 for info in (whole, whole.get("dense")) if info is not None]
-        for part, info in twins:
+        from edgetune.runtime.adaptive import twins
+
+        for part, info in [(p, t) for p, whole in runner.parts.items() for t in twins(whole)]:
             kind = "block" if part.startswith("block_") else part
             for variant, file in info["graphs"].items():
                 v = variant.partition("_")[2]

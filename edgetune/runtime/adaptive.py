@@ -251,6 +251,12 @@ class AdaptiveRunner:
         return "train"
 
 
+def twins(part: dict) -> list[dict]:
+    """A part's index entry, and its dense twin's where it has one."""
+    dense = part.get("dense")
+    return [part] if dense is None else [part, dense]
+
+
 def graph_files(index: dict, store: Collection[int] | None = None) -> set[str]:
     """The graph files a run of this adaptive bundle may open: every part's and dense twin's,
     for each block either its ``_store`` graphs (``store``: the blocks that save; default all)
@@ -260,8 +266,8 @@ def graph_files(index: dict, store: Collection[int] | None = None) -> set[str]:
     files = set()
     for key, part in index["parts"].items():
         saving = key in blocks and blocks.index(key) in store
-        for p in (part, part.get("dense")):
-            graphs = p["graphs"] if p is not None else {}
+        for twin in twins(part):
+            graphs = twin["graphs"]
             for variant, file in graphs.items():
                 if variant.endswith(STORE) and not saving or saving and variant + STORE in graphs:
                     continue

@@ -5,11 +5,10 @@ model said.
     limit = (1 − safety)·cap − RSS now − S − X − H − C − slack
 
 RSS now: this process with ORT imported and (adaptive) the engine open: parameters and AdamW
-moments loaded, no session yet. S: what comes
-outside the arena still — in static mode, where ORT's training API must have the arena before
-it opens, its state (parameters, their prepacked copies of the frozen weights in the kernels:
-measured 182 MB for minilm-l6 LoRA, P = 91 MB; its gradient buffers and AdamW moments come
-from the arena, which must hold them).
+moments loaded, no session yet. S: what comes outside the arena still — in static mode, where
+ORT's training API must have the arena before it opens, its state (parameters, their
+prepacked copies of the frozen weights in the kernels: measured 182 MB for minilm-l6 LoRA,
+P = 91 MB; its gradient buffers and AdamW moments come from the arena, which must hold them).
 X: the sessions and their first runs outside the arena (kernels, thread pools, scratch),
 4 MiB + 0.6 MiB per graph file + 10 × the graph files' bytes + the external weights each
 reads (an int8 base's: a session holds its pre-packed copy), counting the files a run may open
@@ -42,7 +41,7 @@ from edgetune.caps.cost_model import (
 )
 from edgetune.caps.units import format_bytes
 from edgetune.errors import EdgetuneError
-from edgetune.runtime.adaptive import graph_files
+from edgetune.runtime.adaptive import graph_files, twins
 from edgetune.runtime.ort_build import onnxruntime
 from edgetune.runtime.ort_env import arena_registered, use_shared_arena
 from edgetune.runtime.sessions import read_index
@@ -68,7 +67,7 @@ def graph_bytes(bundle: Bundle, mode: str) -> tuple[int, int, int]:
         return len(files), sum(f.stat().st_size for f in files), 0
     index = read_index(folder)
     names = graph_files(index)
-    external = sum(n for part in index["parts"].values() for twin in (part, part.get("dense") or {})
+    external = sum(n for part in index["parts"].values() for twin in twins(part)
                    for f, n in twin.get("external", {}).items() if f in names)
     return len(names), sum((folder / f).stat().st_size for f in names), external
 

@@ -32,7 +32,7 @@ tied embedding's lookup) stay graph inputs.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -128,23 +128,13 @@ def quantize_frozen(model: onnx.ModelProto, frozen: Mapping[str, np.ndarray]) ->
         tag = f"{name}{'.T' if transposed else ''}"
         label = (node.name or node.output[0])
         if node.input[0] in gradients:
-            q_name, s_name = f"{tag}.q8b{BLOCK}", f"{tag}.q8b{BLOCK}.scale"
-            if q_name not in inits:
-                q, s = quantize_blocks(w)
-                inits[q_name] = numpy_helper.from_array(q, q_name)
-                inits[s_name] = numpy_helper.from_array(s, s_name)
-            s_name = _scaled(inits, s_name, alpha)
+            q_name, s_name = _weights(inits, f"{tag}.q8b{BLOCK}", w, quantize_blocks, alpha)
             nodes.append(helper.make_node(
                 "MatMulNBits", [node.input[0], q_name, s_name], list(node.output),
                 name=label + "/q8", domain=MS, K=w.shape[0], N=w.shape[1], bits=8,
                 block_size=BLOCK, accuracy_level=GRADIENT_ACCURACY))
         else:
-            q_name, s_name = f"{tag}.int8", f"{tag}.int8.scale"
-            if q_name not in inits:
-                q, s = quantize_columns(w)
-                inits[q_name] = numpy_helper.from_array(q, q_name)
-                inits[s_name] = numpy_helper.from_array(s, s_name)
-            s_name = _scaled(inits, s_name, alpha)
+            q_name, s_name = _weights(inits, f"{tag}.int8", w, quantize_columns, alpha)
             nodes.append(helper.make_node(
                 "DynamicQuantizeMatMul", [node.input[0], q_name, s_name], list(node.output),
                 name=label + "/int8", domain=MS))
@@ -157,7 +147,7 @@ def quantize_frozen(model: onnx.ModelProto, frozen: Mapping[str, np.ndarray]) ->
     g.initializer.extend(t for name, t in inits.items() if name in used)
     if not any(o.domain == MS for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS, 1))
-    read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    read = used | {o.name for o in g.output}
     gone = {i.name for i in g.input if i.name in frozen and i.name not in read}
     kept = [i for i in g.input if i.name not in gone]
     del g.input[:]
@@ -167,6 +157,19 @@ def quantize_frozen(model: onnx.ModelProto, frozen: Mapping[str, np.ndarray]) ->
     del g.value_info[:]
     g.value_info.extend(vi)
     return gone
+
+
+def _weights(inits: dict[str, onnx.TensorProto], name: str, w: np.ndarray,
+             quantize: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+             alpha: float) -> tuple[str, str]:
+    """(quantized weights, scales × ``alpha``) of ``w`` as initializers named after ``name``,
+    made once per name."""
+    scale = f"{name}.scale"
+    if name not in inits:
+        q, s = quantize(w)
+        inits[name] = numpy_helper.from_array(q, name)
+        inits[scale] = numpy_helper.from_array(s, scale)
+    return name, _scaled(inits, scale, alpha)
 
 
 def _scaled(inits: dict[str, onnx.TensorProto], scale: str, alpha: float) -> str:
