@@ -49,7 +49,7 @@ def graphs(k: int, n: int, folder: Path) -> dict[str, tuple[str, bool]]:
     """kernel → (model file, whether W is fed) for the product X (rows × k) · W (k × n)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgetune.export.onnx.quantize import quantize_blocks, quantize_columns
+    from edgetune.quantize import quantize_blocks, quantize_columns
 
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)

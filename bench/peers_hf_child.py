@@ -114,6 +114,8 @@ def run(spec: dict, result: dict, status) -> None:
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.0)
+    if spec.get("compile"):  # inductor, default mode: the first step compiles (not timed)
+        model = torch.compile(model)
     result["rss"]["engine_open"] = status("VmRSS")
     p_all = sum(p.numel() * p.element_size() for p in model.parameters())
     p_train = sum(p.numel() * p.element_size() for p in trainable)
@@ -144,9 +146,12 @@ def run(spec: dict, result: dict, status) -> None:
         if i == 0:
             result["rss"]["after_step1"] = status("VmRSS")
     result["rss"]["peak_steps"] = status("VmHWM")  # before the extra step below
-    saved = SavedBytes()
-    step(spec["steps"], saved)  # one more, untimed: what autograd saves
-    memory["saved_for_backward"] = saved.total
+    if spec.get("compile"):  # hooks would send dynamo back to eager: not the compiled graph's
+        memory["saved_for_backward"] = None
+    else:
+        saved = SavedBytes()
+        step(spec["steps"], saved)  # one more, untimed: what autograd saves
+        memory["saved_for_backward"] = saved.total
     timed = times[1:] or times
     result.update(s_per_step=statistics.median(timed), step_times=times, memory=memory,
                   steps=len(times), mode="torch", input_shapes=sorted(shapes), breakdown={},

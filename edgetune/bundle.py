@@ -25,6 +25,7 @@ FORMAT = "edgetune-bundle/1"          # manifest.json's "format"
 MODES = ("static", "adaptive")        # each mode's folder is named after it
 INFERENCE_DIR = "inference"
 INFERENCE_MODEL = "inference.onnx"     # the plain model in it, parameters at known offsets
+INT8_INFERENCE_MODEL = "inference.int8.onnx"  # its int8 twin (--base int8 bundles)
 TOKEN_BUDGETS = "token_budgets"        # its (L,) float32 tensor: keep ⌈b_l·N⌉ tokens (1: every token)
 TOKENIZER_FILE = "tokenizer.json"
 INDEX_FILE = "graphs.json"            # in every mode folder and inference/

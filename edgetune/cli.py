@@ -101,6 +101,11 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
 @click.argument("bundle", type=click.Path())
 @click.option("--data", required=True, type=click.Path(), help=".npz, image folder, .csv or .jsonl.")
 @click.option("--val", type=click.Path(), default=None, help="Validation data (best checkpoint by accuracy).")
+@click.option("--val-split", type=float, default=None,
+              help="Without --val: validate on this fraction of --data, held out and never trained "
+                   "on (default 0.1 for --schedule alast, whose inference tokens are decided on it; "
+                   "else 0). 0: no validation (ALaST then follows the rule measured for the input "
+                   "kind: images keep the trained budgets, text every token).")
 @click.option("--steps", type=int, default=0, help="Optimizer steps (or --epochs).")
 @click.option("--epochs", type=float, default=0.0, help="Passes over --data (or --steps).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
@@ -132,8 +137,8 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
               help="ONNX Runtime execution provider (default: the device profile's accelerator "
                    "where this onnxruntime offers it, else cpu).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mode, out, resume, seed,
-          threads, checkpoint_every, eval_every, text_column, label_column, pack, alast_settings,
+def train(bundle, data, val, val_split, steps, epochs, batch_size, lr, warmup, schedule, mode, out, resume,
+          seed, threads, checkpoint_every, eval_every, text_column, label_column, pack, alast_settings,
           ram_cap, energy_cap, power_cap, device_name, provider, quiet):
     """Fine-tune BUNDLE on local data with ONNX Runtime (no torch)."""
     from pathlib import Path
@@ -154,7 +159,7 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
                              accelerator=device.accelerator, ram_capped=caps.ram_bytes is not None)
     cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
                       schedule=schedule, mode=mode, provider=provider, seed=seed, threads=threads,
-                      checkpoint_every=checkpoint_every, eval_every=eval_every,
+                      checkpoint_every=checkpoint_every, eval_every=eval_every, val_split=val_split,
                       alast=from_strings(AlastConfig, alast_settings))
     b.mode_dir(cfg.mode)  # a clear error before data loading if the mode is missing
     run = Path(out) if out else Path("runs") / b.path.resolve().name
@@ -169,6 +174,13 @@ def train(bundle, data, val, steps, epochs, batch_size, lr, warmup, schedule, mo
     val_set = load_data(b, val, labels, text_column, label_column) if val else None
     trainer = Trainer(b, train_set, val_set, cfg, out=run, progress=not quiet, resume=resume,
                       caps=caps, device=device)
+    held = trainer.held_out
+    if "examples" in held:
+        click.echo(f"validating on {held['examples']} of {held['of']} --data examples held out "
+                   f"(--val-split {held['fraction']:g}; never trained on)", err=True)
+    elif schedule == "alast" and "why" in held:
+        click.echo(f"note: {held['why']}: inference tokens follow the rule for "
+                   f"{b.inputs.get('kind')} inputs", err=True)
     if resume and trainer.step:
         click.echo(f"resuming {run} at step {trainer.step}/{trainer.total_steps}", err=True)
     elif resume:
@@ -246,7 +258,8 @@ def generate(source, prompt, max_new_tokens, temperature, top_p, seed, checkpoin
 def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, label_column, tokens,
              server_round, as_json):
     """Loss and accuracy (a language model's: perplexity) of a run's checkpoint, a fleet's
-    aggregate (edgetune fleet) or a bundle's initial weights on --data."""
+    aggregate (edgetune fleet), a bundle's initial weights, or a merged folder's model (its
+    inference.onnx, or the .onnx file named, e.g. RUN/merged/inference.int8.onnx) on --data."""
     import json
 
     from edgetune.fleet.folder import FleetFolder
@@ -274,6 +287,8 @@ def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, 
         else:
             click.echo(f"{res['source']}: accuracy {res['accuracy']:.4f}, loss {res['loss']:.4f} "
                        f"on {res['count']} samples ({kept})")
+        if res.get("choice", {}).get("reason"):
+            click.echo(f"tokens: {res['tokens']} ({res['choice']['reason']})")
 
 
 @main.command()
@@ -287,8 +302,10 @@ def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, 
                    "the budgets it trained with.")
 @click.option("--round", "server_round", type=int, default=None,
               help="A fleet folder's round (default: the last aggregated one).")
+@click.option("--int8", is_flag=True,
+              help="Also write inference.int8.onnx: int8 weights (a bundle exported with --base int8).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-def merge(run, checkpoint, out, bundle, overwrite, tokens, server_round):
+def merge(run, checkpoint, out, bundle, overwrite, tokens, server_round, int8):
     """Write RUN's inference.onnx (plain onnxruntime) and its adapter in Hugging Face PEFT format;
     LoRA, IA3 and Propulsion are folded into the weights. RUN may be a fleet folder."""
     from edgetune.fleet.folder import FleetFolder
@@ -299,12 +316,12 @@ def merge(run, checkpoint, out, bundle, overwrite, tokens, server_round):
         from edgetune.fleet.result import merge_fleet
 
         path = merge_fleet(run, out=out, overwrite=overwrite, bundle=bundle, log=say, tokens=tokens,
-                           server_round=server_round)
+                           server_round=server_round, int8=int8)
     else:
         if server_round is not None:
             raise UsageError(f"--round {server_round}: {run} is not a fleet folder")
         path = merge_run(run, checkpoint=checkpoint, out=out, overwrite=overwrite, bundle=bundle,
-                         tokens=tokens, log=say)
+                         tokens=tokens, log=say, int8=int8)
     click.echo(path)
 
 

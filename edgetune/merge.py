@@ -2,6 +2,7 @@
 
     merged/
       inference.onnx              inputs → logits; a plain ``onnxruntime.InferenceSession`` runs it
+      inference.int8.onnx         with --int8 (a --base int8 bundle): the same, int8 weights
                                   (a language model's: a generation step over a KV cache)
       decoder_lora.onnx           a LoRA language model: the base decoder, LoRA pairs as inputs,
       adapter.onnx_adapter        and the trained pairs onnxruntime applies to it (onnx_adapter.py)
@@ -37,29 +38,38 @@ import numpy as np
 
 from edgetune.adapter_format import CONFIG_FILE, WEIGHTS_FILE, save_adapter_arrays
 from edgetune.atomic import atomic_dir
-from edgetune.bundle import INDEX_FILE, INFERENCE_DIR, INFERENCE_MODEL, TOKEN_BUDGETS, Bundle
+from edgetune.bundle import (
+    INDEX_FILE,
+    INFERENCE_DIR,
+    INFERENCE_MODEL,
+    INT8_INFERENCE_MODEL,
+    TOKEN_BUDGETS,
+    Bundle,
+)
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.merge_ops import apply_recipe, recipe_inputs
-from edgetune.train.inference_tokens import ALL, RUN, TRAINED, TokenChoice, budgets_for
+from edgetune.merged_folder import MERGED_JSON
+from edgetune.quantize import quantize_columns
+from edgetune.train.inference_tokens import ALL, RUN, TRAINED, TokenChoice, budgets_for, describe
 from edgetune.train.modes import engine_class
 from edgetune.train.run_folder import RunFolder
 
 INFERENCE_FILE = INFERENCE_MODEL
 ADAPTER_DIR = "adapter"
-MERGED_JSON = "merged.json"
 FORMAT = "edgetune-merged/1"
 OUTPUTS = ["logits"]
 
 
 def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None = None,
               overwrite: bool = False, bundle: str | Path | None = None,
-              log: Callable[[str], None] | None = None, tokens: str = RUN) -> Path:
+              log: Callable[[str], None] | None = None, tokens: str = RUN, int8: bool = False) -> Path:
     """Write ``out`` (default ``RUN/merged``) atomically and return its path.
 
     ``checkpoint``: ``best`` (falls back to ``last`` where the run never validated), ``last``
     or a checkpoint folder name (``step-00000030``). ``bundle``: where the run's bundle is now,
     if it moved since training (run.json records the path it had). ``tokens``: ``run`` (the
-    checkpoint's choice), ``all`` or ``trained``.
+    checkpoint's choice), ``all`` or ``trained``. ``int8``: also write ``inference.int8.onnx``
+    (bundles exported with ``--base int8``).
     """
     say = log or (lambda msg: None)
     run = Path(run)
@@ -75,17 +85,20 @@ def merge_run(run: str | Path, checkpoint: str = "best", out: str | Path | None 
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     b = Bundle.open(bundle) if bundle is not None else _open_bundle(run, info)
     state = run_folder.state(folder)
-    budgets = budgets_for(TokenChoice.from_state(state), tokens)
+    choice = TokenChoice.from_state(state)
+    budgets = budgets_for(choice, tokens)
     say(f"reading {folder.name} ({state.get('mode')} mode)")
     trained = trained_arrays(folder, state["mode"])  # run_folder.state() checked it is a mode
     return write_merged(b, trained, out, overwrite, budgets, tokens, {
         "run": str(run.resolve()), "checkpoint": folder.name, "step": state.get("step"),
-        "mode": state.get("mode")}, say, where=folder)
+        "mode": state.get("mode"), "labels": info.get("labels"),
+        "tokens_reason": describe(choice) if tokens == RUN else f"--tokens {tokens}"},
+        say, where=folder, int8=int8)
 
 
 def write_merged(b: Bundle, trained: dict[str, np.ndarray], out: Path, overwrite: bool,
                  budgets: tuple[float, ...] | None, tokens: str, source: dict[str, Any],
-                 say: Callable[[str], None], where: Path | str = "checkpoint") -> Path:
+                 say: Callable[[str], None], where: Path | str = "checkpoint", int8: bool = False) -> Path:
     """``out`` (atomically) from the bundle and its ``trained`` parameters by name: the
     inference model and the PEFT adapter; ``source`` (where they came from) goes into
     ``merged.json``."""
@@ -94,12 +107,17 @@ def write_merged(b: Bundle, trained: dict[str, np.ndarray], out: Path, overwrite
         raise EdgetuneError(f"{b.path}: the manifest has no adapter layout; re-export the bundle")
     tensors = adapter_tensors(adapter["tensors"], trained, where)
     inference = _inference_index(b)
+    if int8 and "int8" not in inference:  # before any work
+        raise UsageError(f"{b.path}: exported with --base {b.manifest.get('base', 'fp32')}, which "
+                         f"has no int8 inference model; re-export with --base int8 to merge one")
     budgets = _graph_budgets(inference, budgets, tokens, b, say)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         say("writing the inference model, " + ("keeping every token" if budgets is None else
-                                               f"at the token budgets {[round(b, 3) for b in budgets]}"))
+                                               f"at the token budgets {[round(b, 3) for b in budgets]}")
+            + (f" ({source['tokens_reason']})" if source.get("tokens_reason") else "")
+            + (", and its int8 twin" if int8 else ""))
         merged = write_inference(b.path / INFERENCE_DIR, inference, trained, tmp / INFERENCE_FILE,
-                                 budgets)
+                                 budgets, tmp / INT8_INFERENCE_MODEL if int8 else None)
         decoder = inference.get("model", {}).get("decoder")
         if decoder is not None and decoder.get("prefix"):  # a language model's prefix: its cache
             from edgetune.generate import initial_past, save_initial_past
@@ -125,6 +143,7 @@ def write_merged(b: Bundle, trained: dict[str, np.ndarray], out: Path, overwrite
             "adapter": {"folder": ADAPTER_DIR, "peft_type": adapter["config"].get("peft_type"),
                         "files": [CONFIG_FILE, WEIGHTS_FILE]},
             "tokenizer": b.tokenizer_path.name if b.tokenizer_path is not None else None,
+            "int8": {"file": INT8_INFERENCE_MODEL} if int8 else None,
             **({"onnx_adapter": served} if served is not None else {}),
         }, indent=1))
     say(f"wrote {out}")
@@ -233,13 +252,15 @@ def merged_values(index: dict[str, Any], trained: dict[str, np.ndarray],
 
 
 def write_inference(folder: Path, index: dict[str, Any], trained: dict[str, np.ndarray],
-                    target: Path, budgets: tuple[float, ...] | None = None) -> bool:
+                    target: Path, budgets: tuple[float, ...] | None = None,
+                    int8_target: Path | None = None) -> bool:
     """Write the inference model with the trained (and merged) values to ``target``. True where
     the adapter was folded into the weights. The bundle's ``inference.onnx`` holds every
     parameter at a known byte offset: the values are written there, a tensor at a time (numpy
     only: any ONNX Runtime build, no ``onnx`` package). Bundles from before hold ORT's training
     artifacts instead, which need the training build. ``budgets``: the token budgets to write
-    (None: the graph's own, every token)."""
+    (None: the graph's own, every token). ``int8_target``: also write the int8 model there
+    (:func:`write_int8`)."""
     if "model" not in index:
         if budgets is not None:
             raise EdgetuneError(f"{folder}: this inference graph keeps every token; re-export the bundle")
@@ -259,18 +280,57 @@ def write_inference(folder: Path, index: dict[str, Any], trained: dict[str, np.n
         values = merged_values(index, trained, current)
         if budgets is not None:
             values[TOKEN_BUDGETS] = np.asarray(budgets, np.float32)
-        for name, value in values.items():
-            if name not in tensors:
-                raise EdgetuneError(f"{folder}: the inference graph has no parameter {name!r}")
-            have = tuple(tensors[name]["shape"])
-            if tuple(value.shape) != have:
-                raise EdgetuneError(f"{name}: the checkpoint's value has shape {tuple(value.shape)}, "
-                                    f"the inference graph needs {have}")
-            f.seek(tensors[name]["offset"])
-            f.write(np.ascontiguousarray(value, dtype=np.float32).tobytes())
-        f.flush()
-        os.fsync(f.fileno())
+        _write_at(f, tensors, values, folder)
+    if int8_target is not None:
+        write_int8(folder, index, values, int8_target)
     return bool(index["merge"].get("merged"))
+
+
+def _write_at(f, tensors: dict[str, dict], values: dict[str, np.ndarray], folder: Path) -> None:
+    """Each of ``values`` as float32 at its entry's offset in the open file ``f``, shape checked."""
+    for name, value in values.items():
+        if name not in tensors:
+            raise EdgetuneError(f"{folder}: the inference graph has no parameter {name!r}")
+        have = tuple(tensors[name]["shape"])
+        if tuple(value.shape) != have:
+            raise EdgetuneError(f"{name}: the checkpoint's value has shape {tuple(value.shape)}, "
+                                f"the inference graph needs {have}")
+        f.seek(tensors[name]["offset"])
+        f.write(np.ascontiguousarray(value, dtype=np.float32).tobytes())
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def write_int8(folder: Path, index: dict[str, Any], values: dict[str, np.ndarray], target: Path) -> None:
+    """The int8 inference model (``--base int8`` bundles: ``inference.int8.onnx``, every product
+    of a weight on 7-bit per-channel weights, export/onnx/inference.py) with ``values`` (the
+    merged float32 values by name) written in: a weight a product reads is quantized here,
+    ``Q, s = quantize_columns(W or Wᵀ)`` and ``s·alpha`` (edgetune/quantize.py), the rest is
+    written as float32."""
+    entry = index.get("int8")
+    if entry is None:
+        raise UsageError(f"{folder.parent}: no int8 inference model in this bundle; export it "
+                         f"with --base int8 to merge one")
+    products: dict[str, list[dict]] = {}
+    for q in entry["quantized"]:
+        products.setdefault(q["param"], []).append(q)
+    unknown = sorted(set(values) - set(entry["tensors"]) - set(products))
+    if unknown:
+        raise EdgetuneError(f"{folder}: the int8 inference graph has no parameter {unknown[0]!r}")
+    shutil.copyfile(folder / entry["file"], target)
+    with open(target, "r+b") as f:
+        for name, value in values.items():
+            for q in products.get(name, ()):
+                w = np.asarray(value, np.float32)
+                qw, s = quantize_columns(w.T if q["transposed"] else w)
+                if list(qw.shape) != q["q"]["shape"]:
+                    raise EdgetuneError(f"{name}: the checkpoint's value has shape {tuple(w.shape)}, "
+                                        f"the int8 inference graph needs another")
+                f.seek(q["q"]["offset"])
+                f.write(qw.tobytes())
+                f.seek(q["scale"]["offset"])
+                f.write((s * np.float32(q["alpha"])).astype(np.float32).tobytes())
+        _write_at(f, entry["tensors"], {n: v for n, v in values.items() if n in entry["tensors"]}, folder)
 
 
 def _write_inference_ort(folder: Path, index: dict[str, Any], trained: dict[str, np.ndarray],

@@ -26,7 +26,7 @@ from edgetune.errors import EdgetuneError, UsageError
 from edgetune.export.costs import layer_costs
 from edgetune.export.models.base import TransformerModel
 from edgetune.export.onnx.bundle import export_mode, prepare_model
-from edgetune.export.onnx.inference import inference_model, write_inference_model
+from edgetune.export.onnx.inference import inference_model, write_inference_model, write_int8_inference
 from edgetune.export.onnx.lora_decoder import write_lora_decoder
 from edgetune.export.onnx.quantize import check_base
 from edgetune.export.peft import trainable_names
@@ -84,8 +84,10 @@ def export_bundle(model: str | Path | TransformerModel, method: str | None = "lo
         inference = write_inference_model(plain, plain_trainable, tmp / INFERENCE_DIR,
                                           TRACE_BATCH, trace_tokens)
         served = write_lora_decoder(model, tmp / INFERENCE_DIR, TRACE_BATCH, trace_tokens)
+        int8 = write_int8_inference(tmp / INFERENCE_DIR, inference) if base == "int8" else None
         (tmp / INFERENCE_DIR / INDEX_FILE).write_text(json.dumps(
-            {"model": inference, "merge": merge, **({"lora_decoder": served} if served else {})}, indent=1))
+            {"model": inference, "merge": merge, **({"lora_decoder": served} if served else {}),
+             **({"int8": int8} if int8 else {})}, indent=1))
         if inputs.get("tokenizer"):
             shutil.copyfile(inputs.pop("tokenizer_source"), tmp / inputs["tokenizer"])
         say("measuring per-layer costs")

@@ -155,7 +155,8 @@ def test_full_tail_trains_the_last_steps_on_every_token(tmp_path):
     n = int(b.manifest["tokens"])
     assert min(rows[2]["tokens_kept"]) < n  # ⌈0.34·6⌉ = 3 tail steps: 4, 5, 6
     assert all(r["tokens_kept"] == [n] * len(r["tokens_kept"]) for r in rows[3:])
-    assert _state(tmp_path / "run")["inference"]["reason"] == "no validation data to decide from"
+    reason = _state(tmp_path / "run")["inference"]["reason"]  # 96 examples: too few to hold out
+    assert "too few to hold out 10% by default" in reason and "rule measured for image" in reason
 
 
 def test_a_bundle_from_before_token_budgets_merges_at_every_token():
@@ -170,3 +171,65 @@ def test_a_bundle_from_before_token_budgets_merges_at_every_token():
         _graph_budgets(index, (1.0, 0.5), "trained", b, notes.append)
     index["model"]["tensors"]["token_budgets"] = {}
     assert _graph_budgets(index, (1.0, 0.5), "run", b, notes.append) == (1.0, 0.5)
+
+
+def _alast_config(**kw) -> TrainConfig:
+    return TrainConfig(steps=4, batch_size=16, lr=1e-2, schedule="alast", eval_every=2,
+                       alast=AlastConfig(alpha=1.0, token_budget=0.4, b_min=0.2), **kw)
+
+
+def test_without_val_an_alast_run_decides_on_a_held_out_slice_it_never_trains_on(tmp_path):
+    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
+    data = load_data(b, synthetic_images(tmp_path / "train.npz", n=240))
+    trainer = Trainer(b, data, None, _alast_config(), out=tmp_path / "run")
+    held, rest = trainer.val_data, trainer.train_data
+    assert len(held) == 24 and len(rest) == 216 and trainer.sampler.n == 216
+    assert not set(held.indices.tolist()) & set(rest.indices.tolist())
+    trainer.fit()
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["held_out"] == {"fraction": 0.1, "examples": 24, "of": 240}
+    assert info["data"]["samples"] == 216 and info["val"]["samples"] == 24
+    choice = _state(tmp_path / "run")["inference"]
+    assert choice["val_accuracy"] is not None and choice["reason"].startswith("validation")
+    a = trainer.evaluate(held)  # the same split again from the same seed
+    assert a["count"] == 24
+
+
+def test_a_static_run_holds_nothing_out_unless_asked(tmp_path):
+    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
+    data = load_data(b, synthetic_images(tmp_path / "train.npz", n=240))
+    plain = Trainer(b, data, None, TrainConfig(steps=1, batch_size=16))
+    assert plain.val_data is None and len(plain.train_data) == 240
+    asked = Trainer(b, data, None, TrainConfig(steps=1, batch_size=16, val_split=0.25))
+    assert len(asked.val_data) == 60 and len(asked.train_data) == 180
+    given = Trainer(b, data, data, _alast_config(val_split=0.25))  # --val wins: nothing held out
+    assert given.val_data is data and given.train_data is data
+
+
+@pytest.mark.parametrize("model,kind,tokens", [("vit-micro", "image", TRAINED), ("bert-micro", "text", ALL)])
+def test_opting_out_follows_the_rule_measured_for_the_input_kind(tmp_path, model, kind, tokens):
+    from bundles import micro_tokenizer
+
+    text = {"max_tokens": 12, "tokenizer": str(micro_tokenizer())} if kind == "text" else {}
+    b = Bundle.open(micro_bundle(model, "lora", num_classes=2, mode="adaptive", **text))
+    if kind == "text":
+        rows = [f"{'good fine' if i % 2 else 'bad poor'} film {i},{i % 2}" for i in range(64)]
+        (tmp_path / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+        data = load_data(b, tmp_path / "train.csv")
+    else:
+        data = load_data(b, synthetic_images(tmp_path / "train.npz", n=64))
+    trainer = Trainer(b, data, None, _alast_config(val_split=0.0), out=tmp_path / "run")
+    assert trainer.val_data is None
+    trainer.fit()
+    choice = _state(tmp_path / "run")["inference"]
+    assert choice["budgets"] is not None and choice["val_accuracy"] is None
+    assert choice["tokens"] == tokens
+    assert choice["reason"].startswith("no validation data (--val-split 0)") and kind in choice["reason"]
+
+
+@pytest.mark.parametrize("value", [0.6, -0.1, float("nan")])
+def test_val_split_is_checked_on_construction(value):
+    from edgetune.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"TrainConfig.val_split=.*must be a finite number in \[0.0, 0.5\]"):
+        TrainConfig(steps=1, val_split=value)

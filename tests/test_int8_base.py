@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +32,7 @@ def _bundle(model: str, method: str, base: str):
 
 @needs_export
 def test_per_channel_and_block_quantizers_are_within_half_a_step():
-    from edgetune.export.onnx.quantize import BLOCK, quantize_blocks, quantize_columns
+    from edgetune.quantize import BLOCK, quantize_blocks, quantize_columns
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((40, 7)).astype(np.float32) * rng.uniform(0.01, 3, 7).astype(np.float32)
@@ -236,3 +239,93 @@ def test_int8_is_refused_where_nothing_is_frozen_or_the_mode_is_static(tmp_path)
     with pytest.raises(UsageError, match="base='int4'"):
         export_bundle("vit-micro", "lora", tmp_path / "c", num_classes=2, base="int4")
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+@needs_export
+def test_an_int8_bundle_holds_an_int8_inference_model_with_every_weight_product_quantized():
+    """``inference/inference.int8.onnx``: every product of a 2-D parameter runs
+    DynamicQuantizeMatMul on a constant int8 weight, and the index places each quantized
+    weight and scale (merge writes there) and every float32 parameter left."""
+    import onnx
+    from onnx import numpy_helper
+
+    folder = _bundle("vit-micro", "lora", "int8") / "inference"
+    index = json.loads((folder / "graphs.json").read_text())
+    entry = index["int8"]
+    graph = onnx.load(folder / entry["file"]).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    assert "DynamicQuantizeMatMul" in {n.op_type for n in graph.node}
+    assert not {i for n in graph.node if n.op_type == "MatMul" for i in n.input} & set(inits)
+    linear = {n for n, t in index["model"]["tensors"].items()  # the blocks' linear weights
+              if n.startswith("blocks.") and len(t["shape"]) == 2}
+    assert linear and linear <= {q["param"] for q in entry["quantized"]}
+    blob = (folder / entry["file"]).read_bytes()
+    for q in entry["quantized"]:
+        data = inits[[k for k in inits if k.endswith(".int8") and k.startswith(q["param"])][0]]
+        assert data.dtype == np.int8 and np.abs(data).max() <= 63
+        at = q["q"]["offset"]
+        assert blob[at:at + data.nbytes] == data.tobytes()
+    fp32 = {n for n, t in index["model"]["tensors"].items() if len(t["shape"]) == 2}
+    quantized = {q["param"] for q in entry["quantized"]}
+    assert fp32 - quantized <= set(entry["tensors"])  # a lookup table stays float32
+    plain = json.loads((_bundle("vit-micro", "lora", "fp32") / "inference" / "graphs.json").read_text())
+    assert "int8" not in plain
+
+
+@needs_int8
+def test_merge_int8_writes_the_trained_weights_quantized(tmp_path):
+    """``merge --int8``: the int8 model's logits within 5 % (relative norm) of the float32
+    merged model's, and not the untrained template's. Measured here: 0.2 % (7-bit weights,
+    per-tensor uint8 activations); the bound holds on any CPU's summation order. ``eval`` takes
+    either file of the merged folder."""
+    import onnxruntime as ort
+    from test_train import synthetic_images
+
+    from edgetune.bundle import Bundle
+    from edgetune.merge import merge_run
+    from edgetune.train import TrainConfig, Trainer, load_data
+    from edgetune.train.evaluate import evaluate_path
+
+    b = Bundle.open(_bundle("vit-micro", "lora", "int8"))
+    data = synthetic_images(tmp_path / "train.npz")
+    Trainer(b, load_data(b, data), config=TrainConfig(steps=4, batch_size=16, lr=2e-2),
+            out=tmp_path / "run").fit()
+    out = merge_run(tmp_path / "run", checkpoint="last", int8=True)
+    merged = json.loads((out / "merged.json").read_text())
+    assert merged["int8"] == {"file": "inference.int8.onnx"}
+    x = load_data(b, data).batch(np.arange(32))["pixel_values"]
+
+    def logits(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+            ["logits"], {"pixel_values": x})[0]
+
+    fp32, int8 = logits(out / "inference.onnx"), logits(out / "inference.int8.onnx")
+    assert_close_normwise(int8, fp32, "int8 merged vs fp32 merged", rtol=0.05)
+    template = logits(b.path / "inference" / "inference.int8.onnx")
+    assert np.linalg.norm(template - fp32) > 4 * np.linalg.norm(int8 - fp32)
+    a = evaluate_path(out, data)
+    c = evaluate_path(out / "inference.int8.onnx", data)
+    assert a["count"] == c["count"] == 96 and abs(a["accuracy"] - c["accuracy"]) < 0.1
+    assert c["source"].endswith("inference.int8.onnx (merged)")
+    bench = Path(__file__).parents[1] / "bench" / "merged_models.py"  # both files side by side
+    shown = subprocess.run([sys.executable, str(bench), str(out), "--data", str(data), "--batches", "2",
+                            "--rounds", "1"], capture_output=True, text=True, check=True).stdout
+    row = next(line.split() for line in shown.splitlines() if line.startswith("inference.int8.onnx"))
+    assert row[2] == f"{100 * c['accuracy']:.2f}%"
+
+
+@needs_int8
+def test_merge_int8_of_an_fp32_bundle_is_refused_before_writing(tmp_path):
+    from test_train import synthetic_images
+
+    from edgetune.bundle import Bundle
+    from edgetune.merge import merge_run
+    from edgetune.train import TrainConfig, Trainer, load_data
+
+    b = Bundle.open(_bundle("vit-micro", "lora", "fp32"))
+    data = synthetic_images(tmp_path / "train.npz", n=32)
+    Trainer(b, load_data(b, data), config=TrainConfig(steps=1, batch_size=16),
+            out=tmp_path / "run").fit()
+    with pytest.raises(UsageError, match="re-export with --base int8"):
+        merge_run(tmp_path / "run", checkpoint="last", int8=True)
+    assert not (tmp_path / "run" / "merged").exists()

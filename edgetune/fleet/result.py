@@ -49,7 +49,7 @@ def evaluate_fleet(path: str | Path, data: str | Path, batch_size: int = 32, thr
 
 def merge_fleet(path: str | Path, out: str | Path | None = None, overwrite: bool = False,
                 bundle: str | Path | None = None, log: Callable[[str], None] | None = None,
-                tokens: str = "run", server_round: int | None = None) -> Path:
+                tokens: str = "run", server_round: int | None = None, int8: bool = False) -> Path:
     """``merge_run``'s output (default ``FLEET/merged``) for the aggregate of ``server_round``."""
     _check_tokens(tokens)
     say = log or (lambda msg: None)
@@ -62,4 +62,4 @@ def merge_fleet(path: str | Path, out: str | Path | None = None, overwrite: bool
     say(f"reading the round {n} aggregate")
     return write_merged(b, folder.arrays(n), out, overwrite, None, ALL,
                         {"run": str(folder.path.resolve()), "checkpoint": f"round-{n}", "step": None,
-                         "mode": None}, say, where=f"round {n}")
+                         "mode": None}, say, where=f"round {n}", int8=int8)

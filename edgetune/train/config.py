@@ -11,6 +11,8 @@ from edgetune.schedule import AlastConfig
 from edgetune.train.modes import ENGINES, check_request
 
 SCHEDULES = ("static", "alast")
+VAL_SPLIT = 0.1  # an ALaST run's held-out validation slice by default (train/inference_tokens.py)
+MIN_HELD_OUT = 20  # a default split needs this many examples to hold out (a smaller run decides by rule)
 
 
 @dataclass
@@ -28,6 +30,9 @@ class TrainConfig:
     threads: int = 0            # ONNX Runtime intra-op threads; 0: its default
     checkpoint_every: int = 0   # steps between "last" checkpoints; 0: only at the end
     eval_every: int = 0         # steps between validations (with --val); 0: once per epoch
+    val_split: float | None = None  # without val data: hold out this fraction of the training
+    #                             data to validate on (never trained on); None: VAL_SPLIT for an
+    #                             ALaST run (its token choice needs one), else 0; 0: none
     alast: AlastConfig = field(default_factory=AlastConfig)
 
     def __post_init__(self) -> None:
@@ -49,6 +54,17 @@ class TrainConfig:
         check_int(self, "threads", lo=0)
         check_int(self, "checkpoint_every", lo=0)
         check_int(self, "eval_every", lo=0)
+        if self.val_split is not None:
+            check_float(self, "val_split", lo=0.0, hi=0.5, hi_open=False)
+
+    def held_out(self, has_val: bool) -> float:
+        """The fraction of the training data to validate on (0: none): ``val_split`` where
+        given, else :data:`VAL_SPLIT` for an ALaST run without validation data."""
+        if has_val:
+            return 0.0
+        if self.val_split is not None:
+            return self.val_split
+        return VAL_SPLIT if self.schedule == "alast" else 0.0
 
     def total_steps(self, batches_per_epoch: int) -> int:
         return self.steps or max(1, round(self.epochs * batches_per_epoch))

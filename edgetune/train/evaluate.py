@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
+from edgetune import merged_folder
 from edgetune.bundle import MANIFEST, Bundle
 from edgetune.data.base import Dataset
 from edgetune.errors import EdgetuneError, UsageError
@@ -47,7 +49,15 @@ def token_count(batch: dict[str, np.ndarray], bundle: Bundle) -> int:
     return int(bundle.manifest["tokens"])
 
 
-def evaluate_engine(engine: Engine, bundle: Bundle, data: Dataset, batch_size: int = 32,
+class Predictor(Protocol):
+    """What evaluation needs of a model: an engine, or a merged folder's model."""
+
+    num_layers: int
+
+    def predict(self, batch: dict[str, np.ndarray], keep: np.ndarray) -> np.ndarray: ...
+
+
+def evaluate_engine(engine: Predictor, bundle: Bundle, data: Dataset, batch_size: int = 32,
                     budgets: tuple[float, ...] | None = None,
                     before_batch: Callable[[int], None] | None = None) -> dict:
     """Mean loss and accuracy over ``data``'s targets (samples; a language model's target
@@ -107,7 +117,8 @@ def evaluate_state(bundle: Bundle, arrays: dict[str, np.ndarray], data: str | Pa
 def evaluate_path(path: str | Path, data: str | Path, checkpoint: str = "best", batch_size: int = 32,
                   threads: int = 0, text_column: str = "text", label_column: str = "label",
                   tokens: str = RUN) -> dict:
-    """Evaluate a run folder's checkpoint, or a bundle's initial weights, on the file ``data``.
+    """Evaluate a run folder's checkpoint, a bundle's initial weights or a merged folder's model
+(:func:`evaluate_merged`) on the file ``data``.
 
     ``tokens``: ``run`` (what the run chose from its validation), ``all`` or ``trained`` (the
     ALaST budgets the checkpoint was trained with). The result says which (``tokens``), the
@@ -117,6 +128,8 @@ def evaluate_path(path: str | Path, data: str | Path, checkpoint: str = "best", 
     path = Path(path)
     if tokens not in REQUESTS:
         raise UsageError(f"tokens={tokens!r}: must be one of {', '.join(REQUESTS)}")
+    if merged_folder.holds_one(path):
+        return evaluate_merged(path, data, batch_size, threads, text_column, label_column, tokens)
     is_run = RunFolder(path).has_info()
     if not is_run and (path / MANIFEST).is_file() and tokens == TRAINED:
         raise UsageError(f"{path}: a bundle has no trained budgets; evaluate a run folder")
@@ -139,3 +152,24 @@ def evaluate_path(path: str | Path, data: str | Path, checkpoint: str = "best", 
             "tokens": ALL if budgets is None else TRAINED,
             "budgets": None if budgets is None else list(budgets), "keep": keep, "keep_tokens": n,
             "choice": choice.to_dict()}
+
+
+def evaluate_merged(path: Path, data: str | Path, batch_size: int = 32, threads: int = 0,
+                    text_column: str = "text", label_column: str = "label", tokens: str = RUN) -> dict:
+    """A merged folder's ``inference.onnx`` (or the ``.onnx`` file of one named, e.g.
+    ``inference.int8.onnx``) on ``data``, as merged: its tokens are the ones merge wrote."""
+    model = merged_folder.MergedModel(path, threads)
+    info = model.info
+    if tokens != RUN and tokens != info.get("tokens", ALL):
+        raise UsageError(f"--tokens {tokens}: {model.folder} was merged keeping "
+                         f"{info.get('tokens', ALL)} tokens; merge again with --tokens {tokens}")
+    bundle = Bundle.open(model.bundle_path)
+    labels = info.get("labels")
+    ds = load_data(bundle, data, tuple(labels) if labels else None, text_column, label_column)
+    budgets = info.get("token_budgets")
+    return {"source": f"{model.file} (merged)", **evaluate_engine(model, bundle, ds, batch_size, None),
+            "tokens": info.get("tokens", ALL), "budgets": budgets, "keep": None,
+            "keep_tokens": int(bundle.manifest["tokens"]),
+            "choice": {"tokens": info.get("tokens", ALL), "budgets": budgets,
+                       "reason": "as merged" + (f": {info['tokens_reason']}"
+                                                if info.get("tokens_reason") else "")}}

@@ -12,7 +12,9 @@ So there is no blanket default: at each validation the run measures both,
 and chooses ``trained`` where a_trained ≥ a_all (equal accuracy at fewer FLOPs), else ``all``.
 The choice travels with each checkpoint (``state.json`` → ``"inference"``); ``eval`` and
 ``merge`` follow it unless told otherwise (``--tokens all|trained``). A run without validation
-data keeps every token (nothing to decide from).
+data holds out a slice of its training data to decide on (``--val-split``, default 0.1 for
+an ALaST run, train/config.py); with none (``--val-split 0``) it follows the rule measured for
+its input kind (:data:`MODALITY_RULE`: images keep the trained budgets, text every token).
 
 Budgets are stored rounded to float32, the precision of the merged inference graph's
 ``token_budgets`` tensor, so the graph and :func:`keep_for` compute the same counts.
@@ -97,6 +99,23 @@ def undecided(budgets: Any | None, why: str | None = None) -> TokenChoice:
     if budgets is None:
         return TokenChoice(ALL, None, None, "trained on every token")
     return TokenChoice(ALL, budgets, None, why or "no validation data to decide from")
+
+
+# Without validation data (--val-split 0, or too little data to hold out): what each input
+# kind's ALaST runs chose when they could measure (docs/results.md, "Train and inference
+# agree"): on the ViT 9 of 10 runs kept their trained budgets, on text 8 of 10 every token.
+MODALITY_RULE = {"image": TRAINED, "text": ALL}
+
+
+def by_rule(budgets: Any | None, kind: str, why: str) -> TokenChoice:
+    """No validation to decide from (``why``): the measured rule for the input ``kind``
+    (:data:`MODALITY_RULE`; every token for another kind). The budgets stay recorded."""
+    if budgets is None:
+        return TokenChoice(ALL, None, None, "trained on every token")
+    tokens = MODALITY_RULE.get(kind, ALL)
+    what = "the trained budgets" if tokens == TRAINED else "every token"
+    return TokenChoice(tokens, budgets, None, f"{why}; {what}, the rule measured for {kind} "
+                       f"inputs (docs/alast.md)")
 
 
 def is_every_token(budgets: Any, n_tokens: int) -> bool:

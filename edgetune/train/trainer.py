@@ -26,7 +26,7 @@ from edgetune.bundle import Bundle
 from edgetune.caps.limits import Caps
 from edgetune.caps.planner import CapPlanner, CapReached, CapSettings
 from edgetune.caps.units import format_bytes
-from edgetune.data.base import Dataset
+from edgetune.data.base import Dataset, split
 from edgetune.data.sampler import BatchSampler
 from edgetune.devices import DeviceProfile, detect_device
 from edgetune.errors import EdgetuneError, UsageError
@@ -39,7 +39,7 @@ from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.capping import Capped, Uncapped, ValidationStopped
 from edgetune.train.checkpoint import revision_of
-from edgetune.train.config import TrainConfig
+from edgetune.train.config import MIN_HELD_OUT, TrainConfig
 from edgetune.train.engines import Batch, Engine, StepStats
 from edgetune.train.evaluate import evaluate_engine, token_count
 from edgetune.train.inference_tokens import (
@@ -49,6 +49,7 @@ from edgetune.train.inference_tokens import (
     TRAINED,
     TokenChoice,
     budgets_for,
+    by_rule,
     decide,
     fp32_budgets,
     is_every_token,
@@ -104,12 +105,13 @@ class Trainer:
         self.caps = caps
         self.device = device or detect_device()
         self.config = self._with_mode(config or TrainConfig(epochs=1.0))
-        self.train_data, self.val_data = train_data, val_data
         if len(train_data) == 0:
             raise UsageError("training data is empty")
         if val_data is not None and len(val_data) == 0:
             raise UsageError("validation data is empty")
         c = self.config
+        train_data, val_data, self.held_out = hold_out(train_data, val_data, c)
+        self.train_data, self.val_data = train_data, val_data
         # this trainer's joules only: loading, the warm-up and its fit() calls, never the time
         # between them (a fleet client waiting for its next round, another trainer's steps)
         self.meter = GatedMeter(make_energy_meter(self.device))
@@ -125,6 +127,8 @@ class Trainer:
         self.planner: Planner = self.limits.planner
         self.info = (run_info(self.bundle, c, train_data, val_data, self.total_steps, caps)
                      if self.run else None)  # what run.json records
+        if self.info is not None and "examples" in self.held_out:
+            self.info["held_out"] = self.held_out
         self.callbacks = list(callbacks)
         self.progress = progress
         self.step = 0
@@ -406,6 +410,9 @@ class Trainer:
         every token (undecided), with the budgets in force recorded."""
         if self.choice is not None:
             return self.choice
+        if self.val_data is None:
+            return by_rule(self._budgets(), str(self.bundle.inputs.get("kind", "")),
+                           self.held_out.get("why", "no validation data"))
         why = "parameters loaded since the last validation" if self._loads else None
         return undecided(self._budgets(), why)
 
@@ -508,3 +515,22 @@ def _split(batch: Batch, micro: int) -> list[Batch]:
     if micro >= n:
         return [batch]
     return [{k: v[i:i + micro] for k, v in batch.items()} for i in range(0, n, micro)]
+
+
+def hold_out(train: Dataset, val: Dataset | None, config: TrainConfig
+             ) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
+    """(train, val, what was held out): without ``val``, a seeded ``config.held_out()`` slice of
+    ``train`` becomes the validation data and is never trained on. A default split (no
+    ``val_split`` given) needs :data:`MIN_HELD_OUT` examples to hold out, else there is none."""
+    fraction = config.held_out(val is not None)
+    if fraction <= 0:
+        why = "no validation data (--val-split 0)" if val is None else ""
+        return train, val, ({"why": why} if why else {})
+    n = len(train)
+    if config.val_split is None and n * fraction < MIN_HELD_OUT:
+        return train, None, {"why": f"no validation data ({n} training examples: too few to hold "
+                                    f"out {fraction:.0%} by default; pass --val or --val-split)"}
+    if n < 2:
+        raise UsageError(f"val_split={fraction}: {n} training example cannot be split; pass --val")
+    rest, held = split(train, fraction, seed=config.seed)
+    return rest, held, {"fraction": fraction, "examples": len(held), "of": n}

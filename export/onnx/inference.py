@@ -17,10 +17,13 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
+import onnx
 import torch
+from onnx import helper, numpy_helper
 from torch import nn
 
-from edgetune.bundle import INFERENCE_MODEL, TOKEN_BUDGETS
+from edgetune.bundle import INFERENCE_MODEL, INT8_INFERENCE_MODEL, TOKEN_BUDGETS
 from edgetune.errors import EdgetuneError
 from edgetune.export.models.base import TransformerModel
 from edgetune.export.peft.base import METHODS, Mergeable, MergeRecipe
@@ -91,13 +94,8 @@ def write_inference_model(model: TransformerModel, trainable: list[str], folder:
     the byte offset of its float32 data in the file. ``edgetune merge`` writes trained values
     at those offsets, so the device needs neither the ``onnx`` package nor ORT's training API.
 
-    Offsets are found by serialising with a random marker in each parameter's place (unique in
-    the file, else another draw), then the real values are written there and read back.
+    Offsets: :func:`_place`.
     """
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
     from edgetune.export.onnx.decoder import decoder_spec, trace_decoder
     from edgetune.export.onnx.static import trace_inference
     from edgetune.export.onnx.trace import clamp_ir
@@ -111,6 +109,19 @@ def write_inference_model(model: TransformerModel, trainable: list[str], folder:
     params = {n for n, _ in model.named_parameters()} | {TOKEN_BUDGETS}
     real = {t.name: numpy_helper.to_array(t).astype(np.float32)
             for t in graph.graph.initializer if t.name in params}
+    blob, offsets = _place(graph, real)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / INFERENCE_MODEL).write_bytes(blob)
+    extra = {"decoder": decoder_spec(model)} if model.task == "causal_lm" else {}
+    return {"file": INFERENCE_MODEL, "inputs": inputs, "outputs": outputs, **extra,
+            "trainable": [n for n in trainable if n in real],
+            "tensors": {n: {"offset": o, "shape": list(real[n].shape)} for n, o in offsets.items()}}
+
+
+def _place(graph: onnx.ModelProto, real: dict[str, np.ndarray]) -> tuple[bytes, dict[str, int]]:
+    """(the serialised model with ``real``'s initializers holding those values, each one's byte
+    offset in it). Offsets are found by serialising with a random marker in each tensor's place
+    (unique in the file, else another draw); the values are checked to read back."""
     for attempt in range(4):
         rng = np.random.default_rng(attempt)
         markers = {n: rng.bytes(a.nbytes) for n, a in real.items()}
@@ -125,14 +136,55 @@ def write_inference_model(model: TransformerModel, trainable: list[str], folder:
     else:  # pragma: no cover - 4 draws of random bytes colliding
         raise EdgetuneError("could not place the inference model's parameters")
     for n, o in offsets.items():
-        blob[o:o + real[n].nbytes] = real[n].tobytes()
+        blob[o:o + real[n].nbytes] = np.ascontiguousarray(real[n]).tobytes()
     check = onnx.load_model_from_string(bytes(blob))
     for t in check.graph.initializer:
         if t.name in real and not np.array_equal(numpy_helper.to_array(t), real[t.name]):
             raise EdgetuneError(f"inference model: {t.name} did not round-trip")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / INFERENCE_MODEL).write_bytes(bytes(blob))
-    extra = {"decoder": decoder_spec(model)} if model.task == "causal_lm" else {}
-    return {"file": INFERENCE_MODEL, "inputs": inputs, "outputs": outputs, **extra,
-            "trainable": [n for n in trainable if n in real],
-            "tensors": {n: {"offset": o, "shape": list(real[n].shape)} for n, o in offsets.items()}}
+    return bytes(blob), offsets
+
+
+def write_int8_inference(folder: Path, entry: dict) -> dict:
+    """``folder/inference.int8.onnx``: the inference model (``entry``, its index entry) with every
+    product of a 2-D parameter on ``DynamicQuantizeMatMul`` (7-bit per-channel weights,
+    edgetune/quantize.py; onnx/quantize.py says why). Returns its index entry: the float32
+    parameters left (byte offsets, as ``inference.onnx``'s) and, under ``quantized``, each
+    quantized orientation of a parameter: ``{param, transposed, alpha, q: {offset, shape},
+    scale: {offset, shape}}``, so ``edgetune merge --int8`` quantizes the merged weights
+    (numpy) and writes them in place."""
+    from edgetune.export.onnx.quantize import MS, quantize_frozen
+
+    graph = onnx.load_model(str(folder / entry["file"]))
+    g = graph.graph
+    params = set(entry["tensors"]) - {TOKEN_BUDGETS}
+    frozen = {t.name: numpy_helper.to_array(t) for t in g.initializer
+              if t.name in params and len(t.dims) == 2}
+    kept = [t for t in g.initializer if t.name not in frozen]
+    del g.initializer[:]
+    g.initializer.extend(kept)  # the products' weights as inputs: what quantize_frozen rewrites
+    g.input.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, a.shape)
+                   for n, a in frozen.items())
+    made: list[dict] = []
+    gone = quantize_frozen(graph, frozen, made)
+    back = [i for i in g.input if i.name in frozen]  # still read as float32 (e.g. a lookup)
+    inputs = [i for i in g.input if i.name not in frozen]
+    del g.input[:]
+    g.input.extend(inputs)
+    g.initializer.extend(numpy_helper.from_array(frozen[i.name], i.name) for i in back)
+    assert gone | {i.name for i in back} == set(frozen)
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    real = {n: inits[n].astype(np.float32) for n in entry["tensors"] if n in inits}
+    for m in made:
+        real[m["q"]], real[m["scale"]] = inits[m["q"]], inits[m["scale"]]
+    if not any(o.domain == MS for o in graph.opset_import):  # pragma: no cover - quantize_frozen adds it
+        graph.opset_import.append(helper.make_opsetid(MS, 1))
+    blob, offsets = _place(graph, real)
+    (folder / INT8_INFERENCE_MODEL).write_bytes(blob)
+
+    def where(name: str) -> dict:
+        return {"offset": offsets[name], "shape": list(real[name].shape)}
+
+    return {"file": INT8_INFERENCE_MODEL,
+            "tensors": {n: where(n) for n in entry["tensors"] if n in inits},
+            "quantized": [{"param": m["param"], "transposed": m["transposed"], "alpha": m["alpha"],
+                           "q": where(m["q"]), "scale": where(m["scale"])} for m in made]}

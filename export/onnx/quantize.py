@@ -40,9 +40,9 @@ from onnx import helper, numpy_helper
 
 from edgetune.bundle import BASE_DTYPES
 from edgetune.errors import UsageError
+from edgetune.quantize import BLOCK, quantize_blocks, quantize_columns
 
 MS = "com.microsoft"
-BLOCK = 32  # MatMulNBits' block along K (a power of two, >= 16)
 GRADIENT_ACCURACY = 4  # MatMulNBits' accuracy_level for gradient products: int8 compute
 GRADIENT_INPUTS = ("dy", "dtokens")  # what the backward graphs take as incoming gradients
 
@@ -51,38 +51,6 @@ def check_base(base: str) -> str:
     if base not in BASE_DTYPES:
         raise UsageError(f"base={base!r}: must be one of {', '.join(BASE_DTYPES)}")
     return base
-
-
-COLUMN_LEVELS = 63  # DynamicQuantizeMatMul's weights: 7 bits (see above)
-BLOCK_LEVELS = 127  # MatMulNBits' weights: 8 bits, stored as q + 128 (its default zero point)
-
-
-def _symmetric(values: np.ndarray, axis: int, levels: int) -> tuple[np.ndarray, np.ndarray]:
-    """(q as int16, s) with s = max|values| / levels along ``axis`` (1 where all are zero),
-    q = round(values / s) ∈ [−levels, levels]."""
-    amax = np.abs(values).max(axis=axis, keepdims=True)
-    s = np.where(amax > 0, amax / levels, 1.0).astype(np.float32)
-    return np.clip(np.rint(values / s), -levels, levels).astype(np.int16), s
-
-
-def quantize_columns(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(Q as int8 in [−63, 63], s float32 per column) of a (K, N) matrix; an all-zero column
-    gets s = 1."""
-    q, s = _symmetric(np.asarray(b, dtype=np.float32), 0, COLUMN_LEVELS)
-    return q.astype(np.int8), s.reshape(-1)
-
-
-def quantize_blocks(b: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
-    """MatMulNBits' 8-bit layout of a (K, N) matrix: (uint8 (N, ⌈K/block⌉, block) holding
-    q + 128, float32 scales (N·⌈K/block⌉,)); per block s = max|b| / 127 (1 for a zero block),
-    K padded with zeros."""
-    b = np.asarray(b, dtype=np.float32)
-    k, n = b.shape
-    nb = -(-k // block)
-    cols = np.zeros((n, nb * block), np.float32)
-    cols[:, :k] = b.T
-    q, s = _symmetric(cols.reshape(n, nb, block), 2, BLOCK_LEVELS)
-    return (q + 128).astype(np.uint8), s.reshape(-1)
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -103,10 +71,13 @@ def _product(node: onnx.NodeProto) -> tuple[str, bool, float] | None:
     return None
 
 
-def quantize_frozen(model: onnx.ModelProto, frozen: Mapping[str, np.ndarray]) -> set[str]:
+def quantize_frozen(model: onnx.ModelProto, frozen: Mapping[str, np.ndarray],
+                    made: list[dict] | None = None) -> set[str]:
     """Rewrite ``model`` in place: every product with a frozen 2-D parameter of ``frozen``
     (fed as a graph input, or through ``Transpose(perm=[1, 0])``) runs ``DynamicQuantizeMatMul``.
-    Returns the parameters no longer graph inputs (nothing else read them)."""
+    Returns the parameters no longer graph inputs (nothing else read them). ``made`` (if given)
+    receives one entry per quantized weight a product reads: ``{"param", "transposed", "alpha",
+    "kernel": "columns" | "blocks", "q", "scale"}`` (the last two: initializer names)."""
     g = model.graph
     inputs = {i.name for i in g.input}
     producer = {o: n for n in g.node for o in n.output}
@@ -127,7 +98,8 @@ def quantize_frozen(model: onnx.ModelProto, frozen: Mapping[str, np.ndarray]) ->
         w = frozen[name].T if transposed else frozen[name]
         tag = f"{name}{'.T' if transposed else ''}"
         label = (node.name or node.output[0])
-        if node.input[0] in gradients:
+        kernel = "blocks" if node.input[0] in gradients else "columns"
+        if kernel == "blocks":
             q_name, s_name = _weights(inits, f"{tag}.q8b{BLOCK}", w, quantize_blocks, alpha)
             nodes.append(helper.make_node(
                 "MatMulNBits", [node.input[0], q_name, s_name], list(node.output),
@@ -138,6 +110,10 @@ def quantize_frozen(model: onnx.ModelProto, frozen: Mapping[str, np.ndarray]) ->
             nodes.append(helper.make_node(
                 "DynamicQuantizeMatMul", [node.input[0], q_name, s_name], list(node.output),
                 name=label + "/int8", domain=MS))
+        entry = {"param": name, "transposed": transposed, "alpha": alpha, "kernel": kernel,
+                 "q": q_name, "scale": s_name}
+        if made is not None and entry not in made:
+            made.append(entry)
         changed += 1
     if not changed:
         return set()
