@@ -37,8 +37,8 @@ check: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-demo: venv
-	$(PY) -m edgetune.demo
+demo: venv device-venv
+	$(PY) -m edgetune.demo --device-python $(DEVICE)/bin/python
 
 clean:
 	rm -rf $(VENV) $(DEVICE) build *.egg-info

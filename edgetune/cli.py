@@ -292,6 +292,28 @@ def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, 
 
 
 @main.command()
+@click.argument("merged", type=click.Path())
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--threads", type=int, default=0)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def predict(merged, texts, threads, as_json):
+    """Classify TEXTS with a merged text model (edgetune merge): MERGED is the merged folder, or
+    an .onnx file in it (e.g. RUN/merged/inference.int8.onnx). Plain onnxruntime, no bundle."""
+    import json
+
+    from edgetune.merged_folder import MergedModel, holds_one
+
+    if not holds_one(merged):
+        raise UsageError(f"{merged}: not a merged folder (edgetune merge writes one)")
+    out = MergedModel(merged, threads).classify(list(texts))
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    for text, r in zip(texts, out):
+        click.echo(f"{r['label']} ({r['probability']:.1%}): {text}")
+
+
+@main.command()
 @click.argument("run", type=click.Path())
 @click.option("--checkpoint", default="best", show_default=True,
               help="best (falls back to last), last, or a checkpoint folder name.")

@@ -55,3 +55,29 @@ class MergedModel:
     def predict(self, batch: dict[str, np.ndarray], keep=None) -> np.ndarray:
         """Logits of a batch (the data loader's dict: the model's inputs by name)."""
         return self.session.run(None, {n: batch[n] for n in self.inputs})[0]
+
+    def classify(self, texts: list[str]) -> list[dict]:
+        """Each text's predicted label and class probabilities (softmax of the logits), tokenized
+        with the folder's tokenizer at the bundle's ``max_tokens``: ``[{"label", "probability",
+        "probabilities"}]``; labels are the run's names where it had them, else class indices."""
+        from edgetune.data.tokenizer import load_tokenizer
+
+        if self.info.get("tokenizer") is None:
+            raise UsageError(f"{self.folder}: an image model; predict takes texts (a text model's "
+                             f"merged folder)")
+        if not texts or any(not t.strip() for t in texts):
+            raise UsageError("predict: give one or more non-empty texts")
+        spec = self.info["inference"]["preprocessing"]
+        tok, pad_id = load_tokenizer(self.folder / self.info["tokenizer"], int(spec["max_tokens"]))
+        encodings = tok.encode_batch(list(texts))
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(texts), width), pad_id, np.int64)
+        mask = np.zeros((len(texts), width), np.int64)
+        for row, e in enumerate(encodings):
+            ids[row, :len(e.ids)], mask[row, :len(e.ids)] = e.ids, 1
+        logits = self.predict({"input_ids": ids, "attention_mask": mask})
+        z = np.exp(logits - logits.max(-1, keepdims=True))
+        probs = z / z.sum(-1, keepdims=True)
+        names = self.info.get("labels") or [str(i) for i in range(probs.shape[1])]
+        return [{"label": names[int(p.argmax())], "probability": float(p.max()),
+                 "probabilities": {n: float(v) for n, v in zip(names, p)}} for p in probs]
