@@ -72,7 +72,7 @@ from edgetune.bundle import Bundle
 from edgetune.runtime.placement import Placement
 from edgetune.schedule import AlastConfig, AlastPlanner, StaticPlanner
 from edgetune.train.modes import open_engine
-from edgetune.train.optim import AdamWConfig
+from edgetune.optim_config import AdamWConfig
 folder, schedule = sys.argv[1], sys.argv[2]
 batch, tokens, steps = (int(a) for a in sys.argv[3:6])
 b = Bundle.open(folder, verify=False)

@@ -97,6 +97,12 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
     click.echo(out)
 
 
+def _say_notes(ds) -> None:
+    """What the loader did to a dataset on the way to the model's inputs, once per run."""
+    for note in getattr(ds, "notes", ()) if ds is not None else ():
+        click.echo(f"note: {ds.path}: {note}", err=True)
+
+
 @main.command()
 @click.argument("bundle", type=click.Path())
 @click.option("--data", required=True, type=click.Path(), help=".npz, image folder, .csv or .jsonl.")
@@ -172,6 +178,8 @@ def train(bundle, data, val, val_split, steps, epochs, batch_size, lr, warmup, s
     train_set = load_data(b, data, None, text_column, label_column, pack)
     labels = getattr(train_set, "label_names", None)
     val_set = load_data(b, val, labels, text_column, label_column) if val else None
+    for ds in (train_set, val_set):
+        _say_notes(ds)
     trainer = Trainer(b, train_set, val_set, cfg, out=run, progress=not quiet, resume=resume,
                       caps=caps, device=device)
     held = trainer.held_out
@@ -280,6 +288,8 @@ def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, 
     if as_json:
         click.echo(json.dumps(res))
     else:
+        for note in res.get("data_notes", ()):
+            click.echo(f"note: {data}: {note}", err=True)
         kept = "every token" if res["keep"] is None else f"keep {res['keep']}"
         if "perplexity" in res:  # a language model: per target token
             click.echo(f"{res['source']}: perplexity {res['perplexity']:.2f}, loss {res['loss']:.4f}, "

@@ -427,3 +427,37 @@ def test_split_is_seeded_disjoint_and_batches_map_through(tmp_path):
     for bad in (0, 1, 1.5, True):
         with pytest.raises(UsageError, match="fraction"):
             split(ds, bad)
+
+
+# ------------------------------------------------------------------ what loading changes, said
+
+def test_npz_of_odd_images_says_it_resizes_and_repeats_channels(tmp_path):
+    x = np.random.default_rng(0).integers(0, 255, (5, 7, 3), dtype=np.uint8)  # 7×3 grayscale
+    ds = load_dataset(save_npz(tmp_path / "odd.npz", x=x, y=np.zeros(5, np.int64)),
+                      ImageSpec(image_size=224, num_classes=2))
+    assert len(ds.notes) == 2
+    assert "5 of 5 images are not 224×224" in ds.notes[0] and "7×3" in ds.notes[0]
+    assert "resized to 224×224" in ds.notes[0]
+    assert ds.notes[1] == "images converted to 3 channels (RGB): 5 grayscale"
+    assert ds.subset([0, 1]).notes == ds.notes  # a held-out split says the same
+    same = np.zeros((2, 8, 8, 3), np.uint8)
+    assert load_dataset(save_npz(tmp_path / "ok.npz", x=same, y=np.zeros(2, np.int64)),
+                        ImageSpec(image_size=8)).notes == ()
+
+
+def test_image_folder_says_what_it_resizes_and_converts(tmp_path):
+    root = make_folder(tmp_path / "imgs", {"cat": 3})  # 10×7, 11×7, 12×7 (w×h); RGB, L, RGBA
+    ds = load_dataset(root, ImageSpec(image_size=(7, 10)))
+    assert len(ds.notes) == 2
+    assert ds.notes[0].startswith("2 of 3 images are not 7×10") and "7×11" in ds.notes[0]
+    assert ds.notes[1] == "images converted to 3 channels (RGB): 1 grayscale, 1 RGBA (alpha dropped)"
+
+
+def test_texts_cut_to_max_tokens_are_counted(tmp_path, tok_path):
+    rows = [f'"{t}",{i % 2}' for i, t in enumerate(TEXTS)]
+    p = write_csv(tmp_path / "d.csv", "text,label", rows)
+    ds = load_dataset(p, TextSpec(tok_path, max_length=6, num_classes=2))
+    long = sum(len(t.split()) + 2 > 6 for t in TEXTS)  # words + [CLS] [SEP] (a word-level tokenizer)
+    assert long and ds.notes == (f"{long} of 8 texts are longer than 6 tokens (the bundle's "
+                                 f"--max-tokens); each is cut to its first 6",)
+    assert load_dataset(p, TextSpec(tok_path, max_length=64, num_classes=2)).notes == ()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgetune.train.optim import AdamW, AdamWConfig, learning_rate
+from edgetune.optim_config import AdamWConfig
+from edgetune.train.optim import AdamW, learning_rate
 
 from numerics import U, assert_close_normwise
 

@@ -19,11 +19,11 @@ import pytest
 
 pytest.importorskip("torch")  # the bundles are exported here
 from edgetune.export.onnx import export_mode  # noqa: E402
+from edgetune.optim_config import AdamWConfig  # noqa: E402
 from edgetune.runtime.ort_build import available_providers  # noqa: E402
 from edgetune.runtime.placement import HOST, Placement  # noqa: E402
 from edgetune.runtime.sessions import read_index  # noqa: E402
 from edgetune.train.engines import AdaptiveEngine  # noqa: E402
-from edgetune.train.optim import AdamWConfig  # noqa: E402
 
 from numerics import assert_close_normwise, gradient_floor  # noqa: E402
 

@@ -271,7 +271,8 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(sets, clean, tmp_p
 
 def test_full_disk_is_one_line_from_the_cli(bundle, data, tmp_path, monkeypatch):  # noqa: F811
     from edgetune.bundle import Bundle
-    from edgetune.train.modes import engine_class, pick_mode
+    from edgetune.engine_caps import pick_mode
+    from edgetune.train.modes import engine_class
 
     engine = engine_class(pick_mode("static", Bundle.open(bundle).modes, False))  # what train runs
     real = engine.save

@@ -297,9 +297,9 @@ def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data, training,
     """Static mode where the training build runs it; without its training API (stock
     onnxruntime) the adaptive engine runs every schedule, static (every layer, every token)
     included, and naming static mode is a one-line error that says both ways out."""
+    from edgetune import engine_caps as modes
     from edgetune.caps import Caps
     from edgetune.runtime.ort_build import has_training_api
-    from edgetune.train import modes
 
     if training and not has_training_api():
         pytest.skip("the training build is not installed")
@@ -551,9 +551,9 @@ def test_the_api_refuses_a_new_run_in_a_folder_that_holds_one(bundle, data, tmp_
 @training_api
 def test_an_engine_refuses_what_it_cannot_do(bundle, data):
     """A request outside an engine's capabilities is an error, not a silent no-op."""
+    from edgetune.optim_config import AdamWConfig
     from edgetune.train import open_engine
     from edgetune.train.engines import AdaptiveEngine, StaticEngine
-    from edgetune.train.optim import AdamWConfig
 
     assert not StaticEngine.caps.freeze_per_step and AdaptiveEngine.caps.freeze_per_step
     b = Bundle.open(bundle)

@@ -24,10 +24,10 @@ from edgetune.caps.limits import Caps
 from edgetune.caps.planner import CapPlanner, CapSettings, StepEstimate
 from edgetune.caps.units import format_bytes, format_joules, format_watts
 from edgetune.devices import DeviceProfile
+from edgetune.engine_caps import mode_caps, pick_mode
 from edgetune.errors import UsageError
 from edgetune.schedule.alast import AlastConfig, AlastPlanner
 from edgetune.schedule.static import StaticPlanner
-from edgetune.train.modes import engine_class, pick_mode
 
 SCHEDULES = ("alast", "static")
 
@@ -68,7 +68,7 @@ def plan_report(manifest: Mapping[str, Any], profile: DeviceProfile, caps: Caps,
              else StaticPlanner(L))
     if settings is None:  # the engine `edgetune train` would pick
         mode = pick_mode(schedule, manifest.get("modes", ["static", "adaptive"]), caps.ram_bytes is not None)
-        settings = CapSettings.for_bundle(manifest, engine_class(mode).caps.memory)
+        settings = CapSettings.for_bundle(manifest, mode_caps(mode).memory)
     planner = CapPlanner(inner, manifest, profile, caps, steps, batch_size, settings)
     smallest = planner.check_feasible()
     wanted = inner.plan(n, batch_size)

@@ -16,12 +16,15 @@ class Dataset:
     Subclasses set ``path``, ``labels`` (int64, one per example, or a row of next-token
     targets per example for a language model: data/lm.py), ``label_names`` (class names
     by index, or None for integer labels), ``input_names`` and implement :meth:`_inputs`.
+    ``notes``: what the loader changes on the way to the model's inputs (a resize, channels
+    repeated, texts cut), one line each, for the user to be told once (the CLI prints them).
     """
 
     path: Path
     labels: np.ndarray
     label_names: tuple[str, ...] | None = None
     input_names: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -60,6 +63,7 @@ class Subset(Dataset):
         self.parent, self.indices = parent, idx
         self.path, self.labels = parent.path, parent.labels[idx]
         self.label_names, self.input_names = parent.label_names, parent.input_names
+        self.notes = parent.notes
 
     def _inputs(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         return self.parent._inputs(self.indices[idx])

@@ -9,6 +9,7 @@ import numpy as np
 
 from edgetune.data.base import Dataset
 from edgetune.data.errors import DataError, first_line
+from edgetune.data.images import conversion_notes
 from edgetune.data.labels import to_indices
 from edgetune.data.resize import normalize, resize
 from edgetune.data.spec import ImageSpec
@@ -77,6 +78,8 @@ def load_image_folder(path: str | Path, spec: ImageSpec) -> ImageFolderDataset:
                                   spec.labels)
     files: list[Path] = []
     labels: list[int] = []
+    sizes: dict[tuple[int, int], int] = {}
+    modes: dict[str, int] = {}
     for folder, label in zip(classes, class_idx):
         found = _images_in(folder)
         if not found:
@@ -87,10 +90,15 @@ def load_image_folder(path: str | Path, spec: ImageSpec) -> ImageFolderDataset:
             try:
                 with image_module.open(file) as im:
                     width, height = im.size
+                    mode = im.mode
             except Exception as e:
                 raise DataError(file, f"not a readable image ({first_line(e)})") from None
             if width == 0 or height == 0:
                 raise DataError(file, f"image of size {width}×{height}")
+            sizes[(height, width)] = sizes.get((height, width), 0) + 1
+            modes[mode] = modes.get(mode, 0) + 1
         files += found
         labels += [int(label)] * len(found)
-    return ImageFolderDataset(path, files, np.asarray(labels, dtype=np.int64), spec, names)
+    ds = ImageFolderDataset(path, files, np.asarray(labels, dtype=np.int64), spec, names)
+    ds.notes = conversion_notes(sizes, modes, spec)
+    return ds

@@ -125,4 +125,31 @@ def load_npz(path: str | Path, spec: ImageSpec) -> ArrayImageDataset:
     x, y = _read_arrays(path)
     x, scale = _check_pixels(path, x, spec)
     labels, names = _check_labels(path, y, x.shape[0], spec)
-    return ArrayImageDataset(path, x, labels, spec, scale, names)
+    ds = ArrayImageDataset(path, x, labels, spec, scale, names)
+    ds.notes = conversion_notes({tuple(x.shape[1:3]): x.shape[0]}, {x.shape[3]: x.shape[0]}, spec)
+    return ds
+
+
+KINDS = {1: "grayscale", "L": "grayscale", "LA": "grayscale + alpha (alpha dropped)", "P": "palette",
+         "RGBA": "RGBA (alpha dropped)", "1": "1-bit", "CMYK": "CMYK", "I;16": "16-bit grayscale"}
+
+
+def conversion_notes(sizes: dict[tuple[int, int], int], channels: dict, spec: ImageSpec) -> tuple[str, ...]:
+    """What loading does to images of these ``sizes`` (h, w) → count and ``channels`` (a
+    count, or a Pillow mode) → count, for a model taking ``spec``'s: resized, channels made."""
+    h, w = cast(tuple[int, int], spec.image_size)
+    notes = []
+    other = {s: n for s, n in sizes.items() if s != (h, w)}
+    if other:
+        shown = ", ".join(f"{a}×{b}" for a, b in sorted(other, key=lambda s: -other[s])[:3])
+        shown += " …" if len(other) > 3 else ""
+        notes.append(f"{sum(other.values())} of {sum(sizes.values())} images are not {h}×{w} "
+                     f"(the bundle's input: {shown}); each is resized to {h}×{w}, bilinear, "
+                     f"aspect ratio not kept")
+    want = "RGB" if spec.channels == 3 else "L"
+    other_c = {c: n for c, n in channels.items() if c not in (spec.channels, want)}
+    if other_c:
+        shown = ", ".join(f"{n} {KINDS.get(c, c)}" for c, n in other_c.items())
+        notes.append(f"images converted to {spec.channels} channel{'s' if spec.channels > 1 else ''} "
+                     f"({want}): {shown}")
+    return tuple(notes)

@@ -113,4 +113,9 @@ def load_lm(path: str | Path, spec: LMSpec) -> LMDataset:
         ids[i, :k] = row
         labels[i, max(first, 1) - 1:k - 1] = row[max(first, 1):k]
         lengths[i] = k
-    return LMDataset(path, ids, labels, lengths, pad_id)
+    ds = LMDataset(path, ids, labels, lengths, pad_id)
+    cut = 0 if spec.pack else sum(1 for row, _ in rows if len(row) > spec.max_length)
+    if cut:
+        ds.notes = (f"{cut} of {n} rows are longer than {spec.max_length} tokens (the bundle's "
+                    f"--max-tokens); each is cut to its first {spec.max_length} (--pack keeps them)",)
+    return ds

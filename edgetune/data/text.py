@@ -65,4 +65,9 @@ def load_text(path: str | Path, spec: TextSpec) -> TextDataset:
     ids = np.full((len(texts), int(lengths.max())), pad_id, dtype=np.int64)
     for row, enc in enumerate(encodings):
         ids[row, :len(enc.ids)] = enc.ids
-    return TextDataset(path, ids, lengths, labels, pad_id, names)
+    ds = TextDataset(path, ids, lengths, labels, pad_id, names)
+    cut = sum(1 for e in encodings if e.overflowing)
+    if cut:
+        ds.notes = (f"{cut} of {len(texts)} texts are longer than {spec.max_length} tokens (the "
+                    f"bundle's --max-tokens); each is cut to its first {spec.max_length}",)
+    return ds

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from edgetune.errors import EdgetuneError
+from edgetune.optim_config import AdamWConfig
 from edgetune.runtime.placement import HostView
-from edgetune.train.optim import AdamWConfig
 
 
 class DeviceAdamW:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgetune.config import check_choice, check_float, check_int
+from edgetune.engine_caps import MODE_CAPS, check_request
 from edgetune.errors import UsageError
 from edgetune.runtime.ort_build import PROVIDERS
 from edgetune.schedule import AlastConfig
-from edgetune.train.modes import ENGINES, check_request
 
 SCHEDULES = ("static", "alast")
 VAL_SPLIT = 0.1  # an ALaST run's held-out validation slice by default (train/inference_tokens.py)
@@ -24,7 +24,7 @@ class TrainConfig:
     warmup: int = 0             # linear warm-up steps, then cosine decay
     weight_decay: float = 0.0   # AdamW's decoupled decay (engines that can: adaptive)
     schedule: str = "static"    # static: every layer, every token; alast: adaptive
-    mode: str = ""              # bundle mode; "": train.modes.pick_mode picks it
+    mode: str = ""              # bundle mode; "": engine_caps.pick_mode picks it
     provider: str = ""          # cpu | cuda; "": the device profile's accelerator where offered
     seed: int = 0
     threads: int = 0            # ONNX Runtime intra-op threads; 0: its default
@@ -46,7 +46,7 @@ class TrainConfig:
         check_int(self, "warmup", lo=0)
         check_float(self, "weight_decay", lo=0.0)
         check_choice(self, "schedule", SCHEDULES)
-        check_choice(self, "mode", ("", *ENGINES))
+        check_choice(self, "mode", ("", *MODE_CAPS))
         check_choice(self, "provider", ("", *PROVIDERS))
         if self.mode:  # else checked once picked (Trainer)
             check_request(self.mode, self.schedule, self.weight_decay)

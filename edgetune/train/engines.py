@@ -18,39 +18,19 @@ from typing import Protocol
 import numpy as np
 
 from edgetune.bundle import PARAMS_FILE  # an adaptive checkpoint holds the trainable ones
-from edgetune.caps.cost_model import EngineMemory
+from edgetune.engine_caps import MODE_CAPS, EngineCaps
 from edgetune.errors import EdgetuneError, UsageError
+from edgetune.optim_config import AdamWConfig
 from edgetune.runtime.ort_env import ArenaFull, arena_errors, session_options
 from edgetune.runtime.ort_training import training_api
 from edgetune.runtime.placement import HOST, Placement
 from edgetune.targets import hits, targets
 from edgetune.tensorfile import load_tensors, save_tensors
 from edgetune.train.exchange import checked_state
-from edgetune.train.optim import AdamWConfig
 
 Batch = dict[str, np.ndarray]
 ORT_CHECKPOINT = "ort_checkpoint"          # a static checkpoint: ORT's whole state
 OPTIMIZER_FILE = "optimizer.safetensors"   # and the AdamW moments
-
-
-@dataclass(frozen=True)
-class EngineCaps:
-    """What an engine can do, declared on its class."""
-
-    freeze_per_step: bool     # train some layers only in a step (ALaST, the RAM cap's plans)
-    drop_tokens: bool         # keep fewer tokens per layer
-    weight_decay: bool        # AdamW's decoupled weight decay
-    streams_checkpoint: bool  # checkpoints written a tensor at a time, not the whole state at once
-    ort_state: bool           # parameters, gradients and AdamW moments live in ORT's training state
-    lazy_sessions: bool       # sessions open on first use, not with the engine
-    training_api: bool = False            # needs ORT's training API (the training build)
-    providers: tuple[str, ...] = ("cpu",)  # execution providers it runs on (ort_build.PROVIDERS)
-
-    @property
-    def memory(self) -> EngineMemory:
-        """What the cost model needs of it."""
-        return EngineMemory(ort_state=self.ort_state, streams_checkpoint=self.streams_checkpoint,
-                            freeze_per_step=self.freeze_per_step)
 
 
 @dataclass
@@ -113,9 +93,7 @@ class StaticEngine:
     """ORT's on-device training API over ``generate_artifacts`` output (AdamW inside ORT)."""
 
     mode = "static"
-    caps = EngineCaps(freeze_per_step=False, drop_tokens=True, weight_decay=False,
-                      streams_checkpoint=False, ort_state=True, lazy_sessions=False,
-                      training_api=True)
+    caps = MODE_CAPS["static"]
 
     def __init__(self, folder: str | Path, index: dict, threads: int = 0,
                  optim: AdamWConfig | None = None, placement: Placement = HOST):
@@ -243,9 +221,7 @@ class AdaptiveEngine:
     """Per-block graphs + numpy AdamW; layers outside ``trained`` run frozen backward or none."""
 
     mode = "adaptive"
-    caps = EngineCaps(freeze_per_step=True, drop_tokens=True, weight_decay=True,
-                      streams_checkpoint=True, ort_state=False, lazy_sessions=True,
-                      providers=("cpu", "cuda"))
+    caps = MODE_CAPS["adaptive"]
 
     def __init__(self, folder: str | Path, index: dict, threads: int = 0,
                  optim: AdamWConfig | None = None, placement: Placement = HOST):

@@ -12,6 +12,7 @@ import numpy as np
 from edgetune import merged_folder
 from edgetune.bundle import MANIFEST, Bundle
 from edgetune.data.base import Dataset
+from edgetune.engine_caps import pick_mode
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.targets import IGNORE, targets
 from edgetune.targets import hits as count_hits
@@ -26,7 +27,7 @@ from edgetune.train.inference_tokens import (
     keep_for,
 )
 from edgetune.train.inputs import load_data
-from edgetune.train.modes import open_engine, pick_mode
+from edgetune.train.modes import open_engine
 from edgetune.train.run_folder import RUN_INFO, RunFolder
 
 
@@ -149,6 +150,7 @@ def evaluate_path(path: str | Path, data: str | Path, checkpoint: str = "best", 
     n = int(bundle.manifest["tokens"])
     keep = None if budgets is None else keep_for(budgets, n, engine.num_layers).tolist()
     return {"source": source, **evaluate_engine(engine, bundle, ds, batch_size, budgets),
+            "data_notes": list(ds.notes),
             "tokens": ALL if budgets is None else TRAINED,
             "budgets": None if budgets is None else list(budgets), "keep": keep, "keep_tokens": n,
             "choice": choice.to_dict()}
@@ -168,6 +170,7 @@ def evaluate_merged(path: Path, data: str | Path, batch_size: int = 32, threads:
     ds = load_data(bundle, data, tuple(labels) if labels else None, text_column, label_column)
     budgets = info.get("token_budgets")
     return {"source": f"{model.file} (merged)", **evaluate_engine(model, bundle, ds, batch_size, None),
+            "data_notes": list(ds.notes),
             "tokens": info.get("tokens", ALL), "budgets": budgets, "keep": None,
             "keep_tokens": int(bundle.manifest["tokens"]),
             "choice": {"tokens": info.get("tokens", ALL), "budgets": budgets,

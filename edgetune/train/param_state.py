@@ -14,7 +14,8 @@ from typing import Protocol
 import numpy as np
 
 from edgetune.errors import EdgetuneError
-from edgetune.train.optim import AdamW, AdamWConfig
+from edgetune.optim_config import AdamWConfig
+from edgetune.train.optim import AdamW
 
 
 class TrainableState(Protocol):

@@ -40,6 +40,7 @@ from edgetune.caps.cost_model import (
     static_bytes,
 )
 from edgetune.caps.units import format_bytes
+from edgetune.engine_caps import mode_caps
 from edgetune.errors import EdgetuneError
 from edgetune.runtime.adaptive import graph_files, twins
 from edgetune.runtime.ort_build import onnxruntime
@@ -47,7 +48,6 @@ from edgetune.runtime.ort_env import arena_registered, use_shared_arena
 from edgetune.runtime.sessions import read_index
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
-from edgetune.train.modes import engine_class
 
 MIB = 1 << 20
 SESSIONS_FIXED = 4 * MIB      # X = 4 MiB + 0.6 MiB per graph file + 10 × graph bytes + external
@@ -83,7 +83,7 @@ def outside_arena(bundle: Bundle, mode: str, batch_size: int, input_bytes_per_sa
                   engine_open: bool) -> float:
     """S + X + H + C + slack: what the run holds outside the arena beyond RSS now (module
     docstring); ``engine_open``: the parameters and moments are in RSS now already."""
-    costs, memory = ModelCosts.from_manifest(bundle.manifest), engine_class(mode).caps.memory
+    costs, memory = ModelCosts.from_manifest(bundle.manifest), mode_caps(mode).memory
     params, optimizer = static_bytes(costs)
     if memory.ort_state:  # ORT's state: parameters, moments, gradients, and the kernels'
         # prepacked copies of the frozen weights (constants there; trained ones are not packed)
@@ -101,7 +101,7 @@ def arena_state_bytes(bundle: Bundle, mode: str) -> float:
     numpy views without a copy), and in static mode the AdamW moments, O (ORT's training API
     allocates both there when it opens: minilm-l6 full fine-tuning opened under a 280 MB arena,
     not under 190 MB; G + O = 273 MB)."""
-    costs, memory = ModelCosts.from_manifest(bundle.manifest), engine_class(mode).caps.memory
+    costs, memory = ModelCosts.from_manifest(bundle.manifest), mode_caps(mode).memory
     grads = gradient_bytes(costs, np.ones(costs.num_layers, bool), memory)
     return grads + (static_bytes(costs)[1] if memory.ort_state else 0.0)
 
@@ -113,7 +113,7 @@ def arena_budget(bundle: Bundle, mode: str, cap_bytes: int, safety: float, batch
     libraries are a large part of RSS now."""
     onnxruntime()  # imported now: its libraries count in RSS
 
-    if engine_class(mode).caps.ort_state:
+    if mode_caps(mode).ort_state:
         from edgetune.runtime.ort_training import training_api
 
         training_api()

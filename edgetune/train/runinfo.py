@@ -40,7 +40,10 @@ def run_info(bundle: Bundle, config: Any, train_data: Any, val_data: Any, total_
             "data": data_fingerprint(train_data), "val": data_fingerprint(val_data),
             "train_size": len(train_data), "total_steps": total_steps,
             "caps": caps.to_dict() if caps is not None and caps.any else None,
-            "labels": list(getattr(train_data, "label_names", None) or []) or None}
+            "labels": list(getattr(train_data, "label_names", None) or []) or None,
+            "data_notes": {k: list(getattr(d, "notes", ()))
+                           for k, d in (("data", train_data), ("val", val_data))
+                           if getattr(d, "notes", ())} or None}
 
 
 def check_resume(recorded: dict[str, Any], current: dict[str, Any], where: Path | str) -> None:

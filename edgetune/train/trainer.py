@@ -29,7 +29,9 @@ from edgetune.caps.units import format_bytes
 from edgetune.data.base import Dataset, split
 from edgetune.data.sampler import BatchSampler
 from edgetune.devices import DeviceProfile, detect_device
+from edgetune.engine_caps import mode_caps
 from edgetune.errors import EdgetuneError, UsageError
+from edgetune.optim_config import AdamWConfig
 from edgetune.runtime.ort_env import ArenaFull
 from edgetune.runtime.placement import Placement
 from edgetune.schedule import AlastPlanner, Planner, StaticPlanner, StepPlan
@@ -55,8 +57,8 @@ from edgetune.train.inference_tokens import (
     is_every_token,
     undecided,
 )
-from edgetune.train.modes import engine_class, open_engine, resolve
-from edgetune.train.optim import AdamWConfig, learning_rate
+from edgetune.train.modes import open_engine, resolve
+from edgetune.train.optim import learning_rate
 from edgetune.train.progress import MetricsLog, ProgressBar
 from edgetune.train.ram_guard import arena_budget, limit_arena
 from edgetune.train.run_folder import RunFolder
@@ -162,7 +164,7 @@ class Trainer:
         needs it first, one that opens them on first use gets it measured after its
         parameters load rather than predicted."""
         c, ram = self.config, self.caps.ram_bytes if self.caps is not None else None
-        lazy = engine_class(c.mode).caps.lazy_sessions
+        lazy = mode_caps(c.mode).lazy_sessions
         safety, arena = CapSettings().safety, None
         if ram is not None and not lazy:
             arena = limit_arena(self.bundle, c.mode, ram, safety, batch_size, input_bytes)
