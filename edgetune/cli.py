@@ -97,6 +97,13 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
     click.echo(out)
 
 
+def _number(flag: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: a number or 'auto'") from None
+
+
 def _say_notes(ds) -> None:
     """What the loader did to a dataset on the way to the model's inputs, once per run."""
     for note in getattr(ds, "notes", ()) if ds is not None else ():
@@ -115,7 +122,9 @@ def _say_notes(ds) -> None:
 @click.option("--steps", type=int, default=0, help="Optimizer steps (or --epochs).")
 @click.option("--epochs", type=float, default=0.0, help="Passes over --data (or --steps).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", default="1e-3", show_default=True,
+              help="Peak learning rate, or 'auto': a range test of 40 steps on --data picks it "
+                   "before training (from 1e-6 up; the pick and its probes go to RUN/run.json).")
 @click.option("--warmup", type=int, default=0, show_default=True,
               help="Linear warm-up steps, then cosine decay.")
 @click.option("--schedule", type=click.Choice(["static", "alast"]), default="static", show_default=True)
@@ -163,7 +172,9 @@ def train(bundle, data, val, val_split, steps, epochs, batch_size, lr, warmup, s
     b = Bundle.open(bundle)
     mode, provider = resolve(schedule, b.modes, mode=mode or "", provider=provider or "",
                              accelerator=device.accelerator, ram_capped=caps.ram_bytes is not None)
-    cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
+    auto = str(lr).strip().lower() == "auto"
+    cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size,
+                      lr=1e-3 if auto else _number("--lr", lr), lr_auto=auto, warmup=warmup,
                       schedule=schedule, mode=mode, provider=provider, seed=seed, threads=threads,
                       checkpoint_every=checkpoint_every, eval_every=eval_every, val_split=val_split,
                       alast=from_strings(AlastConfig, alast_settings))
@@ -202,6 +213,8 @@ def train(bundle, data, val, val_split, steps, epochs, batch_size, lr, warmup, s
         line += f", best val {'token ' if b.is_lm else ''}accuracy {result.best_accuracy:.4f}"
         if result.inference is not None and result.inference.val_accuracy is not None:
             line += " (at the budgets)" if result.inference.tokens == "trained" else " (every token)"
+    if trainer.lr_pick is not None:
+        line += f", lr {trainer.config.lr:.3g} (auto: {trainer.lr_pick['rule']})"
     click.echo(line)
     if result.inference is not None and result.inference.budgets is not None:
         from edgetune.train.inference_tokens import describe

@@ -21,6 +21,7 @@ class TrainConfig:
     epochs: float = 0.0         # passes over the training data; used when ``steps`` is 0
     batch_size: int = 16
     lr: float = 1e-3
+    lr_auto: bool = False       # a range test picks lr before the first step (train/lr_range.py)
     warmup: int = 0             # linear warm-up steps, then cosine decay
     weight_decay: float = 0.0   # AdamW's decoupled decay (engines that can: adaptive)
     schedule: str = "static"    # static: every layer, every token; alast: adaptive
@@ -43,6 +44,8 @@ class TrainConfig:
                              f"and epochs (got {self.epochs})")
         check_int(self, "batch_size", lo=1)
         check_float(self, "lr", lo=0.0, lo_open=True)
+        if not isinstance(self.lr_auto, bool):
+            raise UsageError(f"TrainConfig.lr_auto={self.lr_auto!r}: must be True or False")
         check_int(self, "warmup", lo=0)
         check_float(self, "weight_decay", lo=0.0)
         check_choice(self, "schedule", SCHEDULES)

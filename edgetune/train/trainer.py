@@ -57,6 +57,7 @@ from edgetune.train.inference_tokens import (
     is_every_token,
     undecided,
 )
+from edgetune.train.lr_range import RangeTest, run_range_test
 from edgetune.train.modes import open_engine, resolve
 from edgetune.train.optim import learning_rate
 from edgetune.train.progress import MetricsLog, ProgressBar
@@ -142,6 +143,7 @@ class Trainer:
         self._loads = 0  # parameter loads since the last step: a checkpoint's revision
         self._saved: tuple[int, int] | None = None  # (step, loads) of the last "last" checkpoint
         self._forget_best = False  # drop the "best" pointer with the next checkpoint (a load)
+        self.lr_pick: dict[str, Any] | None = None  # --lr auto's range test, once run
         if resume:
             self._resume()
         first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
@@ -211,6 +213,8 @@ class Trainer:
     def _fit(self, until: int) -> TrainResult:
         start, first = time.monotonic(), self.step
         log = self.run.metrics_log(self.step or None) if self.run else None
+        if self.config.lr_auto and self.lr_pick is None and self.step == 0:
+            self._lr_range_test()
         if self.run:
             assert self.info is not None  # recorded whenever there is a run folder
             self.run.write_info(self.info)
@@ -232,6 +236,38 @@ class Trainer:
         return TrainResult(self.step, self._loss, self.best_accuracy, time.monotonic() - start,
                            self._peak_rss, self.meter.read_joules(), self.stopped, self.step - first,
                            self.best_choice or self._choice())
+
+    def _lr_range_test(self) -> None:
+        """``lr_auto``: the range test (train/lr_range.py) on batches of its own seeded order,
+        at the plan of step 0 under the caps; then the parameters and AdamW's state go back to
+        where they were and ``config.lr`` is the pick."""
+        snapshot = self.engine.trainable_arrays()
+        probe = BatchSampler(len(self.train_data), self.sampler.batch_size, seed=self.config.seed + 1,
+                             drop_last=True)
+        done = [0]
+
+        def step(lr: float) -> float:
+            epoch, index = divmod(done[0], len(probe))
+            batch = self.train_data.batch(probe.batch_indices(epoch, index))
+            self.limits.observe_overhead(self._energy())
+            try:
+                plan = self.limits.plan(token_count(batch, self.bundle), len(batch["labels"]), 0)
+            except CapReached as e:
+                raise UsageError(f"--lr auto: the range test does not fit the caps ({e}); "
+                                 "give --lr") from None
+            stats, seconds, _ = self._run_step(batch, plan, lr)
+            pause = self.limits.observe_step(self._energy(), seconds)
+            if pause > 0:  # a power cap
+                time.sleep(pause)
+            done[0] += 1
+            return stats.loss
+
+        self.lr_pick = run_range_test(RangeTest(), step)
+        self.engine.load_trainable(snapshot, reset_optimizer=True)
+        self.config = dataclasses.replace(self.config, lr=self.lr_pick["lr"])
+        if self.info is not None:
+            self.info["config"]["lr"] = self.lr_pick["lr"]
+            self.info["lr_auto"] = self.lr_pick
 
     def _energy(self) -> float:
         """Joules since the last call: a cap is on the whole run (logging, validation and
@@ -476,7 +512,12 @@ class Trainer:
 
     def _resume(self) -> None:
         assert self.run is not None and self.info is not None
-        check_resume(self.run.read_info(), self.info, self.run.info_file)
+        recorded = self.run.read_info()
+        if self.config.lr_auto and "lr_auto" in recorded:  # the range test ran: its pick stands
+            self.lr_pick = recorded["lr_auto"]
+            self.config = dataclasses.replace(self.config, lr=float(recorded["lr_auto"]["lr"]))
+            self.info["config"]["lr"], self.info["lr_auto"] = self.config.lr, self.lr_pick
+        check_resume(recorded, self.info, self.run.info_file)
         folder = self.run.checkpoints.path("last")
         if folder is None:
             return  # run.json but no checkpoint: the run stopped before its first; start at step 0

@@ -1,0 +1,88 @@
+"""``--lr auto``: a learning-rate range test before training (Smith 2017, "Cyclical Learning Rates
+for Training Neural Networks", arXiv 1506.01186, §3.3), on the run's own data and under its caps.
+
+From the run's initial parameters, ``steps`` optimizer steps at learning rates growing
+geometrically from ``lo`` to ``hi``,
+
+    lr_i = lo · (hi / lo)^(i / (steps − 1)),
+
+record each step's training loss, smoothed by an exponential moving average (bias-corrected,
+weight ``beta``); the test stops early once the smoothed loss passes ``diverge`` × its minimum
+(or is not finite). The pick is the rate where the smoothed loss bottoms out, divided by
+``divisor`` (10: the rule Smith's test is commonly read with, one decade below the minimum,
+where the loss still falls fastest without diverging). The parameters and AdamW's state are then
+restored, so training starts from the same point at the picked rate with its warm-up and
+cosine schedule. The probes are real steps: they count against the energy cap and run under the
+RAM cap's plan.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgetune.config import check_float, check_int
+from edgetune.errors import UsageError
+
+
+@dataclass(frozen=True)
+class RangeTest:
+    lo: float = 1e-6
+    hi: float = 1.0
+    steps: int = 40
+    beta: float = 0.8       # EMA weight of the past smoothed loss
+    diverge: float = 4.0    # stop once the smoothed loss passes diverge × its minimum
+    divisor: float = 10.0   # pick = the rate at the smoothed minimum / divisor
+
+    def __post_init__(self) -> None:
+        check_float(self, "lo", lo=0.0, lo_open=True)
+        check_float(self, "hi", lo=0.0, lo_open=True)
+        if not self.hi > self.lo:
+            raise UsageError(f"RangeTest.hi={self.hi}: must be above lo={self.lo}")
+        check_int(self, "steps", lo=5)
+        check_float(self, "beta", lo=0.0, hi=1.0, hi_open=True)
+        check_float(self, "diverge", lo=1.0, lo_open=True)
+        check_float(self, "divisor", lo=1.0)
+
+    def rates(self) -> np.ndarray:
+        """lr_i for i = 0 … steps − 1."""
+        return self.lo * (self.hi / self.lo) ** (np.arange(self.steps) / (self.steps - 1))
+
+
+def smooth(losses: list[float], beta: float) -> list[float]:
+    """Bias-corrected EMA: s_i = (β·a_{i−1} + (1−β)·x_i) / (1 − β^{i+1})."""
+    out, avg = [], 0.0
+    for i, x in enumerate(losses):
+        avg = beta * avg + (1 - beta) * x
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+def run_range_test(test: RangeTest, step: Callable[[float], float]) -> dict[str, Any]:
+    """Run ``step(lr) -> loss`` at each rate until the end or divergence; returns what
+    run.json records: ``{"lr", "rule", "rates", "losses", "smoothed", "stopped"}``."""
+    rates, losses, smoothed = [], [], []
+    stopped = None
+    for lr in test.rates():
+        loss = float(step(float(lr)))
+        rates.append(float(lr))
+        losses.append(loss)
+        if not math.isfinite(loss):
+            stopped = f"loss {loss} at lr {lr:.3g}"
+            break
+        smoothed = smooth(losses, test.beta)
+        if len(smoothed) > 1 and smoothed[-1] > test.diverge * min(smoothed):
+            stopped = f"smoothed loss above {test.diverge:g}x its minimum at lr {lr:.3g}"
+            break
+    finite = [(s, r) for s, r in zip(smoothed, rates) if math.isfinite(s)]
+    if not finite:
+        raise UsageError(f"--lr auto: the range test's first step already diverged ({stopped}); "
+                         f"give --lr")
+    best, at = min(finite)
+    lr = max(test.lo, at / test.divisor)
+    return {"lr": lr, "rule": f"smoothed loss lowest ({best:.4g}) at lr {at:.3g}, / {test.divisor:g}",
+            "rates": rates, "losses": losses, "smoothed": smoothed, "stopped": stopped}

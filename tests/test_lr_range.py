@@ -1,0 +1,93 @@
+"""``--lr auto`` (train/lr_range.py): the range test's rates, stop and pick, and a run that picks
+its learning rate, restores its starting point and trains from it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from bundles import micro_bundle
+from click.testing import CliRunner
+from test_train import synthetic_images
+
+from edgetune.bundle import Bundle
+from edgetune.errors import UsageError
+from edgetune.train import TrainConfig, Trainer, load_data
+from edgetune.train.lr_range import RangeTest, run_range_test, smooth
+
+
+def test_rates_grow_geometrically_from_lo_to_hi():
+    r = RangeTest(lo=1e-5, hi=1e-1, steps=5).rates()
+    assert r[0] == pytest.approx(1e-5) and r[-1] == pytest.approx(1e-1)
+    assert np.allclose(r[1:] / r[:-1], 10.0)
+
+
+def test_smoothing_is_a_bias_corrected_moving_average():
+    assert smooth([2.0, 2.0, 2.0], 0.8) == pytest.approx([2.0, 2.0, 2.0])  # a constant stays
+    assert smooth([1.0, 3.0], 0.5)[1] == pytest.approx((0.25 + 1.5) / 0.75)
+
+
+def test_the_pick_is_a_decade_below_the_smoothed_minimum_and_divergence_stops_the_test():
+    test = RangeTest(lo=1e-6, hi=1.0, steps=61, beta=0.0)  # beta 0: smoothed = raw
+    seen = []
+
+    def loss(lr):  # falls until 1e-2, then climbs steeply
+        seen.append(lr)
+        x = np.log10(lr)
+        return 2.0 - 0.1 * (x + 6) if x <= -2 else 1.6 + 50 * (x + 2) ** 2
+
+    out = run_range_test(test, loss)
+    assert out["lr"] == pytest.approx(1e-3, rel=1e-6)  # 1e-2 / 10
+    assert out["stopped"] and len(seen) < 61 and max(seen) < 1.0
+    assert out["rates"] == seen and len(out["losses"]) == len(seen)
+
+
+def test_a_first_step_that_diverges_is_refused():
+    with pytest.raises(UsageError, match="first step already diverged"):
+        run_range_test(RangeTest(steps=5), lambda lr: float("nan"))
+
+
+@pytest.mark.parametrize("bad", [{"lo": 0.0}, {"hi": 1e-7}, {"steps": 2}, {"beta": 1.0}, {"divisor": 0.5}])
+def test_range_test_settings_are_checked(bad):
+    with pytest.raises(UsageError, match="RangeTest"):
+        RangeTest(**bad)
+
+
+def test_lr_auto_picks_restores_and_trains(tmp_path):
+    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
+    train = load_data(b, synthetic_images(tmp_path / "train.npz", n=160))
+    val = load_data(b, synthetic_images(tmp_path / "val.npz", n=48, seed=1))
+    trainer = Trainer(b, train, val, TrainConfig(steps=12, batch_size=16, lr_auto=True),
+                      out=tmp_path / "run")
+    before = trainer.trainable_state_dict()
+    trainer._lr_range_test()
+    after = trainer.trainable_state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # the starting point is back
+    pick = trainer.lr_pick
+    assert pick is not None and trainer.config.lr == pick["lr"] and 1e-6 <= pick["lr"] <= 0.1
+    assert len(pick["losses"]) >= 5 and pick["rule"].startswith("smoothed loss lowest")
+    trainer.fit()
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["lr_auto"]["lr"] == info["config"]["lr"] == pick["lr"]
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 13))  # the probes are not training steps
+    assert max(r["lr"] for r in rows) <= pick["lr"] * (1 + 1e-9)
+    resumed = Trainer(b, train, val, TrainConfig(steps=12, batch_size=16, lr_auto=True),
+                      out=tmp_path / "run", resume=True)
+    assert resumed.config.lr == pick["lr"] and resumed.step == 12  # the pick stands on resume
+
+
+def test_cli_lr_takes_a_number_or_auto(tmp_path):
+    from edgetune.cli import main
+
+    b = micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive")
+    data = synthetic_images(tmp_path / "train.npz", n=64)
+    bad = CliRunner().invoke(main, ["train", str(b), "--data", str(data), "--steps", "1",
+                                    "--lr", "fast", "--out", str(tmp_path / "r0")])
+    assert bad.exit_code == 2 and "--lr 'fast': a number or 'auto'" in bad.output
+    ok = CliRunner().invoke(main, ["train", str(b), "--data", str(data), "--steps", "2",
+                                   "--lr", "auto", "--batch-size", "16", "--quiet",
+                                   "--out", str(tmp_path / "r1")])
+    assert ok.exit_code == 0, ok.output
+    assert "(auto: smoothed loss lowest" in ok.output
