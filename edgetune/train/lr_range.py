@@ -29,7 +29,7 @@ from edgetune.config import check_float, check_int
 from edgetune.errors import UsageError
 
 
-@dataclass(frozen=True)
+@dataclass
 class RangeTest:
     lo: float = 1e-6
     hi: float = 1.0
