@@ -310,7 +310,7 @@ def eval_cmd(run_or_bundle, data, checkpoint, batch_size, threads, text_column, 
         else:
             click.echo(f"{res['source']}: accuracy {res['accuracy']:.4f}, loss {res['loss']:.4f} "
                        f"on {res['count']} samples ({kept})")
-        if res.get("choice", {}).get("reason"):
+        if res.get("choice", {}).get("budgets") is not None:  # an ALaST run: which tokens, why
             click.echo(f"tokens: {res['tokens']} ({res['choice']['reason']})")
 
 
