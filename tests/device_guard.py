@@ -39,31 +39,43 @@ import importlib, json, pkgutil, sys
 
 import edgetune
 
+OPTIONAL = ("flwr",)  # an extra's package (fleet: Python >= 3.11); absent, its modules can't load
+optional = []
+
 def walk(path, prefix):
     for m in pkgutil.iter_modules(path, prefix):
         if m.name == "edgetune.export":
             continue
-        module = importlib.import_module(m.name)
+        try:
+            module = importlib.import_module(m.name)
+        except ModuleNotFoundError as e:
+            if e.name not in OPTIONAL:
+                raise
+            optional.append(m.name)
+            continue
         yield m.name
         if m.ispkg:
             yield from walk(module.__path__, m.name + ".")
 
 names = list(walk(edgetune.__path__, "edgetune."))
 loaded = sorted({name.split(".")[0] for name, mod in sys.modules.items() if mod is not None})
-print(json.dumps({"names": names, "loaded": loaded}))
+print(json.dumps({"names": names, "loaded": loaded, "optional": optional}))
 """
 
 
-def modules_on_disk() -> list[str]:
+def modules_on_disk(optional: list[str] = ()) -> list[str]:
     """The device package's modules from its files (``edgetune`` itself left out, as pkgutil
-    leaves it out): what :func:`import_every_device_module` must find."""
+    leaves it out): what :func:`import_every_device_module` must find, less the ``optional``
+    ones it could not import for want of an extra's package (and the modules inside them)."""
     names = []
     for path in ROOT.rglob("*.py"):
         parts = path.relative_to(ROOT).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        if parts and "__pycache__" not in parts:
-            names.append(".".join(("edgetune", *parts)))
+        name = ".".join(("edgetune", *parts))
+        if parts and "__pycache__" not in parts \
+                and not any(name == o or name.startswith(o + ".") for o in optional):
+            names.append(name)
     return sorted(names)
 
 

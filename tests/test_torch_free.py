@@ -1,6 +1,7 @@
 """The device package must import and run its commands where torch does not exist (the guard
 itself: tests/device_guard.py)."""
 
+import importlib.util
 import subprocess
 import sys
 
@@ -25,16 +26,20 @@ def no_torch_env(tmp_path):
 def test_every_device_module_imports_without_torch(no_torch_env):
     got = import_every_device_module(no_torch_env)
     # each module pkgutil found was imported, and pkgutil found every module file: none skipped
-    assert len(got["names"]) == len(set(got["names"])) == len(modules_on_disk())
-    assert sorted(got["names"]) == modules_on_disk()
+    on_disk = modules_on_disk(got["optional"])  # the fleet's, without flwr (Python 3.10)
+    assert len(got["names"]) == len(set(got["names"])) == len(on_disk)
+    assert sorted(got["names"]) == on_disk
     assert not set(BLOCKED) & set(got["loaded"])
+    assert all(m.startswith("edgetune.fleet.") for m in got["optional"])
+    if importlib.util.find_spec("flwr") is not None:
+        assert got["optional"] == []
 
 
 def test_importing_the_device_package_loads_no_torch_onnx_or_pillow():
     """Here torch, onnx and Pillow are installed: importing every device module must still not
     load them (an import inside try/except, or through a library, shows up here)."""
     got = import_every_device_module()
-    assert sorted(got["names"]) == modules_on_disk()
+    assert sorted(got["names"]) == modules_on_disk(got["optional"])
     assert "numpy" in got["loaded"] and "click" in got["loaded"]   # the check sees real imports
     assert [m for m in NOT_EAGER if m in got["loaded"]] == []
 

@@ -3,8 +3,9 @@
 #
 #   tools/python-versions.sh [VERSION ...]      # default: 3.10 3.12 3.13
 #
-# For each VERSION: finds an interpreter (python$VERSION on PATH, e.g. a pyenv shim, or
-# $PYTHON_<major><minor>, e.g. PYTHON_313=/usr/bin/python3.13), makes build/py$VERSION, a
+# For each VERSION: finds an interpreter ($PYTHON_<major><minor>, e.g.
+# PYTHON_313=/usr/bin/python3.13, else python$VERSION on PATH, else a pyenv install under
+# ~/.pyenv/versions), makes build/py$VERSION, a
 # fresh venv with `pip install -e ".[cpu,test,fleet]"` from this checkout (the fleet extra
 # installs nothing below 3.11: Flower needs it, and the fleet tests skip), and runs pytest
 # there as `make test`'s second run does: the device suite on the micro bundles the workstation
@@ -22,7 +23,10 @@ declare -A RESULT
 status=0
 for v in "${VERSIONS[@]}"; do
   var="PYTHON_${v//./}"
-  py="${!var:-$(command -v "python$v" || true)}"
+  py="${!var:-}"
+  for cand in "$(command -v "python$v" || true)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v"; do
+    [[ -z "$py" && -x "$cand" ]] && "$cand" -c 'import sys' 2>/dev/null && py="$cand"
+  done
   if [[ -z "$py" ]] || ! "$py" -c 'import sys' 2>/dev/null; then
     RESULT[$v]="no interpreter (set $var=/path/to/python$v, or install one: pyenv, Debian trixie's python3.13)"
     status=1
