@@ -112,8 +112,11 @@ def plot(rows: dict[str, list[dict]], path: Path) -> None:
         loss = np.convolve([r["loss"] for r in rs], np.ones(10) / 10, mode="valid")
         a.plot(steps[9:], loss, label=label)
         b.plot(steps, [r["rss_mb"] for r in rs], label=label)
+    cap_mb = float(RAM_CAP.removesuffix("GB")) * 1e3
+    b.axhline(cap_mb, color="grey", linestyle="--", label=f"--ram-cap {RAM_CAP}")
+    b.set_ylim(0, cap_mb * 1.1)
     a.set(xlabel="step", ylabel="training loss (mean of 10)", title="loss")
-    b.set(xlabel="step", ylabel="RSS, MB", title=f"RSS (cap {RAM_CAP})")
+    b.set(xlabel="step", ylabel="RSS, MB", title="RSS of the training process")
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend()
