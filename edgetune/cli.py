@@ -129,8 +129,8 @@ def _say_notes(ds) -> None:
               help="Linear warm-up steps, then cosine decay.")
 @click.option("--schedule", type=click.Choice(["static", "alast"]), default="static", show_default=True)
 @click.option("--mode", type=click.Choice(MODES), default=None,
-              help="Bundle mode to run (default: adaptive for alast or without the training build, "
-                   "else static if exported).")
+              help="Bundle mode to run (default: adaptive where exported; static runs ORT's own "
+                   "training artifacts, on the training build only).")
 @click.option("--out", type=click.Path(), default=None, help="Run folder (default runs/<bundle name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -379,26 +379,39 @@ def merge(run, checkpoint, out, bundle, overwrite, tokens, server_round, int8):
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--steps", type=int, default=1, show_default=True, help="Run length (spreads --energy-cap).")
 @click.option("--schedule", type=click.Choice(["static", "alast"]), default="alast", show_default=True)
+@click.option("--lr", default=None, help="'auto': show the learning-rate range test train would run first.")
 @click.option("--json", "as_json", is_flag=True)
-def plan(bundle, device_name, ram_cap, energy_cap, power_cap, batch_size, steps, schedule, as_json):
+def plan(bundle, device_name, ram_cap, energy_cap, power_cap, batch_size, steps, schedule, lr, as_json):
     """Dry run: the plan the scheduler would start with under the caps, with predicted memory,
     FLOPs and energy per step. Nothing is trained."""
     import json
+    from dataclasses import asdict
 
     from edgetune.bundle import Bundle
     from edgetune.caps.dry_run import format_report, plan_report
     from edgetune.caps.limits import Caps
     from edgetune.devices import detect_device, get_device
+    from edgetune.train.lr_range import RangeTest
 
     b = Bundle.open(bundle, verify=False)
     device = get_device(device_name) if device_name else detect_device()
     caps = Caps.parse(ram=ram_cap, energy=energy_cap, power=power_cap)
     report = plan_report(b.manifest, device, caps, batch_size, schedule=schedule, steps=steps)
+    auto = lr is not None and str(lr).strip().lower() == "auto"
+    if lr is not None and not auto:
+        report["lr"] = _number("--lr", lr)
+    if auto:
+        report["lr_auto"] = asdict(RangeTest())
     if as_json:
         click.echo(json.dumps(report, indent=1))
-    else:
-        for line in format_report(report):
-            click.echo(line)
+        return
+    for line in format_report(report):
+        click.echo(line)
+    if auto:
+        t = RangeTest()
+        click.echo(f"learning rate: auto: a range test of {t.steps} steps first (lr {t.lo:g} to "
+                   f"{t.hi:g}, geometric; pick: the smoothed loss's minimum / {t.divisor:g}), at "
+                   f"this plan and under these caps; its steps count against --energy-cap")
 
 
 @main.command()

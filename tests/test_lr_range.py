@@ -91,3 +91,14 @@ def test_cli_lr_takes_a_number_or_auto(tmp_path):
                                    "--out", str(tmp_path / "r1")])
     assert ok.exit_code == 0, ok.output
     assert "(auto: smoothed loss lowest" in ok.output
+
+
+def test_plan_shows_the_range_test():
+    from edgetune.cli import main
+
+    b = micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive")
+    out = CliRunner().invoke(main, ["plan", str(b), "--lr", "auto", "--batch-size", "8"])
+    assert out.exit_code == 0, out.output
+    assert "learning rate: auto: a range test of 40 steps first (lr 1e-06 to 1" in out.output
+    js = CliRunner().invoke(main, ["plan", str(b), "--lr", "auto", "--json"])
+    assert json.loads(js.stdout)["lr_auto"]["steps"] == 40

@@ -294,9 +294,10 @@ def test_energy_cap_holds_for_the_whole_run(bundle, data, tmp_path):
 
 @pytest.mark.parametrize("training", [True, False], ids=["training-build", "stock-build"])
 def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data, training, monkeypatch):
-    """Static mode where the training build runs it; without its training API (stock
-    onnxruntime) the adaptive engine runs every schedule, static (every layer, every token)
-    included, and naming static mode is a one-line error that says both ways out."""
+    """The adaptive engine wherever the bundle has it, on every build (it beats ORT's own
+    artifacts there too: engine_caps.MODE_CAPS); static mode where it is the only one exported
+    and the training build runs it; without the training API naming static mode is a one-line
+    error that says both ways out."""
     from edgetune import engine_caps as modes
     from edgetune.caps import Caps
     from edgetune.runtime.ort_build import has_training_api
@@ -305,7 +306,8 @@ def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data, training,
         pytest.skip("the training build is not installed")
     monkeypatch.setattr(modes, "has_training_api", lambda: training)
     static = "static" if training else "adaptive"
-    assert modes.pick_mode("static", ["static", "adaptive"], False) == static
+    # the adaptive engine wherever exported, on every build; static only where it is all there is
+    assert modes.pick_mode("static", ["static", "adaptive"], False) == "adaptive"
     assert modes.pick_mode("alast", ["static", "adaptive"], False) == "adaptive"
     assert modes.pick_mode("static", ["static", "adaptive"], True) == "adaptive"   # under a RAM cap
     assert modes.pick_mode("static", ["static"], True) == static     # if it has it and can run it
@@ -320,7 +322,10 @@ def test_one_rule_picks_the_mode_for_the_cli_and_the_api(bundle, data, training,
             modes.check_available("static", "cuda")
     b = Bundle.open(bundle)
     ds = load_data(b, data[0])
-    assert Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8)).engine.mode == static
+    assert Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8)).engine.mode == "adaptive"
+    if training:
+        named = Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8, mode="static"))
+        assert named.engine.mode == "static"  # the opt-in
     capped = Trainer(b, ds, config=TrainConfig(steps=1, batch_size=8), caps=Caps.parse(ram="64GB"))
     assert capped.engine.mode == "adaptive" and capped.config.mode == "adaptive"
 

@@ -14,7 +14,7 @@ from edgetune.runtime.ort_build import check_provider
 from edgetune.runtime.placement import HOST, Placement
 from edgetune.train.engines import AdaptiveEngine, Engine, EngineClass, StaticEngine
 
-ENGINES: dict[str, EngineClass] = {"static": StaticEngine, "adaptive": AdaptiveEngine}
+ENGINES: dict[str, EngineClass] = {"adaptive": AdaptiveEngine, "static": StaticEngine}
 assert list(ENGINES) == list(MODE_CAPS) and all(c.caps is MODE_CAPS[m] for m, c in ENGINES.items())
 
 
