@@ -136,7 +136,7 @@ def test_checkpoint_state_with_the_wrong_shape_is_refused(sets, tmp_path):
     ({"seed": 1}, "seed=0, this run seed=1"),
     ({"steps": 8}, "steps=6, this run steps=8"),
     ({"lr": 2e-3}, "lr=0.001, this run lr=0.002"),
-    pytest.param({"mode": "adaptive"}, "mode=static, this run mode=adaptive", marks=training_api),
+    pytest.param({"mode": "static"}, "mode=adaptive, this run mode=static", marks=training_api),
     ({"schedule": "alast"}, "schedule=static, this run schedule=alast"),
 ])
 def test_resume_with_other_settings_is_refused(sets, tmp_path, change, said):
