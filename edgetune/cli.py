@@ -122,6 +122,9 @@ def _say_notes(ds) -> None:
 @click.option("--steps", type=int, default=0, help="Optimizer steps (or --epochs).")
 @click.option("--epochs", type=float, default=0.0, help="Passes over --data (or --steps).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--pad-multiple", type=int, default=None,
+              help="Pad text batches to a multiple of this many tokens: fewer batch lengths, a lower "
+                   "peak RSS, a little more time (default 8 under --ram-cap, else 1).")
 @click.option("--lr", default="1e-3", show_default=True,
               help="Peak learning rate, or 'auto': a range test of 40 steps on --data picks it "
                    "before training (from 1e-6 up; the pick and its probes go to RUN/run.json).")
@@ -152,9 +155,9 @@ def _say_notes(ds) -> None:
               help="ONNX Runtime execution provider (default: the device profile's accelerator "
                    "where this onnxruntime offers it, else cpu).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(bundle, data, val, val_split, steps, epochs, batch_size, lr, warmup, schedule, mode, out, resume,
-          seed, threads, checkpoint_every, eval_every, text_column, label_column, pack, alast_settings,
-          ram_cap, energy_cap, power_cap, device_name, provider, quiet):
+def train(bundle, data, val, val_split, steps, epochs, batch_size, pad_multiple, lr, warmup, schedule,
+          mode, out, resume, seed, threads, checkpoint_every, eval_every, text_column, label_column, pack,
+          alast_settings, ram_cap, energy_cap, power_cap, device_name, provider, quiet):
     """Fine-tune BUNDLE on local data with ONNX Runtime (no torch)."""
     from pathlib import Path
 
@@ -177,6 +180,7 @@ def train(bundle, data, val, val_split, steps, epochs, batch_size, lr, warmup, s
                       lr=1e-3 if auto else _number("--lr", lr), lr_auto=auto, warmup=warmup,
                       schedule=schedule, mode=mode, provider=provider, seed=seed, threads=threads,
                       checkpoint_every=checkpoint_every, eval_every=eval_every, val_split=val_split,
+                      pad_multiple=pad_multiple,
                       alast=from_strings(AlastConfig, alast_settings))
     b.mode_dir(cfg.mode)  # a clear error before data loading if the mode is missing
     run = Path(out) if out else Path("runs") / b.path.resolve().name

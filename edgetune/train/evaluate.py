@@ -60,16 +60,19 @@ class Predictor(Protocol):
 
 def evaluate_engine(engine: Predictor, bundle: Bundle, data: Dataset, batch_size: int = 32,
                     budgets: tuple[float, ...] | None = None,
-                    before_batch: Callable[[int], None] | None = None) -> dict:
+                    before_batch: Callable[[int], None] | None = None,
+                    prepare: Callable[[dict], dict] | None = None) -> dict:
     """Mean loss and accuracy over ``data``'s targets (samples; a language model's target
     tokens, with ``perplexity``); ``budgets``: keep ⌈b_l·N⌉ tokens (None: every token).
     ``before_batch(samples_done)`` runs before each batch after the first (an energy cap's
-    check; it raises to stop)."""
+    check; it raises to stop); ``prepare(batch)`` reshapes each batch first (a run's padding)."""
     total_loss, hits, n = 0.0, 0, 0
     for lo in range(0, len(data), batch_size):
         if before_batch is not None and lo:
             before_batch(lo)
         batch = data.batch(np.arange(lo, min(lo + batch_size, len(data))))
+        if prepare is not None:
+            batch = prepare(batch)
         keep = keep_for(budgets, token_count(batch, bundle), engine.num_layers)
         logits = engine.predict(batch, keep)
         labels = batch["labels"]

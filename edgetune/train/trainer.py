@@ -27,6 +27,7 @@ from edgetune.caps.limits import Caps
 from edgetune.caps.planner import CapPlanner, CapReached, CapSettings
 from edgetune.caps.units import format_bytes
 from edgetune.data.base import Dataset, split
+from edgetune.data.padding import dataset_pad_id, pad_multiple
 from edgetune.data.sampler import BatchSampler
 from edgetune.devices import DeviceProfile, detect_device
 from edgetune.engine_caps import mode_caps
@@ -41,7 +42,7 @@ from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.capping import Capped, Uncapped, ValidationStopped
 from edgetune.train.checkpoint import revision_of
-from edgetune.train.config import MIN_HELD_OUT, TrainConfig
+from edgetune.train.config import MIN_HELD_OUT, PAD_UNDER_CAP, TrainConfig
 from edgetune.train.engines import Batch, Engine, StepStats
 from edgetune.train.evaluate import evaluate_engine, token_count
 from edgetune.train.inference_tokens import (
@@ -114,6 +115,10 @@ class Trainer:
             raise UsageError("validation data is empty")
         c = self.config
         train_data, val_data, self.held_out = hold_out(train_data, val_data, c)
+        capped = caps is not None and caps.ram_bytes is not None
+        self.pad_to = c.pad_multiple if c.pad_multiple is not None else PAD_UNDER_CAP if capped else 1
+        self._max_text_tokens = int(self.bundle.inputs.get("max_tokens", 0) or 0)
+        self._pad_id = dataset_pad_id(train_data)
         self.train_data, self.val_data = train_data, val_data
         # this trainer's joules only: loading, the warm-up and its fit() calls, never the time
         # between them (a fleet client waiting for its next round, another trainer's steps)
@@ -132,6 +137,8 @@ class Trainer:
                      if self.run else None)  # what run.json records
         if self.info is not None and "examples" in self.held_out:
             self.info["held_out"] = self.held_out
+        if self.info is not None and self.pad_to > 1 and self._max_text_tokens:
+            self.info["pad_multiple"] = self.pad_to
         self.callbacks = list(callbacks)
         self.progress = progress
         self.step = 0
@@ -237,6 +244,11 @@ class Trainer:
                            self._peak_rss, self.meter.read_joules(), self.stopped, self.step - first,
                            self.best_choice or self._choice())
 
+    def _pad(self, batch: Batch) -> Batch:
+        """A text batch padded to ``pad_multiple`` tokens (data/padding.py): under a RAM cap
+        by default, fewer batch lengths and a lower peak."""
+        return pad_multiple(batch, self.pad_to, self._max_text_tokens, self._pad_id)
+
     def _lr_range_test(self) -> None:
         """``lr_auto``: the range test (train/lr_range.py) on batches of its own seeded order,
         at the plan of step 0 under the caps; then the parameters and AdamW's state go back to
@@ -248,7 +260,7 @@ class Trainer:
 
         def step(lr: float) -> float:
             epoch, index = divmod(done[0], len(probe))
-            batch = self.train_data.batch(probe.batch_indices(epoch, index))
+            batch = self._pad(self.train_data.batch(probe.batch_indices(epoch, index)))
             self.limits.observe_overhead(self._energy())
             try:
                 plan = self.limits.plan(token_count(batch, self.bundle), len(batch["labels"]), 0)
@@ -279,7 +291,7 @@ class Trainer:
     def _train_one(self, log: MetricsLog | None, bar: ProgressBar | None) -> bool:
         """One step and what follows it; False where the energy cap ends the run before it."""
         epoch, index = divmod(self.step, len(self.sampler))
-        batch = self.train_data.batch(self.sampler.batch_indices(epoch, index))
+        batch = self._pad(self.train_data.batch(self.sampler.batch_indices(epoch, index)))
         n_tokens = token_count(batch, self.bundle)
         self.limits.observe_overhead(self._energy())  # since the last step (logging, checkpoints, the batch)
         try:
@@ -386,7 +398,8 @@ class Trainer:
         size = self.limits.eval_batch(batch_size or self.config.batch_size)
         while True:
             try:
-                return evaluate_engine(self.engine, self.bundle, data, size, budgets, before_batch)
+                return evaluate_engine(self.engine, self.bundle, data, size, budgets, before_batch,
+                                       prepare=self._pad)
             except ArenaFull:
                 if size == 1:
                     raise EdgetuneError("evaluation: one sample does not fit the arena; raise "
