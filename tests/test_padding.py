@@ -1,5 +1,5 @@
 """Text batches padded to a multiple of a token count (data/padding.py): the same logits, fewer
-batch lengths; on by default under a RAM cap."""
+batch lengths."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 from bundles import micro_bundle, micro_tokenizer
 
 from edgetune.bundle import Bundle
-from edgetune.caps import Caps
 from edgetune.data.padding import dataset_pad_id, pad_multiple
 from edgetune.targets import IGNORE
 from edgetune.train import TrainConfig, Trainer, load_data
@@ -51,11 +50,11 @@ def test_padded_batches_give_the_same_logits(tmp_path):
                           "logits, padded vs not")
 
 
-def test_a_ram_capped_text_run_pads_to_eight_by_default(tmp_path):
+def test_a_run_pads_where_asked_and_records_it(tmp_path):
     b, data = _text(tmp_path)
     seen = []
-    Trainer(b, data, None, TrainConfig(steps=4, batch_size=8), caps=Caps.parse(ram="64GB"),
-            out=tmp_path / "run", callbacks=[lambda r: seen.append(r["tokens"])]).fit()
+    Trainer(b, data, None, TrainConfig(steps=4, batch_size=8, pad_multiple=8), out=tmp_path / "run",
+            callbacks=[lambda r: seen.append(r["tokens"])]).fit()
     assert all(t % 8 == 0 or t == 12 for t in seen)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["pad_multiple"] == 8
     plain = Trainer(b, data, None, TrainConfig(steps=1, batch_size=8))

@@ -12,7 +12,6 @@ from edgetune.schedule import AlastConfig
 
 SCHEDULES = ("static", "alast")
 VAL_SPLIT = 0.1  # an ALaST run's held-out validation slice by default (train/inference_tokens.py)
-PAD_UNDER_CAP = 8  # a RAM-capped text run's padding multiple (−22 % peak, +10 % time: docs/demo.md)
 MIN_HELD_OUT = 20  # a default split needs this many examples to hold out (a smaller run decides by rule)
 
 
@@ -32,8 +31,7 @@ class TrainConfig:
     threads: int = 0            # ONNX Runtime intra-op threads; 0: its default
     checkpoint_every: int = 0   # steps between "last" checkpoints; 0: only at the end
     eval_every: int = 0         # steps between validations (with --val); 0: once per epoch
-    pad_multiple: int | None = None  # text batches padded to a multiple of this many tokens
-    #                             (data/padding.py); None: PAD_UNDER_CAP under a RAM cap, else 1
+    pad_multiple: int = 1       # text batches padded to a multiple of this many tokens (data/padding.py)
     val_split: float | None = None  # without val data: hold out this fraction of the training
     #                             data to validate on (never trained on); None: VAL_SPLIT for an
     #                             ALaST run (its token choice needs one), else 0; 0: none
@@ -60,8 +58,7 @@ class TrainConfig:
         check_int(self, "threads", lo=0)
         check_int(self, "checkpoint_every", lo=0)
         check_int(self, "eval_every", lo=0)
-        if self.pad_multiple is not None:
-            check_int(self, "pad_multiple", lo=1)
+        check_int(self, "pad_multiple", lo=1)
         if self.val_split is not None:
             check_float(self, "val_split", lo=0.0, hi=0.5, hi_open=False)
 
@@ -70,8 +67,7 @@ class TrainConfig:
         given, else :data:`VAL_SPLIT` for an ALaST run without validation data."""
         if has_val:
             return 0.0
-        if self.pad_multiple is not None:
-            check_int(self, "pad_multiple", lo=1)
+        check_int(self, "pad_multiple", lo=1)
         if self.val_split is not None:
             return self.val_split
         return VAL_SPLIT if self.schedule == "alast" else 0.0

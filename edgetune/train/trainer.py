@@ -42,7 +42,7 @@ from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 from edgetune.train.capping import Capped, Uncapped, ValidationStopped
 from edgetune.train.checkpoint import revision_of
-from edgetune.train.config import MIN_HELD_OUT, PAD_UNDER_CAP, TrainConfig
+from edgetune.train.config import MIN_HELD_OUT, TrainConfig
 from edgetune.train.engines import Batch, Engine, StepStats
 from edgetune.train.evaluate import evaluate_engine, token_count
 from edgetune.train.inference_tokens import (
@@ -115,8 +115,7 @@ class Trainer:
             raise UsageError("validation data is empty")
         c = self.config
         train_data, val_data, self.held_out = hold_out(train_data, val_data, c)
-        capped = caps is not None and caps.ram_bytes is not None
-        self.pad_to = c.pad_multiple if c.pad_multiple is not None else PAD_UNDER_CAP if capped else 1
+        self.pad_to = c.pad_multiple
         self._max_text_tokens = int(self.bundle.inputs.get("max_tokens", 0) or 0)
         self._pad_id = dataset_pad_id(train_data)
         self.train_data, self.val_data = train_data, val_data
@@ -245,8 +244,8 @@ class Trainer:
                            self.best_choice or self._choice())
 
     def _pad(self, batch: Batch) -> Batch:
-        """A text batch padded to ``pad_multiple`` tokens (data/padding.py): under a RAM cap
-        by default, fewer batch lengths and a lower peak."""
+        """A text batch padded to ``pad_multiple`` tokens (data/padding.py): fewer batch
+        lengths, a lower peak."""
         return pad_multiple(batch, self.pad_to, self._max_text_tokens, self._pad_id)
 
     def _lr_range_test(self) -> None:
