@@ -108,8 +108,10 @@ def write_merged(b: Bundle, trained: dict[str, np.ndarray], out: Path, overwrite
     tensors = adapter_tensors(adapter["tensors"], trained, where)
     inference = _inference_index(b)
     if int8 and "int8" not in inference:  # before any work
-        raise UsageError(f"{b.path}: exported with --base {b.manifest.get('base', 'fp32')}, which "
-                         f"has no int8 inference model; re-export with --base int8 to merge one")
+        why = ("exported before merge --int8 existed" if b.manifest.get("base") == "int8"
+               else f"exported with --base {b.manifest.get('base', 'fp32')}")
+        raise UsageError(f"{b.path}: {why}, it has no int8 inference model; re-export with "
+                         f"--base int8 to merge one")
     budgets = _graph_budgets(inference, budgets, tokens, b, say)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         say("writing the inference model, " + ("keeping every token" if budgets is None else

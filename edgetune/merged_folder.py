@@ -78,6 +78,7 @@ class MergedModel:
         logits = self.predict({"input_ids": ids, "attention_mask": mask})
         z = np.exp(logits - logits.max(-1, keepdims=True))
         probs = z / z.sum(-1, keepdims=True)
-        names = self.info.get("labels") or [str(i) for i in range(probs.shape[1])]
+        known = list(self.info.get("labels") or [])  # the run's names; a class it never saw: its index
+        names = known[:probs.shape[1]] + [str(i) for i in range(len(known), probs.shape[1])]
         return [{"label": names[int(p.argmax())], "probability": float(p.max()),
                  "probabilities": {n: float(v) for n, v in zip(names, p)}} for p in probs]

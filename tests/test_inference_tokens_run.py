@@ -202,7 +202,7 @@ def test_a_static_run_holds_nothing_out_unless_asked(tmp_path):
     assert plain.val_data is None and len(plain.train_data) == 240
     asked = Trainer(b, data, None, TrainConfig(steps=1, batch_size=16, val_split=0.25))
     assert len(asked.val_data) == 60 and len(asked.train_data) == 180
-    given = Trainer(b, data, data, _alast_config(val_split=0.25))  # --val wins: nothing held out
+    given = Trainer(b, data, data, _alast_config())  # with --val nothing is held out
     assert given.val_data is data and given.train_data is data
 
 
@@ -265,3 +265,12 @@ def test_without_val_the_default_split_picks_the_trained_budgets_where_every_tok
     assert choice.val_accuracy[TRAINED] >= choice.val_accuracy[ALL] + 0.2
     test = patch_images(tmp_path / "test.npz", 200, 2)
     assert evaluate_path(tmp_path / "run", test)["tokens"] == TRAINED  # eval follows it
+
+
+def test_val_split_with_val_data_is_refused(tmp_path):
+    from edgetune.errors import UsageError
+
+    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
+    data = load_data(b, synthetic_images(tmp_path / "train.npz", n=64))
+    with pytest.raises(UsageError, match=r"val_split=0.2: validation data is given \(--val\)"):
+        Trainer(b, data, data, TrainConfig(steps=1, batch_size=16, val_split=0.2))

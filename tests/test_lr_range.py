@@ -102,3 +102,16 @@ def test_plan_shows_the_range_test():
     assert "learning rate: auto: a range test of 40 steps first (lr 1e-06 to 1" in out.output
     js = CliRunner().invoke(main, ["plan", str(b), "--lr", "auto", "--json"])
     assert json.loads(js.stdout)["lr_auto"]["steps"] == 40
+
+
+def test_the_range_test_leaves_a_capped_planners_step_count_alone(tmp_path):
+    from edgetune.caps import Caps
+
+    b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
+    train = load_data(b, synthetic_images(tmp_path / "train.npz", n=96))
+    trainer = Trainer(b, train, None, TrainConfig(steps=6, batch_size=16, lr_auto=True),
+                      caps=Caps.parse(energy="1MJ"))
+    before = trainer.limits.planner.steps_done
+    trainer._lr_range_test()
+    assert trainer.limits.planner.steps_done == before  # the probes are not the run's steps
+    assert trainer.limits.planner.spent_joules > 0          # their energy is

@@ -59,3 +59,19 @@ def test_a_run_pads_where_asked_and_records_it(tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["pad_multiple"] == 8
     plain = Trainer(b, data, None, TrainConfig(steps=1, batch_size=8))
     assert plain.pad_to == 1
+
+
+def test_a_language_models_batches_pad_without_a_mask():
+    batch = {"input_ids": np.ones((2, 5), np.int64), "labels": np.full((2, 5), 4)}
+    out = pad_multiple(batch, 8, 256, pad_id=0)
+    assert out["input_ids"].shape == (2, 8) and "attention_mask" not in out
+    assert (out["labels"][:, 5:] == IGNORE).all()
+
+
+def test_padding_is_refused_with_alast():
+    import pytest
+
+    from edgetune.errors import UsageError
+
+    with pytest.raises(UsageError, match="pad_multiple=8: ALaST keeps a share"):
+        TrainConfig(steps=1, schedule="alast", pad_multiple=8)

@@ -79,7 +79,8 @@ def load_lm(path: str | Path, spec: LMSpec) -> LMDataset:
     tok.no_truncation()  # cut here, after the EOS and with the prompt kept whole
     eos = [] if spec.eos_id is None else [spec.eos_id]
     rows: list[tuple[list[int], int]] = []  # (ids, index of the first learned id)
-    if has_pair and not has_text:
+    prompts_given = has_pair and not has_text
+    if prompts_given:
         if spec.pack:
             raise DataError(path, "pack applies to text rows; prompt + completion rows stay one a row")
         prompts = _strings(table, spec.prompt_column, "prompt")
@@ -102,13 +103,15 @@ def load_lm(path: str | Path, spec: LMSpec) -> LMDataset:
     ids = np.full((n, width), pad_id, dtype=np.int64)
     labels = np.full((n, width), IGNORE, dtype=np.int64)
     lengths = np.zeros(n, dtype=np.int64)
-    for i, ((row, first), line) in enumerate(zip(rows, table.lines)):
+    places = ([f"packed row {i + 1}" for i in range(n)] if spec.pack and not prompts_given
+              else [f"line {line}" for line in table.lines])  # packed rows outnumber the lines
+    for i, ((row, first), place) in enumerate(zip(rows, places)):
         row = row[:spec.max_length]
         if first >= len(row) and first > 1:
-            raise DataError(path, f"line {line}: the prompt's {first} tokens fill max_length="
+            raise DataError(path, f"{place}: the prompt's {first} tokens fill max_length="
                                   f"{spec.max_length}; no completion token is left to learn")
         if len(row) < 2:
-            raise DataError(path, f"line {line}: {len(row)} token; a row needs 2 (one to learn)")
+            raise DataError(path, f"{place}: {len(row)} token; a row needs 2 (one to learn)")
         k = len(row)
         ids[i, :k] = row
         labels[i, max(first, 1) - 1:k - 1] = row[max(first, 1):k]
@@ -117,5 +120,6 @@ def load_lm(path: str | Path, spec: LMSpec) -> LMDataset:
     cut = 0 if spec.pack else sum(1 for row, _ in rows if len(row) > spec.max_length)
     if cut:
         ds.notes = (f"{cut} of {n} rows are longer than {spec.max_length} tokens (the bundle's "
-                    f"--max-tokens); each is cut to its first {spec.max_length} (--pack keeps them)",)
+                    f"--max-tokens); each is cut to its first {spec.max_length}"
+                    + ("" if prompts_given else " (--pack keeps them)"),)
     return ds

@@ -28,7 +28,8 @@ def pad_multiple(batch: dict[str, np.ndarray], multiple: int, limit: int,
     out = dict(batch)
     widen = ((0, 0), (0, extra))
     out["input_ids"] = np.pad(batch["input_ids"], widen, constant_values=pad_id)
-    out["attention_mask"] = np.pad(batch["attention_mask"], widen, constant_values=0)
+    if "attention_mask" in batch:  # a language model's batches have none (causal, right-padded)
+        out["attention_mask"] = np.pad(batch["attention_mask"], widen, constant_values=0)
     if batch["labels"].ndim == 2:
         out["labels"] = np.pad(batch["labels"], widen, constant_values=IGNORE)
     return out

@@ -62,4 +62,5 @@ def merge_fleet(path: str | Path, out: str | Path | None = None, overwrite: bool
     say(f"reading the round {n} aggregate")
     return write_merged(b, folder.arrays(n), out, overwrite, None, ALL,
                         {"run": str(folder.path.resolve()), "checkpoint": f"round-{n}", "step": None,
-                         "mode": None}, say, where=f"round {n}", int8=int8)
+                         "mode": None, "labels": folder.label_names()}, say, where=f"round {n}",
+                        int8=int8)

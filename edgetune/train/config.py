@@ -59,18 +59,21 @@ class TrainConfig:
         check_int(self, "checkpoint_every", lo=0)
         check_int(self, "eval_every", lo=0)
         check_int(self, "pad_multiple", lo=1)
+        if self.pad_multiple > 1 and self.schedule == "alast":
+            raise UsageError(f"TrainConfig.pad_multiple={self.pad_multiple}: ALaST keeps a share of "
+                             f"each batch's tokens, which padding would change; use 1 with alast")
         if self.val_split is not None:
             check_float(self, "val_split", lo=0.0, hi=0.5, hi_open=False)
 
-    def held_out(self, has_val: bool) -> float:
+    def held_out(self, has_val: bool, lm: bool = False) -> float:
         """The fraction of the training data to validate on (0: none): ``val_split`` where
-        given, else :data:`VAL_SPLIT` for an ALaST run without validation data."""
+        given, else :data:`VAL_SPLIT` for an ALaST run without validation data whose model
+        drops tokens (a language model keeps them all: no choice to make)."""
         if has_val:
             return 0.0
-        check_int(self, "pad_multiple", lo=1)
         if self.val_split is not None:
             return self.val_split
-        return VAL_SPLIT if self.schedule == "alast" else 0.0
+        return VAL_SPLIT if self.schedule == "alast" and not lm else 0.0
 
     def total_steps(self, batches_per_epoch: int) -> int:
         return self.steps or max(1, round(self.epochs * batches_per_epoch))

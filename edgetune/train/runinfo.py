@@ -18,7 +18,8 @@ from edgetune.bundle import Bundle
 from edgetune.errors import UsageError
 
 # TrainConfig fields a resumed run must repeat (alast's only under schedule="alast")
-RESUMED_CONFIG = ("batch_size", "seed", "schedule", "steps", "epochs", "lr", "warmup", "weight_decay")
+RESUMED_CONFIG = ("batch_size", "seed", "schedule", "steps", "epochs", "lr", "warmup", "weight_decay",
+                  "lr_auto", "pad_multiple")
 
 
 def data_fingerprint(data: Any) -> dict[str, Any] | None:

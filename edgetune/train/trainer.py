@@ -114,7 +114,7 @@ class Trainer:
         if val_data is not None and len(val_data) == 0:
             raise UsageError("validation data is empty")
         c = self.config
-        train_data, val_data, self.held_out = hold_out(train_data, val_data, c)
+        train_data, val_data, self.held_out = hold_out(train_data, val_data, c, self.bundle.is_lm)
         self.pad_to = c.pad_multiple
         self._max_text_tokens = int(self.bundle.inputs.get("max_tokens", 0) or 0)
         self._pad_id = dataset_pad_id(train_data)
@@ -253,6 +253,10 @@ class Trainer:
         at the plan of step 0 under the caps; then the parameters and AdamW's state go back to
         where they were and ``config.lr`` is the pick."""
         snapshot = self.engine.trainable_arrays()
+        planner = self.limits.planner  # its plans for the probes are not training steps
+        inner = getattr(planner, "inner", planner)
+        capped = planner if isinstance(planner, CapPlanner) else None
+        plans_before, inner_before = capped.steps_done if capped else 0, inner.state_dict()
         probe = BatchSampler(len(self.train_data), self.sampler.batch_size, seed=self.config.seed + 1,
                              drop_last=True)
         done = [0]
@@ -263,7 +267,7 @@ class Trainer:
             self.limits.observe_overhead(self._energy())
             try:
                 plan = self.limits.plan(token_count(batch, self.bundle), len(batch["labels"]), 0)
-            except CapReached as e:
+            except (CapReached, EdgetuneError) as e:  # a refusal at step 0 comes as the latter
                 raise UsageError(f"--lr auto: the range test does not fit the caps ({e}); "
                                  "give --lr") from None
             stats, seconds, _ = self._run_step(batch, plan, lr)
@@ -275,6 +279,9 @@ class Trainer:
 
         self.lr_pick = run_range_test(RangeTest(), step)
         self.engine.load_trainable(snapshot, reset_optimizer=True)
+        inner.load_state_dict(inner_before)
+        if capped is not None:  # the joules stay spent; the steps were not training's
+            capped.steps_done = plans_before
         self.config = dataclasses.replace(self.config, lr=self.lr_pick["lr"])
         if self.info is not None:
             self.info["config"]["lr"] = self.lr_pick["lr"]
@@ -572,12 +579,15 @@ def _split(batch: Batch, micro: int) -> list[Batch]:
     return [{k: v[i:i + micro] for k, v in batch.items()} for i in range(0, n, micro)]
 
 
-def hold_out(train: Dataset, val: Dataset | None, config: TrainConfig
+def hold_out(train: Dataset, val: Dataset | None, config: TrainConfig, lm: bool = False
              ) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
     """(train, val, what was held out): without ``val``, a seeded ``config.held_out()`` slice of
     ``train`` becomes the validation data and is never trained on. A default split (no
     ``val_split`` given) needs :data:`MIN_HELD_OUT` examples to hold out, else there is none."""
-    fraction = config.held_out(val is not None)
+    if val is not None and config.val_split:
+        raise UsageError(f"val_split={config.val_split}: validation data is given (--val); "
+                         f"give one or the other")
+    fraction = config.held_out(val is not None, lm)
     if fraction <= 0:
         why = "no validation data (--val-split 0)" if val is None else ""
         return train, val, ({"why": why} if why else {})
