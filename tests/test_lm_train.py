@@ -88,6 +88,14 @@ def test_packing_fills_every_row_and_learns_every_token_once(lm_files):
         load_dataset(lm_files / "pairs.jsonl", spec(lm_files, pack=True))
 
 
+def test_packing_fills_every_row_when_rows_outnumber_the_lines(lm_files, tmp_path):
+    """One long text packs into many rows: each is filled, not only as many as there are lines."""
+    text = " ".join(corpus(40, 5))
+    (tmp_path / "long.jsonl").write_text(json.dumps({"text": text}) + "\n")
+    packed = load_dataset(tmp_path / "long.jsonl", spec(lm_files, max_length=16, pack=True))
+    assert len(packed) > 2 and (packed.lengths[:-1] == 16).all() and packed.lengths[-1] >= 2
+
+
 def test_max_length_cuts_rows(lm_files):
     ds = load_dataset(lm_files / "train.jsonl", spec(lm_files, max_length=6))
     assert ds.ids.shape[1] == 6 and ds.lengths.max() == 6
