@@ -97,11 +97,14 @@ def export_cmd(model, method, settings, num_classes, out, mode, max_tokens, toke
     click.echo(out)
 
 
-def _number(flag: str, value: str) -> float:
+def _lr(value: str) -> float | None:
+    """``--lr``: a number, or None for 'auto'."""
+    if str(value).strip().lower() == "auto":
+        return None
     try:
         return float(value)
     except ValueError:
-        raise UsageError(f"{flag} {value!r}: a number or 'auto'") from None
+        raise UsageError(f"--lr {value!r}: a number or 'auto'") from None
 
 
 def _say_notes(ds) -> None:
@@ -175,9 +178,9 @@ def train(bundle, data, val, val_split, steps, epochs, batch_size, pad_multiple,
     b = Bundle.open(bundle)
     mode, provider = resolve(schedule, b.modes, mode=mode or "", provider=provider or "",
                              accelerator=device.accelerator, ram_capped=caps.ram_bytes is not None)
-    auto = str(lr).strip().lower() == "auto"
+    rate = _lr(lr)
     cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size,
-                      lr=1e-3 if auto else _number("--lr", lr), lr_auto=auto, warmup=warmup,
+                      lr=1e-3 if rate is None else rate, lr_auto=rate is None, warmup=warmup,
                       schedule=schedule, mode=mode, provider=provider, seed=seed, threads=threads,
                       checkpoint_every=checkpoint_every, eval_every=eval_every, val_split=val_split,
                       pad_multiple=pad_multiple,
@@ -401,9 +404,10 @@ def plan(bundle, device_name, ram_cap, energy_cap, power_cap, batch_size, steps,
     device = get_device(device_name) if device_name else detect_device()
     caps = Caps.parse(ram=ram_cap, energy=energy_cap, power=power_cap)
     report = plan_report(b.manifest, device, caps, batch_size, schedule=schedule, steps=steps)
-    auto = lr is not None and str(lr).strip().lower() == "auto"
-    if lr is not None and not auto:
-        report["lr"] = _number("--lr", lr)
+    rate = _lr(lr) if lr is not None else None
+    auto = lr is not None and rate is None
+    if rate is not None:
+        report["lr"] = rate
     if auto:
         report["lr_auto"] = asdict(RangeTest())
     if as_json:

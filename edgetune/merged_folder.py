@@ -60,6 +60,7 @@ class MergedModel:
         """Each text's predicted label and class probabilities (softmax of the logits), tokenized
         with the folder's tokenizer at the bundle's ``max_tokens``: ``[{"label", "probability",
         "probabilities"}]``; labels are the run's names where it had them, else class indices."""
+        from edgetune.data.text import TextDataset, id_matrix
         from edgetune.data.tokenizer import load_tokenizer
 
         if self.info.get("tokenizer") is None:
@@ -69,13 +70,10 @@ class MergedModel:
             raise UsageError("predict: give one or more non-empty texts")
         spec = self.info["inference"]["preprocessing"]
         tok, pad_id = load_tokenizer(self.folder / self.info["tokenizer"], int(spec["max_tokens"]))
-        encodings = tok.encode_batch(list(texts))
-        width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(texts), width), pad_id, np.int64)
-        mask = np.zeros((len(texts), width), np.int64)
-        for row, e in enumerate(encodings):
-            ids[row, :len(e.ids)], mask[row, :len(e.ids)] = e.ids, 1
-        logits = self.predict({"input_ids": ids, "attention_mask": mask})
+        ids, lengths = id_matrix(tok.encode_batch(list(texts)), pad_id)
+        n = len(texts)  # the data loader's batch: ids and mask as training saw them
+        batch = TextDataset(self.folder, ids, lengths, np.zeros(n, np.int64), pad_id).batch(np.arange(n))
+        logits = self.predict(batch)
         z = np.exp(logits - logits.max(-1, keepdims=True))
         probs = z / z.sum(-1, keepdims=True)
         known = list(self.info.get("labels") or [])  # the run's names; a class it never saw: its index

@@ -34,6 +34,15 @@ class TextDataset(Dataset):
                 "attention_mask": mask.astype(np.int64)}
 
 
+def id_matrix(encodings, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids N×longest, padded with ``pad_id``; lengths N) of a tokenizer's encodings."""
+    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    ids = np.full((len(encodings), int(lengths.max(initial=0))), pad_id, dtype=np.int64)
+    for row, enc in enumerate(encodings):
+        ids[row, :len(enc.ids)] = enc.ids
+    return ids, lengths
+
+
 def _texts(table, column: str) -> list[str]:
     texts = table.values(column, "text")
     for text, line in zip(texts, table.lines):
@@ -57,14 +66,11 @@ def load_text(path: str | Path, spec: TextSpec) -> TextDataset:
                                spec.labels)
     tok, pad_id = load_tokenizer(spec.tokenizer_path, spec.max_length)
     encodings = tok.encode_batch(texts)
-    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    ids, lengths = id_matrix(encodings, pad_id)
     empty = np.flatnonzero(lengths == 0)
     if empty.size:
         line = table.lines[int(empty[0])]
         raise DataError(path, f"line {line}: text has no tokens for {Path(spec.tokenizer_path).name}")
-    ids = np.full((len(texts), int(lengths.max())), pad_id, dtype=np.int64)
-    for row, enc in enumerate(encodings):
-        ids[row, :len(enc.ids)] = enc.ids
     ds = TextDataset(path, ids, lengths, labels, pad_id, names)
     cut = sum(1 for e in encodings if e.overflowing)
     if cut:
