@@ -92,11 +92,14 @@ def evaluate(model, images, labels, batch: int = 512) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=float, default=4.0)
+    p.add_argument("--epochs", type=float, default=15.0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=300, help="linear warm-up steps")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast for the forward (float32 weights and optimizer): about 2x "
+                        "faster on CPUs with AVX512_BF16 or AMX, slower elsewhere")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="512 training images, 20 steps")
     args = p.parse_args(argv)
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             for g in opt.param_groups:
                 g["lr"] = lr
             x = augment(to_tensor(x_train[idx]), rng)
-            loss = F.cross_entropy(model(x), torch.from_numpy(y_train[idx]), label_smoothing=0.1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                loss = F.cross_entropy(model(x), torch.from_numpy(y_train[idx]), label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         (tmp / "results.json").write_text(json.dumps({
             "dataset": "Fashion-MNIST (Debian dataset-fashion-mnist)", "model": MODEL,
             "train_images": len(x_train), "test_images": len(x_test), "steps": step,
-            "batch_size": args.batch_size, "lr": args.lr, "history": history,
+            "batch_size": args.batch_size, "lr": args.lr, "bf16": args.bf16, "history": history,
             "test_accuracy": history[-1]["test_accuracy"]}, indent=1))
     print(f"wrote {args.out}: test accuracy {history[-1]['test_accuracy']:.4f} in "
           f"{time.time() - t0:.0f} s")

@@ -143,6 +143,10 @@ def _say_notes(ds) -> None:
 @click.option("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores).")
 @click.option("--checkpoint-every", type=int, default=0, help="Steps between checkpoints (0: at the end).")
 @click.option("--eval-every", type=int, default=0, help="Steps between validations (0: each epoch).")
+@click.option("--patience", type=int, default=0, show_default=True,
+              help="Early stopping: end the run after this many validations in a row without a "
+                   "better accuracy (the best checkpoint is kept; --steps/--epochs stay the cap "
+                   "and the schedule's length). 0: never.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--pack", is_flag=True,
@@ -159,8 +163,8 @@ def _say_notes(ds) -> None:
                    "where this onnxruntime offers it, else cpu).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(bundle, data, val, val_split, steps, epochs, batch_size, pad_multiple, lr, warmup, schedule,
-          mode, out, resume, seed, threads, checkpoint_every, eval_every, text_column, label_column, pack,
-          alast_settings, ram_cap, energy_cap, power_cap, device_name, provider, quiet):
+          mode, out, resume, seed, threads, checkpoint_every, eval_every, patience, text_column,
+          label_column, pack, alast_settings, ram_cap, energy_cap, power_cap, device_name, provider, quiet):
     """Fine-tune BUNDLE on local data with ONNX Runtime (no torch)."""
     from pathlib import Path
 
@@ -182,7 +186,8 @@ def train(bundle, data, val, val_split, steps, epochs, batch_size, pad_multiple,
     cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size,
                       lr=1e-3 if rate is None else rate, lr_auto=rate is None, warmup=warmup,
                       schedule=schedule, mode=mode, provider=provider, seed=seed, threads=threads,
-                      checkpoint_every=checkpoint_every, eval_every=eval_every, val_split=val_split,
+                      checkpoint_every=checkpoint_every, eval_every=eval_every, patience=patience,
+                      val_split=val_split,
                       pad_multiple=pad_multiple,
                       alast=from_strings(AlastConfig, alast_settings))
     b.mode_dir(cfg.mode)  # a clear error before data loading if the mode is missing

@@ -31,6 +31,7 @@ class TrainConfig:
     threads: int = 0            # ONNX Runtime intra-op threads; 0: its default
     checkpoint_every: int = 0   # steps between "last" checkpoints; 0: only at the end
     eval_every: int = 0         # steps between validations (with --val); 0: once per epoch
+    patience: int = 0           # stop after this many validations without a better accuracy; 0: never
     pad_multiple: int = 1       # text batches padded to a multiple of this many tokens (data/padding.py)
     val_split: float | None = None  # without val data: hold out this fraction of the training
     #                             data to validate on (never trained on); None: VAL_SPLIT for an
@@ -58,6 +59,7 @@ class TrainConfig:
         check_int(self, "threads", lo=0)
         check_int(self, "checkpoint_every", lo=0)
         check_int(self, "eval_every", lo=0)
+        check_int(self, "patience", lo=0)
         check_int(self, "pad_multiple", lo=1)
         if self.pad_multiple > 1 and self.schedule == "alast":
             raise UsageError(f"TrainConfig.pad_multiple={self.pad_multiple}: ALaST keeps a share of "

@@ -80,7 +80,7 @@ class TrainResult:
     peak_rss_mb: float           # decimal megabytes (10⁶ B), as --ram-cap reads them
     energy_j: float = 0.0        # this trainer's, from the meter: loading, the warm-up and every
                                  #   fit() so far (validations, checkpoints), not the time between
-    stopped: str | None = None   # why the run ended before total_steps (the energy cap)
+    stopped: str | None = None   # why the run ended before total_steps (the energy cap, patience)
     steps_run: int = 0           # the steps this fit() ran
     inference: TokenChoice | None = None  # which tokens eval and merge keep by default (the
                                           #   best checkpoint's, else the last one's)
@@ -115,6 +115,9 @@ class Trainer:
             raise UsageError("validation data is empty")
         c = self.config
         train_data, val_data, self.held_out = hold_out(train_data, val_data, c, self.bundle.is_lm)
+        if c.patience and val_data is None:
+            raise UsageError(f"TrainConfig.patience={c.patience}: early stopping needs validation "
+                             "data (--val, or --val-split above 0)")
         self.pad_to = c.pad_multiple
         self._max_text_tokens = int(self.bundle.inputs.get("max_tokens", 0) or 0)
         self._pad_id = dataset_pad_id(train_data)
@@ -150,6 +153,9 @@ class Trainer:
         self._saved: tuple[int, int] | None = None  # (step, loads) of the last "last" checkpoint
         self._forget_best = False  # drop the "best" pointer with the next checkpoint (a load)
         self.lr_pick: dict[str, Any] | None = None  # --lr auto's range test, once run
+        self.since_best = 0  # validations since the best one (early stopping: config.patience)
+        self._elapsed = 0.0  # wall seconds inside fit() before the current one (and before a resume)
+        self._fit_t0 = time.monotonic()
         if resume:
             self._resume()
         first = self.train_data.batch(self.sampler.batch_indices(0, 0)[:1])
@@ -218,6 +224,7 @@ class Trainer:
 
     def _fit(self, until: int) -> TrainResult:
         start, first = time.monotonic(), self.step
+        self._fit_t0 = start
         log = self.run.metrics_log(self.step or None) if self.run else None
         if self.config.lr_auto and self.lr_pick is None and self.step == 0:
             self._lr_range_test()
@@ -233,6 +240,8 @@ class Trainer:
             if self._saved != (self.step, self._loads):  # not already (a stop, an empty fit)
                 self._checkpoint(("last",))
         finally:
+            self._elapsed += time.monotonic() - start
+            self._fit_t0 = time.monotonic()
             if bar:
                 bar.close()
             if log:
@@ -327,6 +336,16 @@ class Trainer:
         self._report(record, log, bar)
         if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
             self._checkpoint(("last",))
+        return not self._patience_spent()
+
+    def _patience_spent(self) -> bool:
+        """Early stopping: ``config.patience`` validations in a row without a better accuracy
+        end the run (the best checkpoint is the model; the step cap stays the schedule's length)."""
+        p = self.config.patience
+        if not p or self.since_best < p:
+            return False
+        self.stopped = (f"early stop: no better validation accuracy in {p} validation{'s' * (p > 1)} "
+                        f"(best {self.best_accuracy:.4f})")
         return True
 
     def _report(self, record: dict[str, Any], log: MetricsLog | None, bar: ProgressBar | None) -> None:
@@ -349,7 +368,8 @@ class Trainer:
                   "tokens_kept": plan.keep.tolist(), "layers_trained": np.flatnonzero(plan.trained).tolist(),
                   "micro_batch": plan.micro_batch, "step_time": seconds,
                   "samples_per_s": samples / seconds, "rss_mb": rss,
-                  "peak_rss_mb": self._peak_rss, "energy_j": self._joules}
+                  "peak_rss_mb": self._peak_rss, "energy_j": self._joules,
+                  "elapsed_s": self._elapsed + time.monotonic() - self._fit_t0}
         if self.bundle.is_lm:  # the tokens learned (targets) per second, and the step's perplexity
             record.update(targets=stats.count, target_tokens_per_s=stats.count / seconds,
                           perplexity=float(np.exp(min(stats.loss, 700.0))))
@@ -388,8 +408,10 @@ class Trainer:
         record["inference_tokens"] = self.choice.tokens
         score = max(val["accuracy"], val.get("trained", val)["accuracy"])  # the chosen way's
         if self.best_accuracy is None or score > self.best_accuracy:
-            self.best_accuracy, self.best_choice = score, self.choice
+            self.best_accuracy, self.best_choice, self.since_best = score, self.choice, 0
             self._checkpoint(("best",))
+        else:
+            self.since_best += 1
 
     def evaluate(self, data: Dataset, batch_size: int | None = None, tokens: str = RUN) -> dict[str, float]:
         """Loss and accuracy over ``data``. ``tokens``: ``run`` (the last validation's choice;
@@ -509,6 +531,7 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         return {"step": self.step, "mode": self.engine.mode, "planner": self.planner.state_dict(),
                 "best_accuracy": self.best_accuracy, "total_steps": self.total_steps,
+                "since_best": self.since_best, "elapsed_s": self._elapsed + time.monotonic() - self._fit_t0,
                 STATE_KEY: self._choice().to_dict()}
 
     def _checkpoint(self, tags: tuple[str, ...]) -> None:
@@ -550,6 +573,8 @@ class Trainer:
         self._loads = revision_of(folder)
         self._saved = (self.step, self._loads)
         self.best_accuracy = state.get("best_accuracy")
+        self.since_best = int(state.get("since_best", 0))
+        self._elapsed = float(state.get("elapsed_s", 0.0))
         self.choice = _validated_choice(state)
         best = self.run.checkpoints.path("best")
         self.best_choice = None if best is None or self.best_accuracy is None \
