@@ -60,6 +60,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from convergence import compare as compare_curves  # noqa: E402,I001
+from convergence import curve, best_val, plot as plot_curves  # noqa: E402
+from lr_sweep import GRIDS, sweep  # noqa: E402
 from common import (CLI, cli_has_flag, evaluate, json_default, last_error,  # noqa: E402,I001
                     matmul_peak, no_torch_env, plot_bars, plot_lines, prepare_text_data, pyplot, say,
                     summarize, train, trainable_params)
@@ -73,29 +76,26 @@ LABELS = {"full": "full FT", "lora": "LoRA", "adapter": "adapter", "prefix": "pr
           "prompt": "prompt", "propulsion": "Propulsion", "ia3": "IA3", "bitfit": "BitFit"}
 SCHEDULES = ("static", "alast")
 BASELINE = "full-static"
-HEADLINE = ("full-static", "lora-static", "lora-alast")
-# Learning rates per task and method: full FT low, the small-parameter methods higher. Text: LoRA
-# 5e-4 from the ALaST bench (bench/alast.py), the others not tuned. ViT: full FT and LoRA from
-# 120-step probes on the MNIST transfer (val: full 82.4 % at 3e-4 vs 81.6 % at 1e-3; LoRA 77.6 %
-# at 2e-3 vs 86.4 % at 5e-3; IA3 56.0 % at 3e-3, 69.8 % at 1e-2, so 3e-2 untried),
-# the others not tuned. --lr METHOD=VALUE overrides both tasks.
-LR = {"text": {"full": 1e-4, "lora": 5e-4, "adapter": 1e-3, "prefix": 3e-3, "prompt": 3e-3,
-               "propulsion": 3e-3, "ia3": 3e-3, "bitfit": 1e-3},
-      "vit": {"full": 3e-4, "lora": 5e-3, "adapter": 3e-3, "prefix": 1e-2, "prompt": 1e-2,
-              "propulsion": 5e-3, "ia3": 3e-2, "bitfit": 3e-3}}
-# Targets: (row, what, threshold). acc: test accuracy ≥ full FT − threshold points; time, flops,
-# rss: full FT / row ≥ threshold.
-TARGETS = [
-    ("lora-alast", "acc", 0.5), ("lora-alast", "time", 2.0), ("lora-alast", "flops", 2.5),
-    ("lora-alast", "rss", 2.5),
-    ("propulsion-static", "acc", 1.0), ("lora-static", "acc", 1.0), ("ia3-static", "acc", 1.0),
-    ("lora-static", "time", 1.0), ("lora-static", "rss", 1.0),
-]
+HEADLINE = ("full-static", "lora-static", "lora-alast", "full-alast")  # 3 seeds, the energy plot
+LR_AUTO_ROWS = ("full-static", "lora-static", "lora-alast", "ia3-static")
+# Learning rates without --sweep (--lr METHOD=VALUE overrides both tasks): the centres of
+# lr_sweep.GRIDS. With --sweep each row's rate is its sweep's pick (lr_sweep.py).
+LR = {task: {m: grid[1] for m, grid in g.items()} for task, g in GRIDS.items()}
+# Targets per task: (row, what, threshold). abs: test accuracy >= threshold %; acc: >= full FT's
+# - threshold points; maj: >= the majority class + threshold points ("*": every row); time,
+# flops, rss: full FT / row >= threshold (> 1 where the threshold is 1).
+TARGETS = {
+    "vit": [("full-static", "abs", 98.0), ("lora-alast", "acc", 0.5), ("lora-alast", "time", 2.0),
+            ("lora-alast", "flops", 2.5), ("lora-alast", "rss", 2.5), ("lora-static", "acc", 1.0),
+            ("adapter-static", "acc", 1.0), ("ia3-static", "acc", 1.0), ("propulsion-static", "acc", 1.0)],
+    "text": [("full-static", "abs", 83.0), ("lora-alast", "acc", 1.0), ("*", "maj", 10.0)],
+}
 PARETO_BETAS = (0.25, 0.5, 0.75, 1.0)
-# Sized so the main bench (44 runs) takes about an hour on 2 cores (docs/methods.md, "Sizing"):
-# ViT 56 px ~0.9 s/step of 32 on average over the rows; minilm-l6 ~0.2 s/step of 16; plus the time
-# per run of start-up, validation and test evaluation (ViT ~45 s, text ~20 s).
-VIT_STEPS, TEXT_STEPS = 120, 150
+# Runs to convergence: validation every EVAL_EVERY steps, early stopping after PATIENCE
+# validations without a better accuracy, the step count a cap (and the cosine schedule's length).
+VIT_STEPS, TEXT_STEPS = 1500, 2000
+EVAL_EVERY = {"vit": 50, "text": 100}
+PATIENCE = 3
 PARETO_KS = (1, 3, 6)
 
 
@@ -113,8 +113,9 @@ class Task:
     batch_size: int
     eval_every: int
     bundles: dict[str, Path] = field(default_factory=dict)
+    lrs: dict[str, float] = field(default_factory=dict)  # row name -> its rate (swept or given)
 
-    def lr(self, s: Settings, method: str) -> float:
+    def default_lr(self, s: Settings, method: str) -> float:
         return s.lr.get(method, LR[self.name][method])
 
 
@@ -134,6 +135,9 @@ class Settings:
     merge_tokens_flag: bool = False
     base: str = "fp32"         # --base: int8 bundles for every method but full (adaptive engine)
     python: str = sys.executable  # whose edgetune trains and evaluates
+    patience: int = PATIENCE
+    sweep: bool = False        # --sweep: each row's lr from lr_sweep.sweep on the validation split
+    lr_auto: bool = False      # --lr-auto: LR_AUTO_ROWS again with --lr auto
 
     def int8(self, method: str) -> bool:
         return self.base == "int8" and method != "full"
@@ -223,49 +227,112 @@ def alast_sets(s: Settings, extra: tuple[str, ...] = ()) -> list[str]:
     return out
 
 
-def run_row(s: Settings, task: Task, method: str, schedule: str, seed: int, env: dict,
-            extra_set: tuple[str, ...] = (), tag: str = "") -> dict:
+def run_key(name: str, tag: str, lr: float | str, seed: int) -> str:
+    return f"{name}{tag}-lr{lr if isinstance(lr, str) else format(lr, 'g')}-s{seed}"
+
+
+def train_row(s: Settings, task: Task, method: str, schedule: str, seed: int, env: dict,
+              lr: float | str, extra_set: tuple[str, ...] = (), tag: str = "") -> dict:
+    """One ``edgetune train`` process to convergence (early stopping on the validation split,
+    ``task.steps`` the cap) and its numbers; kept in OUT/rows/TASK/KEY.json and reused while
+    the command line is the same (a bench stopped part way goes on where it was)."""
     name = f"{method}-{schedule}"
     bundle = task.bundles[method]
-    run = s.out / "runs" / task.name / f"{name}{tag}-s{seed}"
-    if run.exists():
-        shutil.rmtree(run)
+    key = run_key(name, tag, lr, seed)
+    run = s.out / "runs" / task.name / key
     args = [str(bundle), "--data", str(task.data["train"]), "--val", str(task.data["val"]),
             "--steps", str(task.steps), "--batch-size", str(task.batch_size),
-            "--lr", f"{task.lr(s, method):g}",
+            "--lr", lr if isinstance(lr, str) else f"{lr:g}",
             "--warmup", str(s.warmup), "--schedule", schedule, "--seed", str(seed),
-            "--threads", str(s.threads), "--eval-every", str(task.eval_every), "--quiet"]
+            "--threads", str(s.threads), "--eval-every", str(task.eval_every),
+            "--patience", str(s.patience), "--quiet"]
     mode = "adaptive" if s.int8(method) else s.baseline_mode  # an int8 base is adaptive-only
     args += ["--mode", mode] if schedule == "static" else alast_sets(s, extra_set)
+    cache = s.out / "rows" / task.name / f"{key}.json"
+    if cache.is_file():
+        row = json.loads(cache.read_text())
+        if row.get("args") == args and row.get("python") == s.python and Path(row["run"]).is_dir():
+            say(f"  {key}: from {cache}")
+            return row
+    if run.exists():
+        shutil.rmtree(run)
     proc = train(args, run, env, python=s.python)
     trainable, total = trainable_params(bundle)
     suffix = " + ALaST" if schedule == "alast" else " (static)" if method != "full" else ""
     row = {"task": task.name, "name": name, "label": LABELS[method] + suffix,
            "method": method, "schedule": schedule, "seed": seed, "run": str(run), "bundle": str(bundle),
            "alast_set": list(s.alast_set) + list(extra_set) if schedule == "alast" else [],
-           "lr": task.lr(s, method), "trainable_params": trainable, "total_params": total,
-           "train_wall_s": proc.wall_s}
+           "lr": lr, "trainable_params": trainable, "total_params": total,
+           "train_wall_s": proc.wall_s, "args": args, "python": s.python}
     if proc.error is not None:
         row["error"] = proc.error
         return row
     row.update(summarize(run, bundle, task.batch_size))
     row["peak_rss_mb"] = proc.peak_rss_mb if proc.peak_rss_mb is not None else row["peak_rss_mb_metrics"]
+    row["curve"] = curve(run)
+    best = best_val(row["curve"])
+    row["val_best"], row["best_step"] = best if best else (None, None)
+    info = json.loads((run / "run.json").read_text())
+    if "lr_auto" in info:
+        row["lr_picked"] = info["lr_auto"]["lr"]
+    row["stopped"] = next((line.split("stopped early: ", 1)[1] for line in proc.stdout.splitlines()
+                           if "stopped early: " in line), None)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(row, default=json_default))
+    return row
+
+
+def test_row(s: Settings, task: Task, row: dict, env: dict) -> dict:
+    """The test split on the run's best checkpoint (three ways for ALaST where eval has
+    ``--tokens``), into the row and its cache file."""
+    if "error" in row or "test_accuracy" in row:
+        return row
+    run = Path(row["run"])
     ev = ("--batch-size", str(s.eval_batch), "--threads", str(s.threads))
     res = evaluate(run, task.data["test"], env, *ev, python=s.python)
     row.update(test_accuracy=res["accuracy"], test_loss=res["loss"], test_count=res["count"],
                test_tokens=res.get("tokens"), test_keep=res.get("keep"))
     row["accuracy_all"] = row["accuracy_trained"] = None
-    if schedule == "alast" and s.tokens_flag:
+    if row["schedule"] == "alast" and s.tokens_flag:
         for which in ("all", "trained"):
             r = evaluate(run, task.data["test"], env, *ev, "--tokens", which, python=s.python)
             row[f"accuracy_{which}"] = r["accuracy"]
             row[f"keep_{which}"] = r.get("keep")
         row["inference_choice"] = checkpoint_inference(run)
-    say(f"  {row['step_s']:.3f} s/step, {row['flops'] / 1e9:.2f} GFLOP/step, peak RSS "
-        f"{row['peak_rss_mb']:.0f} MB, test accuracy {row['test_accuracy']:.2%}"
+    say(f"  {row['name']} lr {row['lr']} seed {row['seed']}: {row['steps']} steps "
+        f"({row['stopped'] or 'the cap'}), {row['step_s']:.3f} s/step, {row['flops'] / 1e9:.2f} GFLOP/step, "
+        f"peak RSS {row['peak_rss_mb']:.0f} MB, val {row['val_best']:.2%} at step {row['best_step']}, "
+        f"test {row['test_accuracy']:.2%}"
         + (f" (all {row['accuracy_all']:.2%}, trained {row['accuracy_trained']:.2%})"
            if row["accuracy_all"] is not None else ""))
+    (s.out / "rows" / task.name / f"{run.name}.json").write_text(json.dumps(row, default=json_default))
     return row
+
+
+def run_row(s: Settings, task: Task, method: str, schedule: str, seed: int, env: dict,
+            lr: float | str, extra_set: tuple[str, ...] = (), tag: str = "") -> dict:
+    return test_row(s, task, train_row(s, task, method, schedule, seed, env, lr, extra_set, tag), env)
+
+
+def pick_lr(s: Settings, task: Task, method: str, schedule: str,
+            env: dict) -> tuple[float | None, dict | None]:
+    """A row's rate: --lr where given; with --sweep, static rows and the headline ALaST rows
+    sweep their own (seed-0 runs, picked by validation accuracy), other ALaST rows take their
+    method's static pick; else the LR table."""
+    name = f"{method}-{schedule}"
+    if method in s.lr or not s.sweep:
+        return task.default_lr(s, method), None
+    if schedule == "alast" and name not in HEADLINE and f"{method}-static" in task.lrs:
+        return task.lrs[f"{method}-static"], None
+    say(f"== {task.title}: {name}, learning-rate sweep on the validation split")
+
+    def val_of(lr: float) -> float | None:
+        row = train_row(s, task, method, schedule, 0, env, lr)
+        return row.get("val_best")
+
+    res = sweep(GRIDS[task.name][method], val_of)
+    say(f"  {name}: picked lr {res['lr']} (val {res.get('val')}) of {res['tried']}")
+    return res["lr"], res
 
 
 def checkpoint_inference(run: Path) -> dict | None:
@@ -329,43 +396,51 @@ def merged_speed(s: Settings, task: Task, row: dict, env: dict) -> dict | None:
     return out
 
 
-COLS = ("step_s", "flops", "peak_rss_mb", "test_accuracy", "samples_per_s", "keep_mean", "final_loss")
+COLS = ("step_s", "flops", "peak_rss_mb", "test_accuracy", "samples_per_s", "keep_mean", "final_loss",
+        "steps", "val_best", "train_wall_s")
 
 
 def over_seeds(runs: list[dict]) -> dict:
-    """One row from a method's runs: the median over seeds of each measured column; the spread
+    """One row from a method's runs: the mean over seeds of each measured column; the spread
     (min, max) and every seed's numbers kept. A failed seed fails the row."""
     failed = [r for r in runs if "error" in r]
     if failed:
         return {**failed[0], "seeds": [r["seed"] for r in runs]}
     row = dict(runs[0])
     for c in COLS:
-        vals = [r[c] for r in runs]
-        row[c] = float(np.median(vals))
-        row[f"{c}_spread"] = [float(min(vals)), float(max(vals))]
+        vals = [r[c] for r in runs if r.get(c) is not None]
+        row[c] = float(np.mean(vals)) if vals else None
+        row[f"{c}_spread"] = [float(min(vals)), float(max(vals))] if vals else None
     for c in ("accuracy_all", "accuracy_trained"):
         vals = [r[c] for r in runs if r.get(c) is not None]
-        row[c] = float(np.median(vals)) if vals else None
+        row[c] = float(np.mean(vals)) if vals else None
     row["seeds"] = [r["seed"] for r in runs]
-    row["per_seed"] = [{c: r.get(c) for c in ("seed", "run", *COLS, "accuracy_all", "accuracy_trained")}
-                       for r in runs]
+    row["per_seed_rows"] = runs
+    row["per_seed"] = [{c: r.get(c) for c in ("seed", "run", *COLS, "accuracy_all", "accuracy_trained",
+                                              "best_step", "stopped")} for r in runs]
     return row
 
 
 # ---- tables ------------------------------------------------------------------------------------
-def ratios(r: dict, base: dict) -> dict:
+def ratios(r: dict, base: dict, majority: float) -> dict:
     return {"time": base["step_s"] / r["step_s"], "flops": base["flops"] / r["flops"],
             "rss": base["peak_rss_mb"] / r["peak_rss_mb"],
-            "acc": 100 * (r["test_accuracy"] - base["test_accuracy"])}
+            "acc": 100 * (r["test_accuracy"] - base["test_accuracy"]),
+            "abs": 100 * r["test_accuracy"], "maj": 100 * (r["test_accuracy"] - majority)}
 
 
-def verdicts(r: dict, base: dict) -> dict[str, bool]:
-    t = ratios(r, base)
+def verdicts(task: str, r: dict, base: dict, majority: float) -> dict[str, bool]:
+    t = ratios(r, base, majority)
     out = {}
-    for name, what, thr in TARGETS:
-        if name != r["name"]:
+    for name, what, thr in TARGETS[task]:
+        if name not in (r["name"], "*"):
             continue
-        ok = t[what] >= -thr if what == "acc" else (t[what] > thr if thr == 1.0 else t[what] >= thr)
+        if what == "acc":
+            ok = t[what] >= -thr
+        elif what in ("abs", "maj"):
+            ok = t[what] >= thr
+        else:
+            ok = t[what] > thr if thr == 1.0 else t[what] >= thr
         out[what] = bool(ok)
     return out
 
@@ -373,6 +448,10 @@ def verdicts(r: dict, base: dict) -> dict[str, bool]:
 def target_text(what: str, thr: float) -> str:
     if what == "acc":
         return f">= full FT - {thr:g} pt"
+    if what == "abs":
+        return f">= {thr:g} %"
+    if what == "maj":
+        return f">= majority + {thr:g} pt"
     return "> 1x" if thr == 1.0 else f">= {thr:g}x"
 
 
@@ -380,28 +459,81 @@ def fmt_acc(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
 
 
+def fmt_lr(v) -> str:
+    return v if isinstance(v, str) else f"{v:.2g}"
+
+
 def table(task: Task, rows: list[dict], peak: dict) -> list[str]:
     base = next(r for r in rows if r["name"] == BASELINE)
-    head = (f"{'row':20s} {'seeds':>5s} {'trainable':>10s} {'s/step':>7s} {'less':>6s} {'GFLOP/st':>8s} "
-            f"{'fewer':>6s} {'GFLOP/s':>7s} {'%peak':>5s} {'peak MB':>7s} {'less':>6s} {'test%':>5s} "
-            f"{'d pt':>5s} {'all%':>5s} {'trnd%':>5s} {'maj%':>5s} {'full%':>5s}  targets")
+    head = (f"{'row':20s} {'seeds':>5s} {'lr':>7s} {'steps':>5s} {'trainable':>9s} {'s/step':>6s} "
+            f"{'less':>6s} {'GFLOP/st':>8s} {'fewer':>6s} {'GFLOP/s':>7s} {'peak MB':>7s} {'less':>6s} "
+            f"{'val%':>5s} {'test%':>5s} {'min-max':>9s} {'d pt':>5s} {'all%':>5s} {'trnd%':>5s}  targets")
     out = [head, "-" * len(head)]
     for r in rows:
-        lead = f"{r['label']:20s} {len(r.get('seeds', [r['seed']])):5d}"
+        lead = f"{r['label']:20s} {len(r.get('seeds', [r['seed']])):5d} {fmt_lr(r['lr']):>7s}"
         if "error" in r:
             out.append(f"{lead} did not run: {r['error']}")
             continue
-        t = ratios(r, base)
+        t = ratios(r, base, task.majority)
         achieved = r["flops"] / r["step_s"] / 1e9
-        v = verdicts(r, base)
+        v = verdicts(task.name, r, base, task.majority)
         marks = " ".join(f"{k} {'PASS' if ok else 'MISS'}" for k, ok in v.items())
-        out.append(f"{lead} {r['trainable_params']:10d} {r['step_s']:7.3f} {t['time']:5.2f}x "
-                   f"{r['flops'] / 1e9:8.2f} {t['flops']:5.2f}x {achieved:7.1f} "
-                   f"{100 * achieved / peak['gflops']:4.0f}% {r['peak_rss_mb']:7.0f} {t['rss']:5.2f}x "
-                   f"{fmt_acc(r['test_accuracy']):>5s} {t['acc']:+5.1f} {fmt_acc(r.get('accuracy_all')):>5s} "
-                   f"{fmt_acc(r.get('accuracy_trained')):>5s} {100 * task.majority:5.1f} "
-                   f"{100 * base['test_accuracy']:5.1f}  {marks}")
+        lo, hi = r.get("test_accuracy_spread") or [r["test_accuracy"]] * 2
+        out.append(f"{lead} {r['steps']:5.0f} {r['trainable_params']:9d} {r['step_s']:6.3f} "
+                   f"{t['time']:5.2f}x {r['flops'] / 1e9:8.2f} {t['flops']:5.2f}x {achieved:7.1f} "
+                   f"{r['peak_rss_mb']:7.0f} {t['rss']:5.2f}x {fmt_acc(r.get('val_best')):>5s} "
+                   f"{fmt_acc(r['test_accuracy']):>5s} {fmt_acc(lo):>4s}-{fmt_acc(hi):<4s} {t['acc']:+5.1f} "
+                   f"{fmt_acc(r.get('accuracy_all')):>5s} {fmt_acc(r.get('accuracy_trained')):>5s}  {marks}")
     return out
+
+
+def auto_entry(swept: dict, auto: dict) -> dict:
+    return {"swept": {k: swept.get(k) for k in ("name", "lr", "test_accuracy")},
+            "auto": {k: auto.get(k) for k in ("lr_picked", "test_accuracy", "error")}}
+
+
+def lr_auto_lines(task: Task, pairs: list[tuple[dict, dict]]) -> list[str]:
+    """--lr auto vs the swept rate, seed 0 each: test accuracy and the gap (target: within 1 pt)."""
+    out = ["", f"{task.title}: --lr auto (range test) vs the swept learning rate, seed 0", "",
+           f"{'row':20s} {'swept lr':>8s} {'test%':>6s} {'auto lr':>8s} {'test%':>6s} {'d pt':>6s}  target"]
+    for swept, auto in pairs:
+        if "error" in auto or "error" in swept:
+            out.append(f"{swept['label']:20s} did not run: {auto.get('error') or swept.get('error')}")
+            continue
+        gap = 100 * (auto["test_accuracy"] - swept["test_accuracy"])
+        out.append(f"{swept['label']:20s} {fmt_lr(swept['lr']):>8s} {100 * swept['test_accuracy']:6.1f} "
+                   f"{auto.get('lr_picked', float('nan')):8.2g} {100 * auto['test_accuracy']:6.1f} "
+                   f"{gap:+6.1f}  "
+                   f"within 1 pt {'PASS' if gap >= -1.0 else 'MISS'}")
+    return out
+
+
+def energy_lines(task: Task, curves: dict[str, dict]) -> tuple[list[str], dict]:
+    """ALaST + LoRA and ALaST + full vs full FT at equal joules and equal seconds (seed 0)."""
+    ref = curves.get("full FT")
+    out, res = ["", f"{task.title}: best validation accuracy at equal cost vs full FT (seed 0; "
+                f"meter: {ref['meter'] if ref else 'n/a'})"], {}
+    if ref is None:
+        return out + ["full FT did not run"], res
+    for label, c in curves.items():
+        if label == "full FT":
+            continue
+        for key, unit in (("energy_j", "J"), ("elapsed_s", "s")):
+            cmp = compare_curves(ref, c, key)
+            res[f"{label} / {key}"] = cmp
+            if not cmp["budgets"]:
+                out.append(f"  {label}, {unit}: no validations to compare")
+                continue
+            worst = min(cmp["below"], key=lambda r: r["gap_pt"] if r["gap_pt"] is not None else -1e9,
+                        default=None)
+            line = (f"  {label}, per {unit}: at or above full FT at {cmp['at_or_above']} of "
+                    f"{cmp['budgets']} budgets up to full FT's convergence "
+                    f"({cmp['convergence_cost']:.0f} {unit})")
+            if worst is not None:
+                line += (f"; below at {len(cmp['below'])}, worst at {worst['budget']:.0f} {unit}: "
+                         + ("no validation yet" if worst["gap_pt"] is None else f"{worst['gap_pt']:+.1f} pt"))
+            out.append(line)
+    return out, res
 
 
 # ---- plots ---------------------------------------------------------------------------------------
@@ -491,7 +623,7 @@ def make_tasks(args, s: Settings) -> list[Task]:
                           {n: d / f"{n}.csv" for n in ("train", "val", "test")}, sizes["majority"],
                           args.steps or (6 if q else TEXT_STEPS), args.batch_size or (8 if q else 16), 0))
     for t in tasks:
-        t.eval_every = max(1, t.steps // 2)
+        t.eval_every = args.eval_every or (max(1, t.steps // 2) if q else EVAL_EVERY[t.name])
     return tasks
 
 
@@ -521,7 +653,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--image-size", type=int, default=56,
                     help="ViT fine-tuning resolution (default 56: 197 tokens)")
     ap.add_argument("--steps", type=int,
-                    help=f"steps of every run (default: vit {VIT_STEPS}, text {TEXT_STEPS}; quick 6)")
+                    help=f"the step cap of every run (default: vit {VIT_STEPS}, text {TEXT_STEPS}; quick 6)")
+    ap.add_argument("--eval-every", type=int, default=None,
+                    help="steps between validations (default: "
+                    + ", ".join(f"{k} {v}" for k, v in EVAL_EVERY.items()) + "; quick: half the steps)")
+    ap.add_argument("--patience", type=int, default=PATIENCE,
+                    help=f"early stopping: validations without a better accuracy (default {PATIENCE}; "
+                         "0: off)")
+    ap.add_argument("--sweep", action="store_true",
+                    help="each row's learning rate from a sweep on the validation split (lr_sweep.py; "
+                         "--lr METHOD=VALUE skips a method's)")
+    ap.add_argument("--lr-auto", action="store_true",
+                    help="also run " + ", ".join(LR_AUTO_ROWS) + " with --lr auto (seed 0) and compare")
     ap.add_argument("--batch-size", type=int, help="default: vit 32, text 16; quick 8")
     ap.add_argument("--warmup", type=int, help="linear warm-up steps (default 20; quick 1)")
     ap.add_argument("--lr", action="append", default=[], metavar="METHOD=VALUE",
@@ -555,8 +698,9 @@ def main(argv: list[str] | None = None) -> None:
                  baseline_mode=args.baseline_mode, lr=parse_lr(args.lr), alast_set=tuple(args.alast_set),
                  quick=q, bundle_cache=args.bundle_cache or out / "bundles", base=args.base,
                  python=args.python or str(DEVICE_PYTHON if args.base == "int8" and DEVICE_PYTHON.is_file()
-                                           else sys.executable))
-    if q and not args.lr:
+                                           else sys.executable),
+                 patience=args.patience, sweep=args.sweep, lr_auto=args.lr_auto)
+    if q and not args.lr and not args.sweep:
         s.lr = {k: 3 * v for k, v in LR["text"].items()}
     env = no_torch_env(Path(tempfile.mkdtemp(prefix="bench-methods-")))
     s.tokens_flag = cli_has_flag("eval", "--tokens", env)
@@ -585,26 +729,60 @@ def main(argv: list[str] | None = None) -> None:
             plots.append(out / f"pareto-{task.name}.png")
             lines += pareto_lines(task, res)
             continue
-        say(f"== {task.title}: {task.steps} steps of {task.batch_size}, one process each")
-        rows = []
+        say(f"== {task.title}: up to {task.steps} steps of {task.batch_size} (validation every "
+            f"{task.eval_every}, patience {s.patience}), one process each")
+        rows, sweeps, by_name = [], {}, {}
         for m in methods:
             for sched in ([*args.schedules] if m != "full" else ["static", *[x for x in args.schedules
                                                                             if x != "static"]]):
                 name = f"{m}-{sched}"
+                lr, swept = pick_lr(s, task, m, sched, env)
+                if swept is not None:
+                    sweeps[name] = swept
+                if lr is None:
+                    rows.append({"name": name, "label": LABELS[m], "seed": 0, "lr": "-",
+                                 "error": "every swept learning rate failed", "method": m, "schedule": sched})
+                    continue
+                task.lrs[name] = lr
                 seeds = range(s.seeds if name in HEADLINE else 1)
-                row = over_seeds([run_row(s, task, m, sched, seed, env) for seed in seeds])
+                row = over_seeds([run_row(s, task, m, sched, seed, env, lr) for seed in seeds])
+                if swept is not None:
+                    row["lr_sweep"] = swept
                 if name == "lora-alast" and "error" not in row:
                     row["merged_inference"] = merged_speed(s, task, row, env)
                 rows.append(row)
+                by_name[name] = row
         if "error" in rows[0]:
             raise SystemExit(f"{task.title}: full fine-tuning (the reference) failed: {rows[0]['error']}")
+        auto_pairs = []
+        if s.lr_auto:
+            for name in LR_AUTO_ROWS:
+                if name in by_name and "error" not in by_name[name]:
+                    m, sched = name.split("-")
+                    swept0 = next(r for r in by_name[name]["per_seed_rows"] if r["seed"] == 0)
+                    auto_pairs.append((swept0, run_row(s, task, m, sched, 0, env, "auto")))
         plots += write_plots(out, task, rows)
+        curves = {by_name[n]["label"]: next(r for r in by_name[n]["per_seed_rows"] if r["seed"] == 0)["curve"]
+                  for n in HEADLINE if n in by_name and "error" not in by_name[n]}
+        energy_path = out / f"energy-{task.name}.png"
+        if curves:
+            meter = next(iter(curves.values()))["meter"]
+            plot_curves(energy_path, f"{task.title}: best validation accuracy so far vs cost (seed 0, each "
+                        "row at its learning rate)", curves, meter)
+            plots.append(energy_path)
+        e_lines, e_res = energy_lines(task, curves)
         base = rows[0]
-        rows_out = [{**r, "ratios": ratios(r, base), "verdicts": verdicts(r, base)} if "error" not in r else r
+        rows_out = [{**{k: v for k, v in r.items() if k != "per_seed_rows"},
+                     "ratios": ratios(r, base, task.majority),
+                     "verdicts": verdicts(task.name, r, base, task.majority)} if "error" not in r else r
                     for r in rows]
         report["tasks"][task.name] = {"title": task.title, "steps": task.steps, "batch_size": task.batch_size,
-                                      "majority": task.majority, "peak": peak, "rows": rows_out}
-        lines += ["", f"{task.title}: {task.steps} steps of {task.batch_size}, test "
+                                      "eval_every": task.eval_every, "patience": s.patience,
+                                      "majority": task.majority, "peak": peak, "rows": rows_out,
+                                      "lr_sweeps": sweeps, "equal_cost": e_res,
+                                      "lr_auto": [auto_entry(a, b) for a, b in auto_pairs]}
+        lines += ["", f"{task.title}: up to {task.steps} steps of {task.batch_size}, early stopping "
+                  f"(validation every {task.eval_every} steps, patience {s.patience}), test "
                   f"{base['test_count']}, majority class {task.majority:.1%}, matmul peak "
                   f"{peak['gflops']:.1f} GFLOP/s ({s.threads} threads)", ""] + table(task, rows, peak)
         lora = next((r for r in rows if r["name"] == "lora-alast" and r.get("merged_inference")), None)
@@ -616,13 +794,22 @@ def main(argv: list[str] | None = None) -> None:
                          f"({mi['speedup']:.2f}x), batch {s.eval_batch}")
         elif lora is not None:
             lines.append(f"ALaST + LoRA merged inference: {lora['merged_inference']['error']}")
+        if sweeps:
+            lines += ["", "learning-rate sweeps (seed 0, best validation accuracy per rate):"]
+            lines += [f"  {n}: " + ", ".join(f"{lr} {'failed' if v is None else f'{100 * v:.1f}'}"
+                                             for lr, v in sw["tried"].items()) + f" -> {sw['lr']}"
+                      for n, sw in sweeps.items()]
+        lines += e_lines
+        if auto_pairs:
+            lines += lr_auto_lines(task, auto_pairs)
+        lines += ["Targets: " + "; ".join(f"{n} {w} {target_text(w, t)}" for n, w, t in TARGETS[task.name])]
     if not args.pareto:
-        lines += ["", "s/step: median step time (first left out); less/fewer: full FT / row; GFLOP/st: cost "
-                  "model per step; GFLOP/s, %peak: achieved vs the float32 matmul peak; peak MB: VmHWM of "
-                  "the training process; test%: best checkpoint (by val), the run's own token choice; all%/"
-                  "trnd%: ALaST rows evaluated with every token / the trained keep counts; d pt: test% - "
-                  "full FT's; medians over seeds (spread in results.json)."]
-        lines += ["Targets: " + "; ".join(f"{n} {w} {target_text(w, t)}" for n, w, t in TARGETS)]
+        lines += ["", "lr: the row's rate (swept: the pick); steps: steps run (early stopping), mean; "
+                  "s/step: median step time (first left out); less/fewer: full FT / row; GFLOP/st: cost "
+                  "model per step; GFLOP/s: achieved; peak MB: VmHWM of the training process; val%: best "
+                  "validation accuracy; test%: best checkpoint (by val), the run's own token choice, mean "
+                  "over seeds (min-max); all%/trnd%: ALaST rows evaluated with every token / the trained "
+                  "keep counts; d pt: test% - full FT's."]
     if q:
         lines += ["--quick: micro models on synthetic / tiny data, a smoke test, not a measurement."]
     lines += [f"Plots: {', '.join(str(p) for p in plots) or 'none'}. "
@@ -639,13 +826,16 @@ def pareto(s: Settings, task: Task, env: dict, args, out: Path) -> dict:
     """ALaST + LoRA at each β (default K) and each K (default β), full FT and static LoRA as points."""
     points = reuse_points(out, task)
     if points is None:
-        points = [over_seeds([run_row(s, task, m, "static", 0, env)]) for m in ("full", "lora")]
+        points = [over_seeds([run_row(s, task, m, "static", 0, env, task.default_lr(s, m))])
+                  for m in ("full", "lora")]
     sweep = []
     for beta in args.betas:
-        r = run_row(s, task, "lora", "alast", 0, env, (f"token_budget={beta:g}",), tag=f"-beta{beta:g}")
+        r = run_row(s, task, "lora", "alast", 0, env, task.default_lr(s, "lora"), (f"token_budget={beta:g}",),
+                    tag=f"-beta{beta:g}")
         sweep.append({**over_seeds([r]), "sweep": "beta", "point": f"β={beta:g}"})
     for k in args.ks:
-        r = run_row(s, task, "lora", "alast", 0, env, (f"n_train={k}",), tag=f"-k{k}")
+        r = run_row(s, task, "lora", "alast", 0, env, task.default_lr(s, "lora"), (f"n_train={k}",),
+                    tag=f"-k{k}")
         sweep.append({**over_seeds([r]), "sweep": "k", "point": f"K={k}"})
     plot_pareto(out / f"pareto-{task.name}.png", f"{task.title}: ALaST + LoRA, accuracy vs cost",
                 sweep, points)

@@ -26,7 +26,8 @@ def test_methods_bench_quick_writes_tables_results_and_plots(tmp_path):
     pytest.importorskip("matplotlib", reason="the bench's plots (pip install -e '.[bench]')")
     out = tmp_path / "out"
     cache = ["--bundle-cache", str(ROOT / "build" / "test-bundles" / "bench-methods")]
-    p = _bench("--quick", "--tasks", "vit", "--methods", "full", "lora", "--out", str(out), *cache)
+    p = _bench("--quick", "--tasks", "vit", "--methods", "full", "lora", "--sweep", "--lr-auto", "--out", str(out),
+               *cache)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     for label in ("full FT ", "full FT + ALaST", "LoRA (static)", "LoRA + ALaST"):
         assert any(line.startswith(label) for line in p.stdout.splitlines()), (label, p.stdout[-3000:])
@@ -42,8 +43,24 @@ def test_methods_bench_quick_writes_tables_results_and_plots(tmp_path):
         assert r["trainable_params"] > 0
     lora, full = rows[2], rows[0]
     assert lora["trainable_params"] < full["trainable_params"]
-    assert set(lora["verdicts"]) == {"acc", "time", "rss"}              # static LoRA's targets
+    assert set(full["verdicts"]) == {"abs"}                              # full FT's target (>= 98 %)
+    assert set(lora["verdicts"]) == {"acc"}                              # static LoRA's
     assert set(rows[3]["verdicts"]) == {"acc", "time", "flops", "rss"}   # ALaST + LoRA's
+    # every row's rate from its sweep on the validation split: the pick is the best val score
+    vit = res["tasks"]["vit"]
+    assert set(vit["lr_sweeps"]) == {"full-static", "full-alast", "lora-static", "lora-alast"}
+    for r in rows:
+        tried = {float(k): v for k, v in vit["lr_sweeps"][r["name"]]["tried"].items()}
+        assert len(tried) >= 3 and r["lr"] == vit["lr_sweeps"][r["name"]]["lr"]
+        assert tried[r["lr"]] == max(v for v in tried.values() if v is not None)
+        assert r["val_best"] is not None and r["steps"] >= 1
+    # --lr auto rows, compared with the swept rate's seed 0; the range test's pick recorded
+    assert [a["swept"]["name"] for a in vit["lr_auto"]] == ["full-static", "lora-static", "lora-alast"]
+    assert all(a["auto"]["lr_picked"] > 0 for a in vit["lr_auto"])
+    assert "--lr auto (range test) vs the swept learning rate" in p.stdout
+    # the equal-cost comparison: every budget counted either way
+    for cmp in vit["equal_cost"].values():
+        assert cmp["budgets"] == 0 or cmp["at_or_above"] + len(cmp["below"]) == cmp["budgets"]
     assert rows[3]["keep_mean"] < 1.0                                    # ALaST dropped tokens
     assert res["tasks"]["vit"]["peak"]["gflops"] > 0
     # --tokens (edgetune eval) present: ALaST rows have both accuracies; absent: None, said so
@@ -52,7 +69,7 @@ def test_methods_bench_quick_writes_tables_results_and_plots(tmp_path):
         assert rows[3]["accuracy_all"] is not None and rows[3]["accuracy_trained"] is not None
     else:
         assert rows[3]["accuracy_all"] is None and "no --tokens" in p.stdout
-    for name in ("rss-vit.png", "loss-vit.png"):
+    for name in ("rss-vit.png", "loss-vit.png", "energy-vit.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the Pareto sweep: full FT and static LoRA taken from results.json, two ALaST points run

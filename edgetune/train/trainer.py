@@ -139,6 +139,8 @@ class Trainer:
                      if self.run else None)  # what run.json records
         if self.info is not None and "examples" in self.held_out:
             self.info["held_out"] = self.held_out
+        if self.info is not None:  # what metrics' energy_j counts: a sensor, or the model (sensors/)
+            self.info["energy_meter"] = self.meter.describe()
         if self.info is not None and self.pad_to > 1 and self._max_text_tokens:
             self.info["pad_multiple"] = self.pad_to
         self.callbacks = list(callbacks)
