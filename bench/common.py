@@ -41,6 +41,8 @@ from edgetune.cli import main
 main()
 """
 CLI = [sys.executable, "-m", "edgetune.cli"]
+# the pretrained ViT every image bench uses unless given another (bench/backbones/README.md)
+DEFAULT_VIT = Path(__file__).resolve().parent / "backbones" / "vit-fmnist"
 
 
 _NO_TORCH = r"""

@@ -53,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import methods  # noqa: E402
-from common import json_default, last_error, no_torch_env, pyplot, say  # noqa: E402
+from common import DEFAULT_VIT, json_default, last_error, no_torch_env, pyplot, say  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_PYTHON = ROOT / ".venv-device" / "bin" / "python"
@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="micro models, synthetic data: a smoke test")
     ap.add_argument("--tasks", nargs="+", choices=["vit", "text"], default=["vit", "text"])
-    ap.add_argument("--vit", type=Path, default=None, help="pretrained ViT folder (bench/pretrain_vit.py)")
+    ap.add_argument("--vit", type=Path, default=DEFAULT_VIT,
+                    help="pretrained ViT folder (bench/pretrain_vit.py; default bench/backbones/vit-fmnist)")
     ap.add_argument("--mnist", type=Path, default=None, help="bench/mnist.py's splits (default: made in OUT)")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of the label split")

@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from convergence import compare as compare_curves  # noqa: E402,I001
 from convergence import curve, best_val, plot as plot_curves  # noqa: E402
 from lr_sweep import GRIDS, sweep  # noqa: E402
-from common import (CLI, cli_has_flag, evaluate, json_default, last_error,  # noqa: E402,I001
+from common import (CLI, DEFAULT_VIT, cli_has_flag, evaluate, json_default, last_error,  # noqa: E402,I001
                     matmul_peak, no_torch_env, plot_bars, plot_lines, prepare_text_data, pyplot, say,
                     summarize, train, trainable_params)
 
@@ -645,7 +645,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="rows (full is always run: the reference)")
     ap.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=list(SCHEDULES))
-    ap.add_argument("--vit", type=Path, default=None, help="pretrained ViT folder (bench/pretrain_vit.py)")
+    ap.add_argument("--vit", type=Path, default=DEFAULT_VIT,
+                    help="pretrained ViT folder (bench/pretrain_vit.py; default bench/backbones/vit-fmnist)")
     ap.add_argument("--mnist", type=Path, default=None,
                     help="folder of bench/mnist.py's splits (default: made under OUT/mnist)")
     ap.add_argument("--per-class", type=int, default=None,

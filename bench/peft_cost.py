@@ -3,7 +3,7 @@
     python bench/peft_cost.py [--quick] [--model M] [--image-size S] [--batch-size B]
                               [--steps N] [--rounds R] [--configs a,b] [--bundles DIR] [--out DIR]
 
-Default: the 6-layer, 192-wide ViT of ``bench/pretrain_vit.py`` (``runs/vit-fmnist``; another
+Default: the 6-layer, 192-wide ViT of ``bench/pretrain_vit.py`` (``bench/backbones/vit-fmnist``; another
 checkpoint folder or model name with ``--model``) at 56 px (197 tokens), batch 32;
 LoRA r 16 on every linear layer (qkv, proj, fc1, fc2; the head trains too).
 
@@ -44,10 +44,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import child_script, run_child  # noqa: E402
+from common import DEFAULT_VIT, child_script, run_child  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "runs" / "vit-fmnist"
+DEFAULT_MODEL = DEFAULT_VIT
 VIT_LINEARS = ("qkv", "proj", "fc1", "fc2")  # every nn.Linear of a ViT block (export/models/vit.py)
 LORA_SET = ("r=16", f"target_modules={','.join(VIT_LINEARS)}")
 # name → (label, method, schedule, engines)

@@ -26,8 +26,8 @@ def test_methods_bench_quick_writes_tables_results_and_plots(tmp_path):
     pytest.importorskip("matplotlib", reason="the bench's plots (pip install -e '.[bench]')")
     out = tmp_path / "out"
     cache = ["--bundle-cache", str(ROOT / "build" / "test-bundles" / "bench-methods")]
-    p = _bench("--quick", "--tasks", "vit", "--methods", "full", "lora", "--sweep", "--lr-auto", "--out", str(out),
-               *cache)
+    p = _bench("--quick", "--tasks", "vit", "--methods", "full", "lora", "--sweep", "--lr-auto",
+               "--out", str(out), *cache)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     for label in ("full FT ", "full FT + ALaST", "LoRA (static)", "LoRA + ALaST"):
         assert any(line.startswith(label) for line in p.stdout.splitlines()), (label, p.stdout[-3000:])
