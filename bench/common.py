@@ -121,6 +121,7 @@ class TrainProcess:
     error: str | None
     wall_s: float
     peak_rss_mb: float | None   # VmHWM of the training process; None if it did not say
+    stderr: str = ""
 
 
 def train(args: list[str], run: Path, env: dict[str, str], python: str = sys.executable) -> TrainProcess:
@@ -136,7 +137,7 @@ def train(args: list[str], run: Path, env: dict[str, str], python: str = sys.exe
     peak = int(hwm.read_text()) / 1024 if hwm.is_file() else None
     err = last_error(proc) if proc.returncode else None
     say(f"  failed (exit {proc.returncode}): {err}" if err else "  " + proc.stdout.strip())
-    return TrainProcess(proc.returncode, proc.stdout, err, wall, peak)
+    return TrainProcess(proc.returncode, proc.stdout, err, wall, peak, proc.stderr)
 
 
 def evaluate(source: Path, data: Path, env: dict[str, str], *extra: str,

@@ -275,8 +275,8 @@ def train_row(s: Settings, task: Task, method: str, schedule: str, seed: int, en
     info = json.loads((run / "run.json").read_text())
     if "lr_auto" in info:
         row["lr_picked"] = info["lr_auto"]["lr"]
-    row["stopped"] = next((line.split("stopped early: ", 1)[1] for line in proc.stdout.splitlines()
-                           if "stopped early: " in line), None)
+    row["stopped"] = next((line.split("stopped early: ", 1)[1] for line in proc.stderr.splitlines()
+                           if "stopped early: " in line), None)  # the CLI says why on stderr
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(row, default=json_default))
     return row
