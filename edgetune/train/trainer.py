@@ -242,8 +242,7 @@ class Trainer:
             if self._saved != (self.step, self._loads):  # not already (a stop, an empty fit)
                 self._checkpoint(("last",))
         finally:
-            self._elapsed += time.monotonic() - start
-            self._fit_t0 = time.monotonic()
+            self._elapsed, self._fit_t0 = self._elapsed_s(), time.monotonic()
             if bar:
                 bar.close()
             if log:
@@ -340,6 +339,10 @@ class Trainer:
             self._checkpoint(("last",))
         return not self._patience_spent()
 
+    def _elapsed_s(self) -> float:
+        """Wall seconds inside fit() so far (this call's and every earlier one's, resumes too)."""
+        return self._elapsed + time.monotonic() - self._fit_t0
+
     def _patience_spent(self) -> bool:
         """Early stopping: ``config.patience`` validations in a row without a better accuracy
         end the run (the best checkpoint is the model; the step cap stays the schedule's length)."""
@@ -371,7 +374,7 @@ class Trainer:
                   "micro_batch": plan.micro_batch, "step_time": seconds,
                   "samples_per_s": samples / seconds, "rss_mb": rss,
                   "peak_rss_mb": self._peak_rss, "energy_j": self._joules,
-                  "elapsed_s": self._elapsed + time.monotonic() - self._fit_t0}
+                  "elapsed_s": self._elapsed_s()}
         if self.bundle.is_lm:  # the tokens learned (targets) per second, and the step's perplexity
             record.update(targets=stats.count, target_tokens_per_s=stats.count / seconds,
                           perplexity=float(np.exp(min(stats.loss, 700.0))))
@@ -533,7 +536,7 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         return {"step": self.step, "mode": self.engine.mode, "planner": self.planner.state_dict(),
                 "best_accuracy": self.best_accuracy, "total_steps": self.total_steps,
-                "since_best": self.since_best, "elapsed_s": self._elapsed + time.monotonic() - self._fit_t0,
+                "since_best": self.since_best, "elapsed_s": self._elapsed_s(),
                 STATE_KEY: self._choice().to_dict()}
 
     def _checkpoint(self, tags: tuple[str, ...]) -> None:
