@@ -5,8 +5,9 @@ No pretrained ViT installs offline, so ALaST's own domain needs one of ours. The
 4 px patches (49 tokens + the class token), one input channel. 15 epochs under ``--bf16``
 took 3592 s on 2 cores (AMD EPYC Zen 4, AVX512_BF16) and reached 88.9 % on the test split;
 ``--init FOLDER`` starts from an earlier run's weights: a second cosine cycle (8 epochs at
-5e-4, 1944 s) reached 90.1 % (docs/methods.md). Fine-tuning may run at more tokens (56 px → 196) through position-embedding
-interpolation, the usual low-resolution pretrain, high-resolution fine-tune.
+5e-4, 1944 s) reached 90.1 % (docs/methods.md). Fine-tuning may run at more tokens (56 px → 196)
+through position-embedding interpolation, the usual low-resolution pretrain, high-resolution
+fine-tune.
 
 Recipe: random crops (pad 2) and horizontal flips, AdamW (lr 1e-3, weight decay 0.05), linear
 warm-up then cosine decay, label smoothing 0.1, batch 128. Data: the Debian package
