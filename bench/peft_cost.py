@@ -46,8 +46,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_VIT, child_script, run_child  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = DEFAULT_VIT
 VIT_LINEARS = ("qkv", "proj", "fc1", "fc2")  # every nn.Linear of a ViT block (export/models/vit.py)
 LORA_SET = ("r=16", f"target_modules={','.join(VIT_LINEARS)}")
 # name → (label, method, schedule, engines)
@@ -144,9 +142,9 @@ def main(argv: list[str] | None = None) -> dict:
     if a.quick:
         model, image_size, batch, steps, rounds = a.model or "vit-micro", a.image_size, 4, 3, 1
     else:
-        if a.model is None and not DEFAULT_MODEL.is_dir():
-            p.error(f"{DEFAULT_MODEL} is missing (bench/pretrain_vit.py writes it): pass --model")
-        model = a.model or str(DEFAULT_MODEL)
+        if a.model is None and not DEFAULT_VIT.is_dir():
+            p.error(f"{DEFAULT_VIT} is missing (bench/pretrain_vit.py writes it): pass --model")
+        model = a.model or str(DEFAULT_VIT)
         image_size = a.image_size or 56
         batch, steps, rounds = a.batch_size, a.steps, a.rounds
     a.out.mkdir(parents=True, exist_ok=True)
