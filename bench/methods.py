@@ -275,6 +275,7 @@ def train_row(s: Settings, task: Task, method: str, schedule: str, seed: int, en
     info = json.loads((run / "run.json").read_text())
     if "lr_auto" in info:
         row["lr_picked"] = info["lr_auto"]["lr"]
+        row["lr_range"] = info["lr_auto"].get("range_lr")  # the range test's pick, before the trials
     row["stopped"] = next((line.split("stopped early: ", 1)[1] for line in proc.stderr.splitlines()
                            if "stopped early: " in line), None)  # the CLI says why on stderr
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -489,19 +490,21 @@ def table(task: Task, rows: list[dict], peak: dict) -> list[str]:
 
 def auto_entry(swept: dict, auto: dict) -> dict:
     return {"swept": {k: swept.get(k) for k in ("name", "lr", "test_accuracy")},
-            "auto": {k: auto.get(k) for k in ("lr_picked", "test_accuracy", "error")}}
+            "auto": {k: auto.get(k) for k in ("lr_range", "lr_picked", "test_accuracy", "error")}}
 
 
 def lr_auto_lines(task: Task, pairs: list[tuple[dict, dict]]) -> list[str]:
     """--lr auto vs the swept rate, seed 0 each: test accuracy and the gap (target: within 1 pt)."""
-    out = ["", f"{task.title}: --lr auto (range test) vs the swept learning rate, seed 0", "",
-           f"{'row':20s} {'swept lr':>8s} {'test%':>6s} {'auto lr':>8s} {'test%':>6s} {'d pt':>6s}  target"]
+    out = ["", f"{task.title}: --lr auto (range test, then trials) vs the swept learning rate, seed 0", "",
+           f"{'row':20s} {'swept lr':>8s} {'test%':>6s} {'range':>8s} {'auto lr':>8s} {'test%':>6s} "
+           f"{'d pt':>6s}  target"]
     for swept, auto in pairs:
         if "error" in auto or "error" in swept:
             out.append(f"{swept['label']:20s} did not run: {auto.get('error') or swept.get('error')}")
             continue
         gap = 100 * (auto["test_accuracy"] - swept["test_accuracy"])
         out.append(f"{swept['label']:20s} {fmt_lr(swept['lr']):>8s} {100 * swept['test_accuracy']:6.1f} "
+                   f"{auto.get('lr_range') or float('nan'):8.2g} "
                    f"{auto.get('lr_picked', float('nan')):8.2g} {100 * auto['test_accuracy']:6.1f} "
                    f"{gap:+6.1f}  "
                    f"within 1 pt {'PASS' if gap >= -1.0 else 'MISS'}")

@@ -403,7 +403,7 @@ def plan(bundle, device_name, ram_cap, energy_cap, power_cap, batch_size, steps,
     from edgetune.caps.dry_run import format_report, plan_report
     from edgetune.caps.limits import Caps
     from edgetune.devices import detect_device, get_device
-    from edgetune.train.lr_range import RangeTest
+    from edgetune.train.lr_range import RangeTest, Trials
 
     b = Bundle.open(bundle, verify=False)
     device = get_device(device_name) if device_name else detect_device()
@@ -414,17 +414,20 @@ def plan(bundle, device_name, ram_cap, energy_cap, power_cap, batch_size, steps,
     if rate is not None:
         report["lr"] = rate
     if auto:
-        report["lr_auto"] = asdict(RangeTest())
+        report["lr_auto"] = {**asdict(RangeTest()), "trials": asdict(Trials())}
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
     for line in format_report(report):
         click.echo(line)
     if auto:
-        t = RangeTest()
+        t, tr = RangeTest(), Trials()
         click.echo(f"learning rate: auto: a range test of {t.steps} steps first (lr {t.lo:g} to "
-                   f"{t.hi:g}, geometric; pick: the smoothed loss's minimum / {t.divisor:g}), at "
-                   f"this plan and under these caps; its steps count against --energy-cap")
+                   f"{t.hi:g}, geometric; pick: the smoothed loss's minimum / {t.divisor:g}), then "
+                   f"{len(tr.factors)} trials of up to {tr.steps} steps from the same start at the "
+                   f"pick × " + ", ".join(f"{f:.3g}" for f in tr.factors) + " (the lowest held-out "
+                   "loss wins), at this plan and under these caps; their steps count against "
+                   "--energy-cap")
 
 
 @main.command()

@@ -54,10 +54,10 @@ def test_methods_bench_quick_writes_tables_results_and_plots(tmp_path):
         assert len(tried) >= 3 and r["lr"] == vit["lr_sweeps"][r["name"]]["lr"]
         assert tried[r["lr"]] == max(v for v in tried.values() if v is not None)
         assert r["val_best"] is not None and r["steps"] >= 1
-    # --lr auto rows, compared with the swept rate's seed 0; the range test's pick recorded
+    # --lr auto rows, compared with the swept rate's seed 0; the range test's and the trials' picks
     assert [a["swept"]["name"] for a in vit["lr_auto"]] == ["full-static", "lora-static", "lora-alast"]
-    assert all(a["auto"]["lr_picked"] > 0 for a in vit["lr_auto"])
-    assert "--lr auto (range test) vs the swept learning rate" in p.stdout
+    assert all(a["auto"]["lr_picked"] > 0 and a["auto"]["lr_range"] > 0 for a in vit["lr_auto"])
+    assert "--lr auto (range test, then trials) vs the swept learning rate" in p.stdout
     # the equal-cost comparison: every budget counted either way
     for cmp in vit["equal_cost"].values():
         assert cmp["budgets"] == 0 or cmp["at_or_above"] + len(cmp["below"]) == cmp["budgets"]

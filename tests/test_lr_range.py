@@ -1,5 +1,5 @@
-"""``--lr auto`` (train/lr_range.py): the range test's rates, stop and pick, and a run that picks
-its learning rate, restores its starting point and trains from it."""
+"""``--lr auto`` (train/lr_range.py): the range test's rates, stop and pick, the trials that
+follow it, and a run that picks its learning rate, restores its starting point and trains from it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from test_train import synthetic_images
 from edgetune.bundle import Bundle
 from edgetune.errors import UsageError
 from edgetune.train import TrainConfig, Trainer, load_data
-from edgetune.train.lr_range import RangeTest, run_range_test, smooth
+from edgetune.train.lr_range import RangeTest, Trials, run_range_test, run_trials, smooth
 
 
 def test_rates_grow_geometrically_from_lo_to_hi():
@@ -54,6 +54,40 @@ def test_range_test_settings_are_checked(bad):
         RangeTest(**bad)
 
 
+def test_the_trials_take_the_lowest_held_out_loss_not_the_range_tests_pick():
+    # LoRA on a balanced binary task: the range test's pick (3e-3) diverges over a run; a short
+    # trial shows it as a held-out loss stuck at ln 2, while a decade lower learns
+    held = {3e-3: np.log(2), 3e-3 * 10 ** -0.5: 0.45, 3e-4: 0.52}
+    tried = []
+
+    def trial(lr):
+        tried.append(lr)
+        return next(v for k, v in held.items() if abs(k - lr) <= 1e-9 * k)
+
+    out = run_trials(Trials(), 3e-3, trial)
+    assert out["lr"] == pytest.approx(3e-3 * 10 ** -0.5) and "diverged" not in out
+    assert tried == pytest.approx([3e-3, 3e-3 * 10 ** -0.5, 3e-4])  # the pick first, then down
+    assert out["losses"] == pytest.approx([np.log(2), 0.45, 0.52])
+
+
+def test_a_tie_goes_to_the_lower_rate_and_a_diverged_trial_never_wins():
+    tie = run_trials(Trials(tie=0.01), 1e-2, lambda lr: 0.500 if lr > 5e-3 else 0.504)
+    assert tie["lr"] == pytest.approx(1e-3)  # 0.504 is within 1 % of 0.500: the lowest rate wins
+    apart = run_trials(Trials(tie=0.001), 1e-2, lambda lr: 0.500 if lr > 5e-3 else 0.504)
+    assert apart["lr"] == pytest.approx(1e-2)
+    nan = run_trials(Trials(), 1e-2, lambda lr: float("nan") if lr > 5e-3 else 0.9 + lr)
+    assert nan["lr"] == pytest.approx(1e-3)  # of the finite ones, the lowest loss (and rate)
+    every = run_trials(Trials(), 1e-2, lambda lr: float("inf"))
+    assert every["diverged"] and every["lr"] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"factors": ()}, {"factors": (1.0, 2.0)},
+                                 {"tie": -0.1}, {"max_examples": 0}])
+def test_trial_settings_are_checked(bad):
+    with pytest.raises(UsageError, match="Trials"):
+        Trials(**bad)
+
+
 def test_lr_auto_picks_restores_and_trains(tmp_path):
     b = Bundle.open(micro_bundle("vit-micro", "lora", num_classes=2, mode="adaptive"))
     train = load_data(b, synthetic_images(tmp_path / "train.npz", n=160))
@@ -67,6 +101,10 @@ def test_lr_auto_picks_restores_and_trains(tmp_path):
     pick = trainer.lr_pick
     assert pick is not None and trainer.config.lr == pick["lr"] and 1e-6 <= pick["lr"] <= 0.1
     assert len(pick["losses"]) >= 5 and pick["rule"].startswith("smoothed loss lowest")
+    trials = pick["trials"]  # three trials as long as the run (12 < 50 steps), on the 48 held out
+    assert trials["steps"] == 12 and trials["scored_by"] == "loss on 48 held-out examples"
+    assert trials["rates"] == pytest.approx([pick["range_lr"] * f for f in Trials().factors])
+    assert pick["lr"] in trials["rates"] and all(np.isfinite(trials["losses"]))
     trainer.fit()
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["lr_auto"]["lr"] == info["config"]["lr"] == pick["lr"]
@@ -100,8 +138,10 @@ def test_plan_shows_the_range_test():
     out = CliRunner().invoke(main, ["plan", str(b), "--lr", "auto", "--batch-size", "8"])
     assert out.exit_code == 0, out.output
     assert "learning rate: auto: a range test of 40 steps first (lr 1e-06 to 1" in out.output
+    assert "then 3 trials of up to 50 steps from the same start" in out.output
     js = CliRunner().invoke(main, ["plan", str(b), "--lr", "auto", "--json"])
-    assert json.loads(js.stdout)["lr_auto"]["steps"] == 40
+    auto = json.loads(js.stdout)["lr_auto"]
+    assert auto["steps"] == 40 and auto["trials"]["steps"] == 50 and len(auto["trials"]["factors"]) == 3
 
 
 def test_the_range_test_leaves_a_capped_planners_step_count_alone(tmp_path):
@@ -115,3 +155,5 @@ def test_the_range_test_leaves_a_capped_planners_step_count_alone(tmp_path):
     trainer._lr_range_test()
     assert trainer.limits.planner.steps_done == before  # the probes are not the run's steps
     assert trainer.limits.planner.spent_joules > 0          # their energy is
+    # no validation data: each trial is scored by its progressive training loss
+    assert trainer.lr_pick["trials"]["scored_by"] == "training loss of batches each trial had not seen"

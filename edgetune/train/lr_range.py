@@ -14,6 +14,16 @@ where the loss still falls fastest without diverging). The parameters and AdamW'
 restored, so training starts from the same point at the picked rate with its warm-up and
 cosine schedule. The probes are real steps: they count against the energy cap and run under the
 RAM cap's plan.
+
+The range test alone is a coarse bracket: it takes one step per rate, so a method whose loss
+stays flat until the rate is large enough to learn the class prior (LoRA on a balanced binary
+task) puts its minimum on the edge of divergence, and minimum / 10 still diverges over a whole
+run. So short **trials** follow (``Trials``): from the same starting point, the run's first
+``steps`` steps (its warm-up and schedule) at the pick and at ``factors`` of it (a half-decade and
+a decade below), each scored by its loss on held-out data (the run's validation data, at most
+``max_examples`` of it; without any, the mean training loss of the trial's last quarter of
+steps, taken before each batch is stepped on, so on batches that trial had not seen). The lowest
+loss wins; losses within ``tie`` (relative) of it count as tied and the lower rate wins a tie.
 """
 
 from __future__ import annotations
@@ -86,3 +96,32 @@ def run_range_test(test: RangeTest, step: Callable[[float], float]) -> dict[str,
     lr = max(test.lo, at / test.divisor)
     return {"lr": lr, "rule": f"smoothed loss lowest ({best:.4g}) at lr {at:.3g}, / {test.divisor:g}",
             "rates": rates, "losses": losses, "smoothed": smoothed, "stopped": stopped}
+
+
+@dataclass
+class Trials:
+    steps: int = 50                           # each trial: the run's first steps (never more than it has)
+    factors: tuple[float, ...] = (1.0, 10 ** -0.5, 0.1)  # rates tried: the range test's pick × these
+    tie: float = 0.01                         # losses within this fraction of the lowest are tied
+    max_examples: int = 512                   # held-out examples each trial is scored on
+
+    def __post_init__(self) -> None:
+        check_int(self, "steps", lo=1)
+        if not self.factors or any(not (isinstance(f, float) and 0 < f <= 1) for f in self.factors):
+            raise UsageError(f"Trials.factors={self.factors!r}: floats in (0, 1], at least one")
+        check_float(self, "tie", lo=0.0)
+        check_int(self, "max_examples", lo=1)
+
+
+def run_trials(trials: Trials, pick: float, trial: Callable[[float], float]) -> dict[str, Any]:
+    """``trial(lr) -> held-out loss`` at ``pick × factor`` for each factor; the lowest finite loss
+    wins, the lowest rate among those within ``tie`` of it. Returns ``{"lr", "rates", "losses"}``;
+    where every trial diverged, the lowest rate with ``"diverged": True``."""
+    rates = sorted((pick * f for f in trials.factors), reverse=True)
+    losses = [float(trial(lr)) for lr in rates]
+    finite = [(loss, lr) for loss, lr in zip(losses, rates) if math.isfinite(loss)]
+    if not finite:
+        return {"lr": min(rates), "rates": rates, "losses": losses, "diverged": True}
+    best = min(loss for loss, _ in finite)
+    lr = min(lr for loss, lr in finite if loss <= best + trials.tie * abs(best))
+    return {"lr": lr, "rates": rates, "losses": losses}

@@ -58,7 +58,7 @@ from edgetune.train.inference_tokens import (
     is_every_token,
     undecided,
 )
-from edgetune.train.lr_range import RangeTest, run_range_test
+from edgetune.train.lr_range import RangeTest, Trials, run_range_test, run_trials
 from edgetune.train.modes import open_engine, resolve
 from edgetune.train.optim import learning_rate
 from edgetune.train.progress import MetricsLog, ProgressBar
@@ -259,9 +259,10 @@ class Trainer:
         return pad_multiple(batch, self.pad_to, self._max_text_tokens, self._pad_id)
 
     def _lr_range_test(self) -> None:
-        """``lr_auto``: the range test (train/lr_range.py) on batches of its own seeded order,
-        at the plan of step 0 under the caps; then the parameters and AdamW's state go back to
-        where they were and ``config.lr`` is the pick."""
+        """``lr_auto`` (train/lr_range.py): the range test, then short trials at its pick and
+        below, each from the same start, scored on held-out loss; all on batches of their own
+        seeded order, at the plan of step 0 under the caps. The parameters, AdamW's state and the
+        planner then go back to where they were and ``config.lr`` is the trials' winner."""
         snapshot = self.engine.trainable_arrays()
         planner = self.limits.planner  # its plans for the probes are not training steps
         inner = getattr(planner, "inner", planner)
@@ -269,33 +270,73 @@ class Trainer:
         plans_before, inner_before = capped.steps_done if capped else 0, inner.state_dict()
         probe = BatchSampler(len(self.train_data), self.sampler.batch_size, seed=self.config.seed + 1,
                              drop_last=True)
-        done = [0]
 
-        def step(lr: float) -> float:
-            epoch, index = divmod(done[0], len(probe))
+        def step(lr: float, i: int) -> float:
+            epoch, index = divmod(i, len(probe))
             batch = self._pad(self.train_data.batch(probe.batch_indices(epoch, index)))
             self.limits.observe_overhead(self._energy())
             try:
                 plan = self.limits.plan(token_count(batch, self.bundle), len(batch["labels"]), 0)
             except (CapReached, EdgetuneError) as e:  # a refusal at step 0 comes as the latter
-                raise UsageError(f"--lr auto: the range test does not fit the caps ({e}); "
+                raise UsageError(f"--lr auto: its probe steps do not fit the caps ({e}); "
                                  "give --lr") from None
             stats, seconds, _ = self._run_step(batch, plan, lr)
             pause = self.limits.observe_step(self._energy(), seconds)
             if pause > 0:  # a power cap
                 time.sleep(pause)
-            done[0] += 1
             return stats.loss
 
-        self.lr_pick = run_range_test(RangeTest(), step)
-        self.engine.load_trainable(snapshot, reset_optimizer=True)
-        inner.load_state_dict(inner_before)
+        def restore() -> None:
+            self.engine.load_trainable(snapshot, reset_optimizer=True)
+            inner.load_state_dict(inner_before)
+
+        probes = iter(range(1 << 30))
+        test = run_range_test(RangeTest(), lambda lr: step(lr, next(probes)))
+        restore()
+        trials = Trials()
+        n = min(trials.steps, self.total_steps)
+        held = self._trial_data(trials.max_examples)
+
+        def trial(lr: float) -> float:
+            losses: list[float] = []
+            for i in range(n):  # the run's first n steps at this rate
+                losses.append(step(learning_rate(i, self.total_steps, lr, self.config.warmup), i))
+                if not np.isfinite(losses[-1]):
+                    break
+            if not np.isfinite(losses[-1]):
+                loss = float("inf")
+            elif held is not None:
+                loss = float(self._evaluate(held, None, None)["loss"])
+            else:  # progressive: each loss was taken before its batch was stepped on
+                loss = float(np.mean(losses[-max(1, n // 4):]))
+            restore()
+            return loss
+
+        won = run_trials(trials, test["lr"], trial)
         if capped is not None:  # the joules stay spent; the steps were not training's
             capped.steps_done = plans_before
+        scored = (f"loss on {len(held)} held-out examples" if held is not None
+                  else "training loss of batches each trial had not seen")
+        self.lr_pick = {**test, "range_lr": test["lr"], "lr": won["lr"],
+                        "trials": {**won, "steps": n, "scored_by": scored},
+                        "rule": f"{test['rule']} = {test['lr']:.3g}; trials of {n} steps at "
+                                + ", ".join(f"{r:.3g}" for r in won["rates"])
+                                + (": every one diverged, the lowest taken" if won.get("diverged")
+                                   else f": {scored} lowest at {won['lr']:.3g}")}
         self.config = dataclasses.replace(self.config, lr=self.lr_pick["lr"])
         if self.info is not None:
             self.info["config"]["lr"] = self.lr_pick["lr"]
             self.info["lr_auto"] = self.lr_pick
+
+    def _trial_data(self, most: int) -> Dataset | None:
+        """What ``--lr auto``'s trials are scored on: the validation data, at most ``most`` of it
+        (a seeded draw), or None without any."""
+        if self.val_data is None:
+            return None
+        if len(self.val_data) <= most:
+            return self.val_data
+        pick = np.random.default_rng(self.config.seed).choice(len(self.val_data), most, replace=False)
+        return self.val_data.subset(np.sort(pick))
 
     def _energy(self) -> float:
         """Joules since the last call: a cap is on the whole run (logging, validation and
