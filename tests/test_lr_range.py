@@ -101,7 +101,7 @@ def test_lr_auto_picks_restores_and_trains(tmp_path):
     pick = trainer.lr_pick
     assert pick is not None and trainer.config.lr == pick["lr"] and 1e-6 <= pick["lr"] <= 0.1
     assert len(pick["losses"]) >= 5 and pick["rule"].startswith("smoothed loss lowest")
-    trials = pick["trials"]  # three trials as long as the run (12 < 50 steps), on the 48 held out
+    trials = pick["trials"]  # three trials as long as the run (12 < 100 steps), on the 48 held out
     assert trials["steps"] == 12 and trials["scored_by"] == "loss on 48 held-out examples"
     assert trials["rates"] == pytest.approx([pick["range_lr"] * f for f in Trials().factors])
     assert pick["lr"] in trials["rates"] and all(np.isfinite(trials["losses"]))
@@ -138,10 +138,10 @@ def test_plan_shows_the_range_test():
     out = CliRunner().invoke(main, ["plan", str(b), "--lr", "auto", "--batch-size", "8"])
     assert out.exit_code == 0, out.output
     assert "learning rate: auto: a range test of 40 steps first (lr 1e-06 to 1" in out.output
-    assert "then 3 trials of up to 50 steps from the same start" in out.output
+    assert "then 3 trials of up to 100 steps from the same start" in out.output
     js = CliRunner().invoke(main, ["plan", str(b), "--lr", "auto", "--json"])
     auto = json.loads(js.stdout)["lr_auto"]
-    assert auto["steps"] == 40 and auto["trials"]["steps"] == 50 and len(auto["trials"]["factors"]) == 3
+    assert auto["steps"] == 40 and auto["trials"]["steps"] == 100 and len(auto["trials"]["factors"]) == 3
 
 
 def test_the_range_test_leaves_a_capped_planners_step_count_alone(tmp_path):
