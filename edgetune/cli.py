@@ -129,8 +129,10 @@ def _say_notes(ds) -> None:
               help="Pad text batches to a multiple of this many tokens: fewer batch lengths, a lower "
                    "peak RSS, a little more time (8: -22 % peak, +10 % time on minilm-l6, docs/demo.md).")
 @click.option("--lr", default="1e-3", show_default=True,
-              help="Peak learning rate, or 'auto': a range test of 40 steps on --data picks it "
-                   "before training (from 1e-6 up; the pick and its probes go to RUN/run.json).")
+              help="Peak learning rate, or 'auto': before training, a range test of 40 steps on "
+                   "--data (from 1e-6 up) brackets it and three trials of the run's first 100 steps "
+                   "(at the bracket, /3.2, /10) pick it by held-out loss; all of it goes to "
+                   "RUN/run.json.")
 @click.option("--warmup", type=int, default=0, show_default=True,
               help="Linear warm-up steps, then cosine decay.")
 @click.option("--schedule", type=click.Choice(["static", "alast"]), default="static", show_default=True)
