@@ -13,6 +13,7 @@ Silent unless ``progress=True``. ``callbacks`` get each step's record (a dict).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -290,7 +291,7 @@ class Trainer:
             self.engine.load_trainable(snapshot, reset_optimizer=True)
             inner.load_state_dict(inner_before)
 
-        probes = iter(range(1 << 30))
+        probes = itertools.count()
         test = run_range_test(RangeTest(), lambda lr: step(lr, next(probes)))
         restore()
         trials = Trials()
@@ -302,10 +303,9 @@ class Trainer:
             for i in range(n):  # the run's first n steps at this rate
                 losses.append(step(learning_rate(i, self.total_steps, lr, self.config.warmup), i))
                 if not np.isfinite(losses[-1]):
-                    break
-            if not np.isfinite(losses[-1]):
-                loss = float("inf")
-            elif held is not None:
+                    restore()
+                    return float("inf")
+            if held is not None:
                 loss = float(self._evaluate(held, None, None)["loss"])
             else:  # progressive: each loss was taken before its batch was stepped on
                 loss = float(np.mean(losses[-max(1, n // 4):]))
