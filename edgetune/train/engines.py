@@ -186,8 +186,11 @@ class StaticEngine:
     def load_trainable(self, arrays, reset_optimizer=False) -> None:
         arrays = checked_state(arrays, self._shapes)
         if reset_optimizer:  # the bundle's own checkpoint: ORT's optimizer state at step 0
-            initial = self.folder / self._files["checkpoint"]
-            self._build(self.api.CheckpointState.load_checkpoint(str(initial)))
+            initial = self.api.CheckpointState.load_checkpoint(str(self.folder / self._files["checkpoint"]))
+            # the old graphs go before the new open: both at once would raise the peak by a
+            # whole training session (--lr auto restores three times); a failed open is fatal
+            self.module = self.optimizer = None
+            self._build(initial)
         for n in self.trainable:
             self.state.parameters[n] = np.ascontiguousarray(arrays[n], np.float32)
 
