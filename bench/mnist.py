@@ -146,7 +146,7 @@ def draw_test(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
 def write_splits(out: Path, test: int | None = None, val: int = 500, per_class: int | None = None,
                  seed: int = 0, source: str = DEFAULT_SOURCE) -> dict:
     """Writes OUT/{train,val,test}.npz and OUT/splits.json; returns the latter's content.
-    ``test`` None: the source's own test set whole, else 1000 drawn from its digits."""
+    ``test`` None: the source's own test set whole, or 1000 drawn where it has none."""
     if source not in SOURCES:
         raise SystemExit(f"--source {source!r}: one of {', '.join(SOURCES)}")
     src = SOURCES[source]
