@@ -288,6 +288,15 @@ print(json.dumps({{"seconds": ts[len(ts) // 2], "gflops": 2 * m * k * n / ts[len
 
 
 # ---- plots (matplotlib, Agg) ------------------------------------------------------------------
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), "unknown" where there is none."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
 def pyplot():
     try:
         import matplotlib

@@ -42,7 +42,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from common import child_script, json_default, no_torch_env, run_child, say, train  # noqa: E402
+from common import child_script, cpu_name, json_default, no_torch_env, run_child, say, train  # noqa: E402
 
 DEVICE_PYTHON = ROOT / ".venv-device" / "bin" / "python"
 SIZES = {
@@ -169,20 +169,12 @@ def main(argv: list[str] | None = None) -> dict:
     for g in gen.values():
         g["tokens_per_s"] = len(g["tokens"]) / g["seconds"]
     results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
-               "train": rows, "generate": gen, "cpu": _cpu()}
+               "train": rows, "generate": gen, "cpu": cpu_name()}
     (a.out / "results.json").write_text(json.dumps(results, indent=1, default=json_default))
     table = render(results, a)
     (a.out / "table.md").write_text(table)
     print(table)
     return results
-
-
-def _cpu() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 def render(results: dict, a) -> str:

@@ -65,7 +65,8 @@ from convergence import compare as compare_curves  # noqa: E402,I001
 from convergence import curve, best_val, plot as plot_curves  # noqa: E402
 from lr_sweep import GRIDS, sweep  # noqa: E402
 import mnist  # noqa: E402
-from common import (CLI, DEFAULT_VIT, cli_has_flag, evaluate, json_default, last_error,  # noqa: E402,I001
+import record  # noqa: E402
+from common import (CLI, DEFAULT_VIT, cli_has_flag, cpu_name, evaluate, json_default, last_error,  # noqa: E402,I001
                     matmul_peak, no_torch_env, plot_bars, plot_lines, prepare_text_data, pyplot, say,
                     summarize, train, trainable_params)
 
@@ -141,6 +142,8 @@ class Settings:
     patience: int = PATIENCE
     sweep: bool = False        # --sweep: each row's lr from lr_sweep.sweep on the validation split
     lr_auto: bool = False      # --lr-auto: LR_AUTO_ROWS again with --lr auto
+    record: Path | None = None  # --record: finished rows kept across work folders (bench/record.py)
+    machine: dict = field(default_factory=dict)  # where this run measures: CPU, date, matmul peak
 
     def int8(self, method: str) -> bool:
         return self.base == "int8" and method != "full"
@@ -232,6 +235,20 @@ def run_key(name: str, tag: str, lr: float | str, seed: int) -> str:
     return f"{name}{tag}-lr{lr if isinstance(lr, str) else format(lr, 'g')}-s{seed}"
 
 
+def train_args(s: Settings, task: Task, method: str, schedule: str, seed: int,
+               lr: float | str, extra_set: tuple[str, ...] = ()) -> list[str]:
+    """The ``edgetune train`` arguments of a row (without --out)."""
+    bundle = task.bundles[method]
+    args = [str(bundle), "--data", str(task.data["train"]), "--val", str(task.data["val"]),
+            "--steps", str(task.steps), "--batch-size", str(task.batch_size),
+            "--lr", lr if isinstance(lr, str) else f"{lr:g}",
+            "--warmup", str(s.warmup), "--schedule", schedule, "--seed", str(seed),
+            "--threads", str(s.threads), "--eval-every", str(task.eval_every),
+            "--patience", str(s.patience), "--quiet"]
+    mode = "adaptive" if s.int8(method) else s.baseline_mode  # an int8 base is adaptive-only
+    return args + (["--mode", mode] if schedule == "static" else alast_sets(s, extra_set))
+
+
 def train_row(s: Settings, task: Task, method: str, schedule: str, seed: int, env: dict,
               lr: float | str, extra_set: tuple[str, ...] = (), tag: str = "") -> dict:
     """One ``edgetune train`` process to convergence (early stopping on the validation split,
@@ -241,14 +258,7 @@ def train_row(s: Settings, task: Task, method: str, schedule: str, seed: int, en
     bundle = task.bundles[method]
     key = run_key(name, tag, lr, seed)
     run = s.out / "runs" / task.name / key
-    args = [str(bundle), "--data", str(task.data["train"]), "--val", str(task.data["val"]),
-            "--steps", str(task.steps), "--batch-size", str(task.batch_size),
-            "--lr", lr if isinstance(lr, str) else f"{lr:g}",
-            "--warmup", str(s.warmup), "--schedule", schedule, "--seed", str(seed),
-            "--threads", str(s.threads), "--eval-every", str(task.eval_every),
-            "--patience", str(s.patience), "--quiet"]
-    mode = "adaptive" if s.int8(method) else s.baseline_mode  # an int8 base is adaptive-only
-    args += ["--mode", mode] if schedule == "static" else alast_sets(s, extra_set)
+    args = train_args(s, task, method, schedule, seed, lr, extra_set)
     cache = s.out / "rows" / task.name / f"{key}.json"
     if cache.is_file():
         row = json.loads(cache.read_text())
@@ -264,7 +274,7 @@ def train_row(s: Settings, task: Task, method: str, schedule: str, seed: int, en
            "method": method, "schedule": schedule, "seed": seed, "run": str(run), "bundle": str(bundle),
            "alast_set": list(s.alast_set) + list(extra_set) if schedule == "alast" else [],
            "lr": lr, "trainable_params": trainable, "total_params": total,
-           "train_wall_s": proc.wall_s, "args": args, "python": s.python}
+           "train_wall_s": proc.wall_s, "args": args, "python": s.python, "machine": s.machine}
     if proc.error is not None:
         row["error"] = proc.error
         return row
@@ -313,7 +323,17 @@ def test_row(s: Settings, task: Task, row: dict, env: dict) -> dict:
 
 def run_row(s: Settings, task: Task, method: str, schedule: str, seed: int, env: dict,
             lr: float | str, extra_set: tuple[str, ...] = (), tag: str = "") -> dict:
-    return test_row(s, task, train_row(s, task, method, schedule, seed, env, lr, extra_set, tag), env)
+    """A row trained and tested: from --record where it holds this row (bench/record.py), else
+    measured (or from the work folder's cache) and then recorded."""
+    key = run_key(f"{method}-{schedule}", tag, lr, seed)
+    row = record.load(s.record, task.name, key, train_args(s, task, method, schedule, seed, lr, extra_set),
+                      s.python)
+    if row is not None:
+        say(f"  {key}: from the record {s.record} (measured {row['machine'].get('date', '?')})")
+        return row
+    row = test_row(s, task, train_row(s, task, method, schedule, seed, env, lr, extra_set, tag), env)
+    record.save(s.record, task.name, key, row, s.machine)
+    return row
 
 
 def pick_lr(s: Settings, task: Task, method: str, schedule: str,
@@ -328,9 +348,8 @@ def pick_lr(s: Settings, task: Task, method: str, schedule: str,
         return task.lrs[f"{method}-static"], None
     say(f"== {task.title}: {name}, learning-rate sweep on the validation split")
 
-    def val_of(lr: float) -> float | None:
-        row = train_row(s, task, method, schedule, 0, env, lr)
-        return row.get("val_best")
+    def val_of(lr: float) -> float | None:  # tested too, so that --record keeps it; picked by val only
+        return run_row(s, task, method, schedule, 0, env, lr).get("val_best")
 
     res = sweep(GRIDS[task.name][method], val_of)
     say(f"  {name}: picked lr {res['lr']} (val {res.get('val')}) of {res['tried']}")
@@ -379,6 +398,8 @@ def merged_speed(s: Settings, task: Task, row: dict, env: dict) -> dict | None:
     """``edgetune merge RUN --tokens all|trained``, each merged inference.onnx timed on the test split."""
     if not s.merge_tokens_flag:
         return None
+    if not (Path(row["run"]) / "run.json").is_file():
+        return {"error": f"the run folder {row['run']} is not here (a recorded row): run it again to time"}
     out = {}
     for which in ("all", "trained"):
         folder = Path(row["run"]) / f"merged-{which}"
@@ -486,6 +507,24 @@ def table(task: Task, rows: list[dict], peak: dict) -> list[str]:
                    f"{r['peak_rss_mb']:7.0f} {t['rss']:5.2f}x {fmt_acc(r.get('val_best')):>5s} "
                    f"{fmt_acc(r['test_accuracy']):>5s} {fmt_acc(lo):>4s}-{fmt_acc(hi):<4s} {t['acc']:+5.1f} "
                    f"{fmt_acc(r.get('accuracy_all')):>5s} {fmt_acc(r.get('accuracy_trained')):>5s}  {marks}")
+    return out
+
+
+def machines_lines(rows: list[dict]) -> list[str]:
+    """Where rows come from more than one machine or day (--record): which, per row. Accuracy,
+    FLOPs and peak RSS carry over; s/step and its ratios compare only within one machine."""
+    seen: dict[tuple, list[str]] = {}
+    for r in rows:
+        for one in r.get("per_seed_rows") or [r]:
+            m = one.get("machine") or {}
+            seen.setdefault((m.get("cpu", "?"), m.get("date", "?"), m.get("matmul_gflops")), []).append(
+                f"{one.get('name', '?')} s{one.get('seed', '?')}")
+    if len(seen) < 2:
+        return []
+    out = ["rows measured on several machines or days (time columns compare only within one):"]
+    for (cpu, date, gf), names in seen.items():
+        peak = f"{gf:.0f} GFLOP/s" if isinstance(gf, (int, float)) else "peak ?"
+        out.append(f"  {date}, {cpu} ({peak}): {', '.join(names)}")
     return out
 
 
@@ -697,6 +736,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="the python whose edgetune trains and evaluates (default: this one; "
                          "with --base int8, .venv-device's)")
     ap.add_argument("--bundle-cache", type=Path, default=None, help="exported bundles (default OUT/bundles)")
+    ap.add_argument("--record", type=Path, default=None,
+                    help="a folder of finished rows kept across work folders and machines "
+                         "(bench/record.py; e.g. docs/results/methods-rows): reused where the "
+                         "arguments and the runtime match, written as rows finish")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default runs/bench-methods[-quick])")
     args = ap.parse_args(argv)
     q = args.quick
@@ -708,7 +751,7 @@ def main(argv: list[str] | None = None) -> None:
                  quick=q, bundle_cache=args.bundle_cache or out / "bundles", base=args.base,
                  python=args.python or str(DEVICE_PYTHON if args.base == "int8" and DEVICE_PYTHON.is_file()
                                            else sys.executable),
-                 patience=args.patience, sweep=args.sweep, lr_auto=args.lr_auto)
+                 patience=args.patience, sweep=args.sweep, lr_auto=args.lr_auto, record=args.record)
     if q and not args.lr and not args.sweep:
         s.lr = {k: 3 * v for k, v in LR["text"].items()}
     env = no_torch_env(Path(tempfile.mkdtemp(prefix="bench-methods-")))
@@ -732,6 +775,7 @@ def main(argv: list[str] | None = None) -> None:
         for m in methods:
             task.bundles[m] = bundle_for(s, task, m)
         peak = peak_for(s, task)
+        s.machine = {"cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), "matmul_gflops": peak["gflops"]}
         if args.pareto:
             res = pareto(s, task, env, args, out)
             report["tasks"][task.name] = {"peak": peak, "majority": task.majority, **res}
@@ -794,6 +838,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"(validation every {task.eval_every} steps, patience {s.patience}), test "
                   f"{base['test_count']}, majority class {task.majority:.1%}, matmul peak "
                   f"{peak['gflops']:.1f} GFLOP/s ({s.threads} threads)", ""] + table(task, rows, peak)
+        lines += machines_lines(rows)
         lora = next((r for r in rows if r["name"] == "lora-alast" and r.get("merged_inference")), None)
         if lora is not None and "error" not in lora["merged_inference"]:
             mi = lora["merged_inference"]

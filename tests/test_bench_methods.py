@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,9 @@ def test_methods_bench_quick_writes_tables_results_and_plots(tmp_path):
     pytest.importorskip("matplotlib", reason="the bench's plots (pip install -e '.[bench]')")
     out = tmp_path / "out"
     cache = ["--bundle-cache", str(ROOT / "build" / "test-bundles" / "bench-methods")]
+    rec = tmp_path / "record"
     p = _bench("--quick", "--tasks", "vit", "--methods", "full", "lora", "--sweep", "--lr-auto",
-               "--out", str(out), *cache)
+               "--out", str(out), "--record", str(rec), *cache)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     for label in ("full FT ", "full FT + ALaST", "LoRA (static)", "LoRA + ALaST"):
         assert any(line.startswith(label) for line in p.stdout.splitlines()), (label, p.stdout[-3000:])
@@ -81,6 +83,18 @@ def test_methods_bench_quick_writes_tables_results_and_plots(tmp_path):
     assert [r["point"] for r in par["sweep"]] == ["β=0.5", "K=1"]
     assert par["sweep"][1]["layers_trained_mean"] == 1.0
     assert (out / "pareto-vit.png").is_file()
+
+    # --record: the work folder's runs and rows lost (a new checkout), the same command trains
+    # nothing: every row, the sweeps' included, comes from the record
+    shutil.rmtree(out / "runs")
+    shutil.rmtree(out / "rows")
+    p = _bench("--quick", "--tasks", "vit", "--methods", "full", "lora", "--sweep", "--out", str(out),
+               "--record", str(rec), *cache)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "$ edgetune train" not in p.stdout and "from the record" in p.stdout
+    again = json.loads((out / "results.json").read_text())["tasks"]["vit"]["rows"]
+    assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in rows]
+    assert all(r["machine"]["cpu"] and r["machine"]["matmul_gflops"] > 0 for r in again)
 
 
 def test_methods_bench_rejects_a_bad_learning_rate(tmp_path):
