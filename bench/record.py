@@ -47,14 +47,24 @@ def load(folder: Path | None, task: str, key: str, args: list[str], python: str)
     return None
 
 
+def _loss_only(series: dict | None) -> dict | None:
+    """The per-step series a record keeps: the loss (the loss plot), to 4 significant digits;
+    the rest (step times, RSS, budgets: about 0.6 MB a ViT row) stays in the run folder."""
+    if not series or series.get("loss") is None:
+        return None
+    return {"loss": [None if v is None else float(f"{v:.4g}") for v in series["loss"]]}
+
+
 def save(folder: Path | None, task: str, key: str, row: dict, machine: dict) -> None:
     """Record a finished row (tested, no error), stamped with the runtime digest and, unless it
-    has one, ``machine``; written whole (a temporary file, then a rename)."""
+    has one, ``machine``; its series thinned to the loss; written whole (a temporary file, then
+    a rename)."""
     if folder is None or "error" in row or row.get("test_accuracy") is None:
         return
     p = path_of(folder, task, key)
     p.parent.mkdir(parents=True, exist_ok=True)
-    rec = {**row, "runtime": runtime_digest(), "machine": row.get("machine") or machine}
+    rec = {**row, "runtime": runtime_digest(), "machine": row.get("machine") or machine,
+           "series": _loss_only(row.get("series"))}
     tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rec, indent=1, default=json_default))
+    tmp.write_text(json.dumps(rec, default=json_default))
     tmp.replace(p)

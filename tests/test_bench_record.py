@@ -9,7 +9,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import record  # noqa: E402
 
 ARGS = ["bundle", "--lr", "0.001", "--seed", "0"]
-ROW = {"name": "lora-static", "args": ARGS, "python": "/py", "test_accuracy": 0.9, "val_best": 0.91}
+ROW = {"name": "lora-static", "args": ARGS, "python": "/py", "test_accuracy": 0.9, "val_best": 0.91,
+       "series": {"loss": [2.302585, None, 0.123456789], "step_time": [0.1, 0.2, 0.3]}}
 MACHINE = {"cpu": "some CPU", "date": "2026-12-07", "matmul_gflops": 200.0}
 
 
@@ -18,6 +19,7 @@ def test_a_recorded_row_comes_back_only_for_the_same_run(tmp_path):
     got = record.load(tmp_path, "vit", "k", ARGS, "/py")
     assert got is not None and got["test_accuracy"] == 0.9 and got["machine"] == MACHINE
     assert got["runtime"] == record.runtime_digest()
+    assert got["series"] == {"loss": [2.303, None, 0.1235]}       # the loss plot's series, 4 digits
     assert record.load(tmp_path, "vit", "k", [*ARGS[:-1], "1"], "/py") is None   # another seed
     assert record.load(tmp_path, "vit", "k", ARGS, "/other/python") is None
     assert record.load(tmp_path, "vit", "other", ARGS, "/py") is None
