@@ -156,13 +156,13 @@ def run_config(s: Settings, name: str, bundle: Path, data: Path, env: dict, tag:
         return result
     result.update(summarize(run, bundle, s.batch_size))
     result["peak_rss_mb"] = (proc.peak_rss_mb if proc.peak_rss_mb is not None
-                             else result["peak_rss_mb_metrics"])
+                             else result["peak_rss_mb_metrics"] * 1e6 / 2**20)  # MB -> MiB
     # every token, as the published table measured it (bench/methods.py reports both ways)
     res = evaluate(run, data / "test.csv", env, "--checkpoint", "last", "--batch-size", str(s.eval_batch),
                    "--threads", str(s.threads), "--tokens", "all")
     result.update(test_accuracy=res["accuracy"], test_loss=res["loss"], test_count=res["count"])
     say(f"  {result['step_s']:.3f} s/step, {result['flops'] / 1e9:.2f} GFLOP/step, peak RSS "
-        f"{result['peak_rss_mb']:.0f} MB, test accuracy {result['test_accuracy']:.2%}")
+        f"{result['peak_rss_mb']:.0f} MiB, test accuracy {result['test_accuracy']:.2%}")
     return result
 
 
@@ -193,7 +193,7 @@ def targets_of(r: dict, base: dict) -> dict:
 def table1(results: list[dict]) -> list[str]:
     base = next(r for r in results if r["name"] == BASELINE)
     head = (f"{'configuration':18s} {'mode':8s} {'s/step':>7s} {'less':>6s} {'':4s} {'GFLOP/step':>10s} "
-            f"{'fewer':>6s} {'':4s} {'peak MB':>8s} {'less':>6s} {'':4s} {'test acc':>8s} {'d pt':>6s} "
+            f"{'fewer':>6s} {'':4s} {'peak MiB':>8s} {'less':>6s} {'':4s} {'test acc':>8s} {'d pt':>6s} "
             f"{'':4s} acc by seed")
     out = [head, "-" * len(head)]
     for r in results:
@@ -209,7 +209,7 @@ def table1(results: list[dict]) -> list[str]:
 
 
 def table2(caps: list[dict]) -> list[str]:
-    head = (f"{'cap':>5s} {'cap MB':>7s} {'configuration':18s} {'peak MB':>8s} {'peak/cap':>8s} {'':4s} "
+    head = (f"{'cap':>5s} {'cap MiB':>7s} {'configuration':18s} {'peak MiB':>8s} {'peak/cap':>8s} {'':4s} "
             f"{'s/step':>7s} {'samples/s':>9s} {'kept':>5s} {'layers':>6s} {'micro':>5s} {'test acc':>8s}")
     out = [head, "-" * len(head)]
     for r in caps:
@@ -253,9 +253,10 @@ def write_plots(out: Path, results: list[dict], caps: list[dict]) -> list[Path]:
         hlines = []
         for k, r in enumerate(ran):
             series.append((f"{r['label']} cap {r['cap_fraction']:.0%}", r["series"]["peak_rss_mb"]))
-            hlines.append((r["ram_cap_mb"], k + 1))
+            hlines.append((r["ram_cap_mb"] * 2**20 / 1e6, k + 1))  # MiB -> the series' MB
         paths.append(out / "rss_vs_cap.png")
-        plot_lines(paths[-1], "peak RSS so far vs --ram-cap (dashed)", series, hlines)
+        plot_lines(paths[-1], "peak RSS so far, the runtime's, vs --ram-cap (dashed)",
+                   series, hlines, ylabel="MB (10^6 B)")
     return paths
 
 
@@ -335,7 +336,7 @@ def main() -> None:
     caps: list[dict] = []
     if args.cap_configs:
         say(f"== table 2 runs: caps at {', '.join(f'{f:.0%}' for f in args.cap_fractions)} of full FT's "
-            f"peak RSS ({base['peak_rss_mb']:.0f} MB)")
+            f"peak RSS ({base['peak_rss_mb']:.0f} MiB)")
         for name in args.cap_configs:
             for frac in args.cap_fractions:
                 cap = int(frac * base["peak_rss_mb"] * 2**20)
@@ -356,15 +357,15 @@ def main() -> None:
     lines = ["", f"Table 1. {setup}", ""] + table1(results)
     lines += ["", "Each column is the median over the seeds of: s/step: median of the train steps "
               "(first left out); less/fewer: full FT / this; "
-              f"GFLOP/step: manifest cost model for each step's plan, mean over steps; peak MB: the "
-              f"training process's VmHWM; test acc on {base['test_count']} held-out reviews "
+              f"GFLOP/step: manifest cost model for each step's plan, mean over steps; peak MiB: the "
+              f"training process's VmHWM (2^20 B); test acc on {base['test_count']} held-out reviews "
               f"(majority class {base_rate:.1%}), last checkpoint; d pt: this - full FT."]
     lines += [f"Targets for the ALaST rows: time >= {TARGETS['time']:g}x less, FLOPs >= "
               f"{TARGETS['flops']:g}x fewer, peak RSS >= {TARGETS['rss']:g}x less, accuracy >= full FT "
               f"- {TARGETS['accuracy_pt']:g} pt."]
     if caps:
         lines += ["", "Table 2. --ram-cap as a fraction of full FT's peak RSS "
-                  f"({base['peak_rss_mb']:.0f} MB)", ""]
+                  f"({base['peak_rss_mb']:.0f} MiB)", ""]
         lines += table2(caps)
         lines += ["", "peak/cap: measured VmHWM / cap (PASS: under the cap); kept: mean fraction of "
                   "tokens kept per layer; layers: mean layers trained; micro: smallest micro-batch."]

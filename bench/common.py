@@ -120,7 +120,10 @@ class TrainProcess:
     stdout: str
     error: str | None
     wall_s: float
-    peak_rss_mb: float | None   # VmHWM of the training process; None if it did not say
+    # VmHWM of the training process in MiB (2^20 B: VmHWM's kB / 1024); None if it did not say.
+    # The name says "mb" only because recorded result rows use it; the edgetune runtime's own
+    # peak_rss_mb (metrics.jsonl, summarize()'s peak_rss_mb_metrics) is decimal MB (10^6 B).
+    peak_rss_mb: float | None
     stderr: str = ""
 
 
@@ -134,7 +137,7 @@ def train(args: list[str], run: Path, env: dict[str, str], python: str = sys.exe
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "EDGETUNE_BENCH_HWM": str(hwm)})
     wall = time.perf_counter() - t
-    peak = int(hwm.read_text()) / 1024 if hwm.is_file() else None
+    peak = int(hwm.read_text()) / 1024 if hwm.is_file() else None  # kB (KiB) -> MiB, not MB
     err = last_error(proc) if proc.returncode else None
     say(f"  failed (exit {proc.returncode}): {err}" if err else "  " + proc.stdout.strip())
     return TrainProcess(proc.returncode, proc.stdout, err, wall, peak, proc.stderr)
@@ -332,9 +335,9 @@ def plot_heatmaps(path: Path, panels: list[tuple[str, np.ndarray, np.ndarray | N
 
 
 def plot_lines(path: Path, title: str, series: list[tuple[str, list[float]]],
-               hlines: list[tuple[float, int]] = (), ylabel: str = "MB", logy: bool = False) -> None:
+               hlines: list[tuple[float, int]] = (), ylabel: str = "", logy: bool = False) -> None:
     """Lines over steps (label, values); dashed horizontal lines (value, index of the series whose
-    colour they take)."""
+    colour they take). ``ylabel`` has no default unit: callers name theirs (MB vs MiB)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -86,7 +86,7 @@ def worker(args) -> None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM belongs to the address space exec made, whereas
+    """This process's peak RSS in MiB (2^20 B). VmHWM belongs to the address space exec made, whereas
     ru_maxrss survives fork + exec and would report the parent's peak (torch and all)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -231,14 +231,14 @@ def main() -> None:
         for m in MODES:
             got = run_worker(model, path, (m,), rss_steps, 1, args.threads)
             rss[m], base = got["peak_rss_mb"], got["base_rss_mb"]
-        print(f"peak RSS (MB, fresh process per mode): static {rss['static']:.0f}, adaptive "
+        print(f"peak RSS (MiB, fresh process per mode): static {rss['static']:.0f}, adaptive "
               f"{rss['adaptive']:.0f} (python + numpy + onnxruntime alone: {base:.0f})", flush=True)
         worst = max(v[3] for v in par.values())
         rows.append((model, secs, sizes, worst, med, rss))
     print()
     head = (f"{'model':10s} {'export':>7s} {'static graphs':>14s} {'adaptive graphs':>16s} "
             f"{'parity':>8s} {'static s':>9s} {'adapt s':>8s} {'ratio':>6s} "
-            f"{'static MB':>10s} {'adapt MB':>9s} {'ratio':>6s}")
+            f"{'static MiB':>10s} {'adapt MiB':>9s} {'ratio':>6s}")
     print(head)
     print("-" * len(head))
     for model, secs, sizes, worst, med, rss in rows:

@@ -187,19 +187,19 @@ def render(results: dict, a) -> str:
     for name, r in train_rows.items():
         tps = a.batch * a.tokens / r["step_s"]
         if name == "edgetune-lora":
-            lines.append(f"| {name} | {r['step_s']:.3f} | {tps:.0f} | {r['peak_rss_mb']:.0f} MB | | | |")
+            lines.append(f"| {name} | {r['step_s']:.3f} | {tps:.0f} | {r['peak_rss_mb']:.0f} MiB | | | |")
             continue
         speed, rss = r["step_s"] / ours["step_s"], ours["peak_rss_mb"] / r["peak_rss_mb"]
         met = "met" if speed >= SPEED_TARGET and rss <= RSS_TARGET else "missed"
         target = f"≥ {SPEED_TARGET}× at ≤ {RSS_TARGET}×: {met}"
-        lines.append(f"| {name} | {r['step_s']:.3f} | {tps:.0f} | {r['peak_rss_mb']:.0f} MB | "
+        lines.append(f"| {name} | {r['step_s']:.3f} | {tps:.0f} | {r['peak_rss_mb']:.0f} MiB | "
                      f"edgetune {speed:.2f}× | edgetune {rss:.2f}× | {target} |")
     same = gen["edgetune"]["tokens"] == gen["transformers"]["tokens"]
     lines += ["", f"Generation: {a.new_tokens} greedy tokens after a 32-token prompt, KV cache on both "
               "sides.", "",
               "| engine | tokens/s | peak RSS | ids equal |", "|---|---:|---:|---|"]
     for name, g in gen.items():
-        lines.append(f"| {name} | {g['tokens_per_s']:.1f} | {g['peak_rss'] / 2**20:.0f} MB | {same} |")
+        lines.append(f"| {name} | {g['tokens_per_s']:.1f} | {g['peak_rss'] / 2**20:.0f} MiB | {same} |")
     return "\n".join(lines) + "\n"
 
 

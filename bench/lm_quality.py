@@ -158,7 +158,7 @@ def render(r: dict, a) -> str:
     for name, row in r["rows"].items():
         lines.append(f"| {name} | {row['trainable']:,} | {r['before']['perplexity']:.1f} | "
                      f"{row['after']['perplexity']:.1f} | {row['step_s']:.3f} | "
-                     f"{row['peak_rss_mb']:.0f} MB | {row['layers_trained_mean']:.1f} |")
+                     f"{row['peak_rss_mb']:.0f} MiB | {row['layers_trained_mean']:.1f} |")
     lines += ["", "Greedy samples (48 new tokens):", ""]
     for q, text in r["samples_before"].items():
         lines.append(f"- before, `{q}`: {json.dumps(text)}")

@@ -282,7 +282,8 @@ def train_row(s: Settings, task: Task, method: str, schedule: str, seed: int, en
         row["error"] = proc.error
         return row
     row.update(summarize(run, bundle, task.batch_size))
-    row["peak_rss_mb"] = proc.peak_rss_mb if proc.peak_rss_mb is not None else row["peak_rss_mb_metrics"]
+    row["peak_rss_mb"] = (proc.peak_rss_mb if proc.peak_rss_mb is not None  # MiB; the fallback is MB
+                          else row["peak_rss_mb_metrics"] * 1e6 / 2**20)
     row["curve"] = curve(run)
     best = best_val(row["curve"])
     row["val_best"], row["best_step"] = best if best else (None, None)
@@ -316,7 +317,7 @@ def test_row(s: Settings, task: Task, row: dict, env: dict) -> dict:
         row["inference_choice"] = checkpoint_inference(run)
     say(f"  {row['name']} lr {row['lr']} seed {row['seed']}: {row['steps']} steps "
         f"({row['stopped'] or 'the cap'}), {row['step_s']:.3f} s/step, {row['flops'] / 1e9:.2f} GFLOP/step, "
-        f"peak RSS {row['peak_rss_mb']:.0f} MB, val {row['val_best']:.2%} at step {row['best_step']}, "
+        f"peak RSS {row['peak_rss_mb']:.0f} MiB, val {row['val_best']:.2%} at step {row['best_step']}, "
         f"test {row['test_accuracy']:.2%}"
         + (f" (all {row['accuracy_all']:.2%}, trained {row['accuracy_trained']:.2%})"
            if row["accuracy_all"] is not None else ""))
@@ -492,7 +493,7 @@ def fmt_lr(v) -> str:
 def table(task: Task, rows: list[dict], peak: dict) -> list[str]:
     base = next(r for r in rows if r["name"] == BASELINE)
     head = (f"{'row':20s} {'seeds':>5s} {'lr':>7s} {'steps':>5s} {'trainable':>9s} {'s/step':>6s} "
-            f"{'less':>6s} {'GFLOP/st':>8s} {'fewer':>6s} {'GFLOP/s':>7s} {'peak MB':>7s} {'less':>6s} "
+            f"{'less':>6s} {'GFLOP/st':>8s} {'fewer':>6s} {'GFLOP/s':>7s} {'peak MiB':>8s} {'less':>6s} "
             f"{'val%':>5s} {'test%':>5s} {'min-max':>9s} {'d pt':>5s} {'all%':>5s} {'trnd%':>5s}  targets")
     out = [head, "-" * len(head)]
     for r in rows:
@@ -507,7 +508,7 @@ def table(task: Task, rows: list[dict], peak: dict) -> list[str]:
         lo, hi = r.get("test_accuracy_spread") or [r["test_accuracy"]] * 2
         out.append(f"{lead} {r['steps']:5.0f} {r['trainable_params']:9d} {r['step_s']:6.3f} "
                    f"{t['time']:5.2f}x {r['flops'] / 1e9:8.2f} {t['flops']:5.2f}x {achieved:7.1f} "
-                   f"{r['peak_rss_mb']:7.0f} {t['rss']:5.2f}x {fmt_acc(r.get('val_best')):>5s} "
+                   f"{r['peak_rss_mb']:8.0f} {t['rss']:5.2f}x {fmt_acc(r.get('val_best')):>5s} "
                    f"{fmt_acc(r['test_accuracy']):>5s} {fmt_acc(lo):>4s}-{fmt_acc(hi):<4s} {t['acc']:+5.1f} "
                    f"{fmt_acc(r.get('accuracy_all')):>5s} {fmt_acc(r.get('accuracy_trained')):>5s}  {marks}")
     return out
@@ -589,7 +590,7 @@ def write_plots(out: Path, task: Task, rows: list[dict]) -> list[Path]:
         return []
     paths = [out / f"rss-{task.name}.png", out / f"loss-{task.name}.png"]
     plot_bars(paths[0], f"{task.title}: peak RSS of the training process (VmHWM)",
-              [r["label"] for r in ok], [r["peak_rss_mb"] for r in ok], "MB")
+              [r["label"] for r in ok], [r["peak_rss_mb"] for r in ok], "MiB")
     plot_lines(paths[1], f"{task.title}: training loss (seed 0)",
                [(r["label"], r["series"]["loss"]) for r in ok], ylabel="loss")
     return paths
@@ -865,10 +866,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.pareto:
         lines += ["", "lr: the row's rate (swept: the pick); steps: steps run (early stopping), mean; "
                   "s/step: median step time (first left out); less/fewer: full FT / row; GFLOP/st: cost "
-                  "model per step; GFLOP/s: achieved; peak MB: VmHWM of the training process; val%: best "
-                  "validation accuracy; test%: best checkpoint (by val), the run's own token choice, mean "
-                  "over seeds (min-max); all%/trnd%: ALaST rows evaluated with every token / the trained "
-                  "keep counts; d pt: test% - full FT's."]
+                  "model per step; GFLOP/s: achieved; peak MiB: VmHWM of the training process (2^20 B); "
+                  "val%: best validation accuracy; test%: best checkpoint (by val), the run's own token "
+                  "choice, mean over seeds (min-max); all%/trnd%: ALaST rows evaluated with every token / "
+                  "the trained keep counts; d pt: test% - full FT's."]
     if q:
         lines += ["--quick: micro models on synthetic / tiny data, a smoke test, not a measurement."]
     lines += [f"Plots: {', '.join(str(p) for p in plots) or 'none'}. "
@@ -916,14 +917,14 @@ def reuse_points(out: Path, task: Task) -> list[dict] | None:
 
 def pareto_lines(task: Task, res: dict) -> list[str]:
     out = ["", f"{task.title}: ALaST + LoRA sweep", "",
-           f"{'point':24s} {'GFLOP/step':>10s} {'s/step':>7s} {'peak MB':>7s} {'kept':>5s} {'layers':>6s} "
+           f"{'point':24s} {'GFLOP/step':>10s} {'s/step':>7s} {'peak MiB':>8s} {'kept':>5s} {'layers':>6s} "
            f"{'test%':>6s}"]
     for r in res["points"] + res["sweep"]:
         name = r.get("point", r["label"])
         if "error" in r:
             out.append(f"{name:24s} did not run: {r['error']}")
             continue
-        out.append(f"{name:24s} {r['flops'] / 1e9:10.2f} {r['step_s']:7.3f} {r['peak_rss_mb']:7.0f} "
+        out.append(f"{name:24s} {r['flops'] / 1e9:10.2f} {r['step_s']:7.3f} {r['peak_rss_mb']:8.0f} "
                    f"{r['keep_mean']:5.0%} {r['layers_trained_mean']:6.1f} {100 * r['test_accuracy']:6.1f}")
     return out
 

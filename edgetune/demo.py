@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgetune.caps.units import MB
 from edgetune.errors import EdgetuneError
 from edgetune.train.run_folder import RunFolder
 
@@ -95,7 +96,7 @@ def run(cmd: list[str], env=None, show: str = "") -> tuple[str, float, float]:
     if proc.returncode:
         sys.exit(proc.returncode)
     print(out, end="", flush=True)
-    return out, time.perf_counter() - t0, usage.ru_maxrss * 1024 / 1e6  # KiB on Linux
+    return out, time.perf_counter() - t0, usage.ru_maxrss * 1024 / MB  # KiB on Linux
 
 
 def plot(rows: dict[str, list[dict]], path: Path) -> None:

@@ -13,12 +13,12 @@ import re
 import numpy as np
 import pytest
 
-from edgetune.caps.calibration import MIB, MemoryCalibration, base_prior
+from edgetune.caps.calibration import MemoryCalibration, base_prior
 from edgetune.caps.cost_model import ModelCosts, step_flops, step_memory, tokens_in
 from edgetune.caps.dry_run import format_report, plan_report
 from edgetune.caps.limits import Caps
 from edgetune.caps.planner import CapPlanner, CapSettings
-from edgetune.caps.units import parse_bytes, parse_joules, parse_watts
+from edgetune.caps.units import MIB, parse_bytes, parse_joules, parse_watts
 from edgetune.devices import DeviceProfile
 from edgetune.errors import EdgetuneError, UsageError
 from edgetune.schedule import AlastPlanner, StaticPlanner, StepPlan

@@ -30,9 +30,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from edgetune.caps.units import MIB
 from edgetune.errors import UsageError
 
-MIB = 1 << 20
 BASE_PRIOR_FIXED = 96 * MIB
 BASE_PRIOR_PARAMS = 1.5
 BASE_PRIOR_OPTIMIZER = 0.5

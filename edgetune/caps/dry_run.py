@@ -22,7 +22,7 @@ from edgetune.bundle import drops_tokens
 from edgetune.caps.cost_model import activation_bytes_per_sample
 from edgetune.caps.limits import Caps
 from edgetune.caps.planner import CapPlanner, CapSettings, StepEstimate
-from edgetune.caps.units import format_bytes, format_joules, format_watts
+from edgetune.caps.units import MB, format_bytes, format_joules, format_watts
 from edgetune.devices import DeviceProfile
 from edgetune.engine_caps import mode_caps, pick_mode
 from edgetune.errors import UsageError
@@ -111,7 +111,7 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
     for r in step["layers"]:
         lines.append(f"{r['layer']:>5} {r['tokens_in']:>9} {r['keep']:>5} "
                      f"{'yes' if r['trained'] else '-':>7} {_gflop(r['forward_flops']):>10} "
-                     f"{_gflop(r['backward_flops']):>10} {r['activation_bytes'] / 1e6:>8.2f}")
+                     f"{_gflop(r['backward_flops']):>10} {r['activation_bytes'] / MB:>8.2f}")
     mem = step["memory"]
     lines.append("")
     lines.append(f"micro-batch {step['micro_batch']} x {step['accumulation_steps']} accumulated")

@@ -20,6 +20,8 @@ BYTE_UNITS = {
     "B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
     "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
 }
+MB = BYTE_UNITS["MB"]     # every size the tool prints: decimal megabytes
+MIB = BYTE_UNITS["MiB"]   # sizes fitted in binary units (caps/calibration.py, train/ram_guard.py)
 ENERGY_UNITS = {"mJ": 1e-3, "J": 1.0, "kJ": 1e3, "MJ": 1e6, "Wh": 3600.0, "kWh": 3.6e6}
 POWER_UNITS = {"mW": 1e-3, "W": 1.0, "kW": 1e3, "MW": 1e6}
 
@@ -70,7 +72,7 @@ def parse_watts(text: str, what: str = "--power-cap") -> float:
 
 def format_bytes(n: float, round_up: bool = False) -> str:
     """Decimal megabytes, the unit ``--ram-cap`` reads back: ``612MB`` (``round_up`` for minima)."""
-    mb = n / 1e6
+    mb = n / MB
     mb = math.ceil(mb) if round_up else round(mb)
     return f"{mb:d}MB"
 

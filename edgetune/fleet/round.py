@@ -20,6 +20,7 @@ import numpy as np
 from edgetune.bundle import Bundle
 from edgetune.caps.limits import Caps
 from edgetune.caps.planner import CapPlanner
+from edgetune.caps.units import MB
 from edgetune.config import from_strings
 from edgetune.devices import DeviceProfile, detect_device, get_device
 from edgetune.errors import EdgetuneError, UsageError
@@ -144,7 +145,7 @@ def client_round(node: NodeConfig, fleet: FleetConfig, arrays: Mapping[str, np.n
         steps=result.steps_run, samples=result.steps_run * min(fleet.batch_size, len(trainer.train_data)),
         run_steps=result.steps, loss=float(result.final_loss), seconds=time.monotonic() - t0,
         joules=float(result.energy_j), joules_total=float(spent),
-        peak_rss_mb=max(result.peak_rss_mb, peak_rss_bytes() / 1e6), device=trainer.device.name,
+        peak_rss_mb=max(result.peak_rss_mb, peak_rss_bytes() / MB), device=trainer.device.name,
         caps=(trainer.caps or Caps()).describe(), tokens_kept=[float(k) for k in kept],
         layers_trained=float(np.mean([len(s["layers_trained"]) for s in steps])) if steps else 0.0,
         micro_batch=min((int(s["micro_batch"]) for s in steps), default=0),

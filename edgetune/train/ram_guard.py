@@ -39,7 +39,7 @@ from edgetune.caps.cost_model import (
     host_bytes,
     static_bytes,
 )
-from edgetune.caps.units import format_bytes
+from edgetune.caps.units import MIB, format_bytes
 from edgetune.engine_caps import mode_caps
 from edgetune.errors import EdgetuneError
 from edgetune.runtime.adaptive import graph_files, twins
@@ -49,7 +49,6 @@ from edgetune.runtime.sessions import read_index
 from edgetune.sensors.memory import process_rss_bytes
 from edgetune.sensors.peak import peak_rss_bytes
 
-MIB = 1 << 20
 SESSIONS_FIXED = 4 * MIB      # X = 4 MiB + 0.6 MiB per graph file + 10 × graph bytes + external
 SESSION_PER_FILE = 0.6 * MIB
 SESSION_PER_BYTE = 10.0

@@ -26,7 +26,7 @@ import numpy as np
 from edgetune.bundle import Bundle
 from edgetune.caps.limits import Caps
 from edgetune.caps.planner import CapPlanner, CapReached, CapSettings
-from edgetune.caps.units import format_bytes
+from edgetune.caps.units import MB, format_bytes
 from edgetune.data.base import Dataset, split
 from edgetune.data.padding import dataset_pad_id, pad_multiple
 from edgetune.data.sampler import BatchSampler
@@ -68,7 +68,6 @@ from edgetune.train.run_folder import RunFolder
 from edgetune.train.runinfo import check_resume, run_info
 
 Callback = Callable[[dict[str, Any]], None]
-MB = 1e6             # every size the tool prints or parses: decimal megabytes (caps/units.py)
 ARENA_RETRIES = 8
 
 
