@@ -56,6 +56,7 @@ from common import (evaluate, json_default, no_torch_env, plot_heatmaps, plot_li
                     prepare_text_data, say, summarize, train)
 
 from edgetune.bundle import MANIFEST  # noqa: E402
+from edgetune.caps.units import MB, MIB  # noqa: E402
 
 CONFIGS = {  # name → (label, method, schedule, ALaST settings of this row before --set's)
     "full-ft": ("full fine-tuning", "full", "static", ()),
@@ -156,7 +157,7 @@ def run_config(s: Settings, name: str, bundle: Path, data: Path, env: dict, tag:
         return result
     result.update(summarize(run, bundle, s.batch_size))
     result["peak_rss_mb"] = (proc.peak_rss_mb if proc.peak_rss_mb is not None
-                             else result["peak_rss_mb_metrics"] * 1e6 / 2**20)  # MB -> MiB
+                             else result["peak_rss_mb_metrics"] * MB / MIB)
     # every token, as the published table measured it (bench/methods.py reports both ways)
     res = evaluate(run, data / "test.csv", env, "--checkpoint", "last", "--batch-size", str(s.eval_batch),
                    "--threads", str(s.threads), "--tokens", "all")
@@ -253,7 +254,7 @@ def write_plots(out: Path, results: list[dict], caps: list[dict]) -> list[Path]:
         hlines = []
         for k, r in enumerate(ran):
             series.append((f"{r['label']} cap {r['cap_fraction']:.0%}", r["series"]["peak_rss_mb"]))
-            hlines.append((r["ram_cap_mb"] * 2**20 / 1e6, k + 1))  # MiB -> the series' MB
+            hlines.append((r["ram_cap_mb"] * MIB / MB, k + 1))  # caps in MiB, the series in MB
         paths.append(out / "rss_vs_cap.png")
         plot_lines(paths[-1], "peak RSS so far, the runtime's, vs --ram-cap (dashed)",
                    series, hlines, ylabel="MB (10^6 B)")

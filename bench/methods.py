@@ -71,6 +71,7 @@ from common import (CLI, DEFAULT_VIT, cli_has_flag, cpu_name, evaluate, json_def
                     summarize, train, trainable_params)
 
 from edgetune.bundle import MANIFEST  # noqa: E402
+from edgetune.caps.units import MB, MIB  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_PYTHON = ROOT / ".venv-device" / "bin" / "python"
@@ -283,7 +284,7 @@ def train_row(s: Settings, task: Task, method: str, schedule: str, seed: int, en
         return row
     row.update(summarize(run, bundle, task.batch_size))
     row["peak_rss_mb"] = (proc.peak_rss_mb if proc.peak_rss_mb is not None  # MiB; the fallback is MB
-                          else row["peak_rss_mb_metrics"] * 1e6 / 2**20)
+                          else row["peak_rss_mb_metrics"] * MB / MIB)
     row["curve"] = curve(run)
     best = best_val(row["curve"])
     row["val_best"], row["best_step"] = best if best else (None, None)
