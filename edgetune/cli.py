@@ -130,9 +130,9 @@ def _say_notes(ds) -> None:
                    "peak RSS, a little more time (8: -22 % peak, +10 % time on minilm-l6, docs/demo.md).")
 @click.option("--lr", default="1e-3", show_default=True,
               help="Peak learning rate, or 'auto': before training, a range test of 40 steps on "
-                   "--data (from 1e-6 up) brackets it and three trials of the run's first 100 steps "
-                   "(at the bracket, /3.2, /10) pick it by held-out loss; all of it goes to "
-                   "RUN/run.json.")
+                   "--data (from 1e-6 up) brackets it, then 3-5 trials of the run's first 100 steps "
+                   "(at the bracket x3.2, x1, /3.2, then on past the best, from /10 to x10) pick it "
+                   "by held-out loss; all of it goes to RUN/run.json.")
 @click.option("--warmup", type=int, default=0, show_default=True,
               help="Linear warm-up steps, then cosine decay.")
 @click.option("--schedule", type=click.Choice(["static", "alast"]), default="static", show_default=True)
@@ -426,10 +426,11 @@ def plan(bundle, device_name, ram_cap, energy_cap, power_cap, batch_size, steps,
         t, tr = RangeTest(), Trials()
         click.echo(f"learning rate: auto: a range test of {t.steps} steps first (lr {t.lo:g} to "
                    f"{t.hi:g}, geometric; pick: the smoothed loss's minimum / {t.divisor:g}), then "
-                   f"{len(tr.factors)} trials of up to {tr.steps} steps from the same start at the "
-                   f"pick × " + ", ".join(f"{f:.3g}" for f in tr.factors) + " (the lowest held-out "
-                   "loss wins), at this plan and under these caps; their steps count against "
-                   "--energy-cap")
+                   f"{len(tr.first())} to {2 * tr.reach + 1} trials of up to {tr.steps} steps from "
+                   f"the same start, at the pick × {tr.ratio:.3g}^k for k = 1, 0, -1 and on past the "
+                   f"best while it is the highest or lowest tried (|k| <= {tr.reach}; the lowest "
+                   "held-out loss wins), at this plan and under these caps; their steps count "
+                   "against --energy-cap")
 
 
 @main.command()

@@ -54,34 +54,64 @@ def test_range_test_settings_are_checked(bad):
         RangeTest(**bad)
 
 
-def test_the_trials_take_the_lowest_held_out_loss_not_the_range_tests_pick():
-    # LoRA on a balanced binary task: the range test's pick (3e-3) diverges over a run; a short
-    # trial shows it as a held-out loss stuck at ln 2, while a decade lower learns
-    held = {3e-3: np.log(2), 3e-3 * 10 ** -0.5: 0.45, 3e-4: 0.52}
-    tried = []
+H = 10 ** 0.5  # the trials' default ratio, a half-decade
 
+
+def _scored(held: dict[float, float], tried: list[float]):
     def trial(lr):
         tried.append(lr)
         return next(v for k, v in held.items() if abs(k - lr) <= 1e-9 * k)
+    return trial
 
-    out = run_trials(Trials(), 3e-3, trial)
-    assert out["lr"] == pytest.approx(3e-3 * 10 ** -0.5) and "diverged" not in out
-    assert tried == pytest.approx([3e-3, 3e-3 * 10 ** -0.5, 3e-4])  # the pick first, then down
-    assert out["losses"] == pytest.approx([np.log(2), 0.45, 0.52])
+
+def test_the_trials_take_the_lowest_held_out_loss_not_the_range_tests_pick():
+    # LoRA on a balanced binary task: the range test's pick (3e-3) diverges over a run; a short
+    # trial shows it as a held-out loss stuck at ln 2, while a half-decade lower learns; the
+    # search steps down past -1 (the edge) and stops when -2 is worse
+    held = {3e-3 * H: np.log(2), 3e-3: np.log(2), 3e-3 / H: 0.45, 3e-4: 0.52}
+    tried: list[float] = []
+    out = run_trials(Trials(), 3e-3, _scored(held, tried))
+    assert out["lr"] == pytest.approx(3e-3 / H) and "diverged" not in out
+    assert tried == pytest.approx([3e-3 * H, 3e-3, 3e-3 / H, 3e-4])  # 1, 0, -1, then -2
+    assert out["rates"] == pytest.approx(sorted(tried, reverse=True))
+    assert out["losses"] == pytest.approx([np.log(2), np.log(2), 0.45, 0.52])
+
+
+def test_the_trials_climb_past_the_pick_when_higher_rates_learn_faster():
+    # IA3 on ViT: a few scales want ~10x the range test's pick; the search climbs to its reach
+    # (the smoothed minimum itself, pick x 10) and no further
+    held = {4e-3 * H ** k: 1.2 - 0.1 * k for k in range(-2, 3)}
+    tried: list[float] = []
+    out = run_trials(Trials(), 4e-3, _scored(held, tried))
+    assert out["lr"] == pytest.approx(4e-2)
+    assert tried == pytest.approx([4e-3 * H, 4e-3, 4e-3 / H, 4e-2])
+    # a peak inside the first three: no fourth trial
+    tried2: list[float] = []
+    inside = {4e-3 * H: 0.9, 4e-3: 0.8, 4e-3 / H: 0.95}
+    assert run_trials(Trials(), 4e-3, _scored(inside, tried2))["lr"] == pytest.approx(4e-3)
+    assert len(tried2) == 3
 
 
 def test_a_tie_goes_to_the_lower_rate_and_a_diverged_trial_never_wins():
+    # 0.504 is within 1 % of 0.500: the lower rate wins, and the search walks on down to the reach
     tie = run_trials(Trials(tie=0.01), 1e-2, lambda lr: 0.500 if lr > 5e-3 else 0.504)
-    assert tie["lr"] == pytest.approx(1e-3)  # 0.504 is within 1 % of 0.500: the lowest rate wins
+    assert tie["lr"] == pytest.approx(1e-3) and min(tie["rates"]) == pytest.approx(1e-3)
     apart = run_trials(Trials(tie=0.001), 1e-2, lambda lr: 0.500 if lr > 5e-3 else 0.504)
-    assert apart["lr"] == pytest.approx(1e-2)
+    assert apart["lr"] == pytest.approx(1e-2)  # 1e-2 and 1e-2 x 3.2 tie at 0.500: the lower
     nan = run_trials(Trials(), 1e-2, lambda lr: float("nan") if lr > 5e-3 else 0.9 + lr)
     assert nan["lr"] == pytest.approx(1e-3)  # of the finite ones, the lowest loss (and rate)
     every = run_trials(Trials(), 1e-2, lambda lr: float("inf"))
     assert every["diverged"] and every["lr"] == pytest.approx(1e-3)
+    assert every["rates"] == pytest.approx([1e-2 * H, 1e-2, 1e-2 / H, 1e-3])  # it walked down
 
 
-@pytest.mark.parametrize("bad", [{"steps": 0}, {"factors": ()}, {"factors": (1.0, 2.0)},
+def test_a_reach_of_zero_tries_the_pick_only():
+    tried: list[float] = []
+    out = run_trials(Trials(reach=0), 1e-3, lambda lr: tried.append(lr) or 0.5)
+    assert out["lr"] == pytest.approx(1e-3) and tried == pytest.approx([1e-3])
+
+
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"ratio": 1.0}, {"reach": -1},
                                  {"tie": -0.1}, {"max_examples": 0}])
 def test_trial_settings_are_checked(bad):
     with pytest.raises(UsageError, match="Trials"):
@@ -99,11 +129,13 @@ def test_lr_auto_picks_restores_and_trains(tmp_path):
     after = trainer.trainable_state_dict()
     assert all(np.array_equal(before[k], after[k]) for k in before)  # the starting point is back
     pick = trainer.lr_pick
-    assert pick is not None and trainer.config.lr == pick["lr"] and 1e-6 <= pick["lr"] <= 0.1
+    assert pick is not None and trainer.config.lr == pick["lr"] and 1e-6 <= pick["lr"] <= RangeTest().hi
     assert len(pick["losses"]) >= 5 and pick["rule"].startswith("smoothed loss lowest")
-    trials = pick["trials"]  # three trials as long as the run (12 < 100 steps), on the 48 held out
+    trials = pick["trials"]  # 3-5 trials as long as the run (12 < 100 steps), on the 48 held out
     assert trials["steps"] == 12 and trials["scored_by"] == "loss on 48 held-out examples"
-    assert trials["rates"] == pytest.approx([pick["range_lr"] * f for f in Trials().factors])
+    ks = np.log(np.array(trials["rates"]) / pick["range_lr"]) / np.log(H)  # the grid steps tried
+    assert np.allclose(ks, np.round(ks), atol=1e-6) and 3 <= len(ks) <= 5
+    assert {1, 0, -1} <= set(np.round(ks).astype(int)) <= {2, 1, 0, -1, -2}
     assert pick["lr"] in trials["rates"] and all(np.isfinite(trials["losses"]))
     trainer.fit()
     info = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -138,10 +170,10 @@ def test_plan_shows_the_range_test():
     out = CliRunner().invoke(main, ["plan", str(b), "--lr", "auto", "--batch-size", "8"])
     assert out.exit_code == 0, out.output
     assert "learning rate: auto: a range test of 40 steps first (lr 1e-06 to 1" in out.output
-    assert "then 3 trials of up to 100 steps from the same start" in out.output
+    assert "then 3 to 5 trials of up to 100 steps from the same start" in out.output
     js = CliRunner().invoke(main, ["plan", str(b), "--lr", "auto", "--json"])
     auto = json.loads(js.stdout)["lr_auto"]
-    assert auto["steps"] == 40 and auto["trials"]["steps"] == 100 and len(auto["trials"]["factors"]) == 3
+    assert auto["steps"] == 40 and auto["trials"]["steps"] == 100 and auto["trials"]["reach"] == 2
 
 
 def test_the_range_test_leaves_a_capped_planners_step_count_alone(tmp_path):

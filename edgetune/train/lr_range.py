@@ -18,15 +18,21 @@ RAM cap's plan.
 The range test alone is a coarse bracket: it takes one step per rate, so a method whose loss
 stays flat until the rate is large enough to learn the class prior (LoRA on a balanced binary
 task) puts its minimum on the edge of divergence, and minimum / 10 still diverges over a whole
-run. So short **trials** follow (``Trials``): from the same starting point, the run's first
-``steps`` steps (its warm-up and schedule) at the pick and at ``factors`` of it (a half-decade and
-a decade below), each scored by its loss on held-out data (the run's validation data, at most
-``max_examples`` of it; without any, the mean training loss of the trial's last quarter of
-steps, taken before each batch is stepped on, so on batches that trial had not seen). The lowest
-loss wins; losses within ``tie`` (relative) of it count as tied and the lower rate wins a tie.
-Trials must outlast the early lead of a rate too high to hold: LoRA on Rotten Tomatoes at 2.9e-3
-is ahead of 9.2e-4 after 50 steps (held-out loss 0.616 vs 0.659) and back at ln 2 by step 100,
-while 9.2e-4 goes on down (docs/methods.md); so 100 steps.
+run; and a method that learns through a few scales (IA3 on ViT) wants more than minimum / 10.
+So short **trials** follow (``Trials``), a bracket search on the grid
+
+    lr_k = pick · ratio^k,   |k| ≤ reach   (ratio √10, reach 2: from pick / 10 up to the
+                                            smoothed minimum itself),
+
+first at k = 1, 0, −1, then one more half-decade past the winner while it sits on the edge of
+what was tried (3 to 5 trials). Each trial runs, from the same starting point, the run's first
+``steps`` steps (its warm-up and schedule) and is scored by its loss on held-out data (the run's
+validation data, at most ``max_examples`` of it; without any, the mean training loss of the
+trial's last quarter of steps, taken before each batch is stepped on, so on batches that trial
+had not seen). The lowest loss wins; losses within ``tie`` (relative) of it count as tied and the
+lower rate wins a tie. Trials must outlast the early lead of a rate too high to hold: LoRA on
+Rotten Tomatoes at 2.9e-3 is ahead of 9.2e-4 after 50 steps (held-out loss 0.616 vs 0.659) and
+back at ln 2 by step 100, while 9.2e-4 goes on down (docs/methods.md); so 100 steps.
 """
 
 from __future__ import annotations
@@ -103,28 +109,53 @@ def run_range_test(test: RangeTest, step: Callable[[float], float]) -> dict[str,
 
 @dataclass
 class Trials:
-    steps: int = 100                          # each trial: the run's first steps (never more than it has)
-    factors: tuple[float, ...] = (1.0, 10 ** -0.5, 0.1)  # rates tried: the range test's pick × these
-    tie: float = 0.01                         # losses within this fraction of the lowest are tied
-    max_examples: int = 512                   # held-out examples each trial is scored on
+    steps: int = 100             # each trial: the run's first steps (never more than it has)
+    ratio: float = 10 ** 0.5     # between neighbouring trial rates (a half-decade)
+    reach: int = 2               # trials go at most this many ratios above or below the pick
+    tie: float = 0.01            # losses within this fraction of the lowest are tied
+    max_examples: int = 512      # held-out examples each trial is scored on
 
     def __post_init__(self) -> None:
         check_int(self, "steps", lo=1)
-        if not self.factors or any(not (isinstance(f, float) and 0 < f <= 1) for f in self.factors):
-            raise UsageError(f"Trials.factors={self.factors!r}: floats in (0, 1], at least one")
+        check_float(self, "ratio", lo=1.0, lo_open=True)
+        check_int(self, "reach", lo=0)
         check_float(self, "tie", lo=0.0)
         check_int(self, "max_examples", lo=1)
 
+    def first(self) -> list[int]:
+        """The grid steps tried first, highest rate first: 1, 0, −1 (within the reach)."""
+        return [k for k in (1, 0, -1) if abs(k) <= self.reach]
+
 
 def run_trials(trials: Trials, pick: float, trial: Callable[[float], float]) -> dict[str, Any]:
-    """``trial(lr) -> held-out loss`` at ``pick × factor`` for each factor; the lowest finite loss
-    wins, the lowest rate among those within ``tie`` of it. Returns ``{"lr", "rates", "losses"}``;
-    where every trial diverged, the lowest rate with ``"diverged": True``."""
-    rates = sorted((pick * f for f in trials.factors), reverse=True)
-    losses = [float(trial(lr)) for lr in rates]
-    finite = [(loss, lr) for loss, lr in zip(losses, rates) if math.isfinite(loss)]
-    if not finite:
-        return {"lr": min(rates), "rates": rates, "losses": losses, "diverged": True}
-    best = min(loss for loss, _ in finite)
-    lr = min(lr for loss, lr in finite if loss <= best + trials.tie * abs(best))
-    return {"lr": lr, "rates": rates, "losses": losses}
+    """``trial(lr) -> held-out loss`` at ``pick × ratio^k``: k = 1, 0, −1, then k + 1 past a winner
+    on the top of the tried range (or k − 1 past one on the bottom) while |k| ≤ reach. The winner
+    is the lowest finite loss, the lowest rate among those within ``tie`` of it; while no trial is
+    finite, the lowest rate tried (so the search walks down). Returns ``{"lr", "rates", "losses"}``
+    (highest rate first); where every trial diverged, the lowest rate with ``"diverged": True``."""
+    tried: dict[int, float] = {}
+
+    def winner() -> int:
+        finite = {k: loss for k, loss in tried.items() if math.isfinite(loss)}
+        if not finite:
+            return min(tried)
+        best = min(finite.values())
+        return min(k for k, loss in finite.items() if loss <= best + trials.tie * abs(best))
+
+    for k in trials.first():
+        tried[k] = float(trial(pick * trials.ratio ** k))
+    while True:
+        w = winner()
+        if w == max(tried) and w < trials.reach and any(math.isfinite(v) for v in tried.values()):
+            k = w + 1
+        elif w == min(tried) and w > -trials.reach:
+            k = w - 1
+        else:
+            break
+        tried[k] = float(trial(pick * trials.ratio ** k))
+    ks = sorted(tried, reverse=True)
+    out = {"lr": pick * trials.ratio ** winner(), "rates": [pick * trials.ratio ** k for k in ks],
+           "losses": [tried[k] for k in ks]}
+    if not any(math.isfinite(v) for v in tried.values()):
+        out["diverged"] = True
+    return out
