@@ -135,6 +135,9 @@ def run_trials(trials: Trials, pick: float, trial: Callable[[float], float]) -> 
     (highest rate first); where every trial diverged, the lowest rate with ``"diverged": True``."""
     tried: dict[int, float] = {}
 
+    def rate(k: int) -> float:
+        return pick * trials.ratio ** k
+
     def winner() -> int:
         finite = {k: loss for k, loss in tried.items() if math.isfinite(loss)}
         if not finite:
@@ -143,19 +146,18 @@ def run_trials(trials: Trials, pick: float, trial: Callable[[float], float]) -> 
         return min(k for k, loss in finite.items() if loss <= best + trials.tie * abs(best))
 
     for k in trials.first():
-        tried[k] = float(trial(pick * trials.ratio ** k))
-    while True:
+        tried[k] = float(trial(rate(k)))
+    while True:  # with nothing finite the winner is the lowest tried, so only the walk down runs
         w = winner()
-        if w == max(tried) and w < trials.reach and any(math.isfinite(v) for v in tried.values()):
+        if w == max(tried) and w < trials.reach:
             k = w + 1
         elif w == min(tried) and w > -trials.reach:
             k = w - 1
         else:
             break
-        tried[k] = float(trial(pick * trials.ratio ** k))
+        tried[k] = float(trial(rate(k)))
     ks = sorted(tried, reverse=True)
-    out = {"lr": pick * trials.ratio ** winner(), "rates": [pick * trials.ratio ** k for k in ks],
-           "losses": [tried[k] for k in ks]}
+    out = {"lr": rate(winner()), "rates": [rate(k) for k in ks], "losses": [tried[k] for k in ks]}
     if not any(math.isfinite(v) for v in tried.values()):
         out["diverged"] = True
     return out

@@ -261,8 +261,9 @@ class Trainer:
     def _lr_range_test(self) -> None:
         """``lr_auto`` (train/lr_range.py): the range test, then short trials around its pick (a
         bracket search), each from the same start, scored on held-out loss; all on batches of
-        their own seeded order, at the plan of step 0 under the caps. The parameters, AdamW's state and the
-        planner then go back to where they were and ``config.lr`` is the trials' winner."""
+        their own seeded order, at the plan of step 0 under the caps. The parameters, AdamW's
+        state and the planner then go back to where they were and ``config.lr`` is the trials'
+        winner."""
         snapshot = self.engine.trainable_arrays()
         planner = self.limits.planner  # its plans for the probes are not training steps
         inner = getattr(planner, "inner", planner)
